@@ -1,0 +1,3 @@
+"""Command line entry point (placeholder replaced below)."""
+def main() -> None:
+    raise SystemExit("not yet")
