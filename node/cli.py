@@ -1,3 +1,67 @@
-"""Command line entry point (placeholder replaced below)."""
-def main() -> None:
-    raise SystemExit("not yet")
+"""The `flotilla` command: `flotilla serve …` runs one node in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from node.config import Config, ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flotilla", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run one registry node in the foreground")
+    serve.add_argument("--config", type=Path, help="a flotilla.toml file")
+    serve.add_argument("--data", type=Path, help="data directory (created if missing)")
+    serve.add_argument("--listen", help="HOST:PORT for the HTTP API (default 127.0.0.1:5001)")
+    serve.add_argument("--node-id", dest="node_id", help="this node's id (default n1)")
+    serve.add_argument("--chunk-size", dest="chunk_size", type=int, help="bytes per chunk")
+    serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    serve.add_argument(
+        "--access-log", dest="access_log", action="store_true", default=None,
+        help="log every request",
+    )
+    return parser
+
+
+async def _run_until_signalled(config: Config) -> None:
+    from node.app import serve
+
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            node = await nursery.start(serve, config)
+            async for signum in signals:
+                logging.getLogger("flotilla").info(
+                    "received %s, stopping", signal.Signals(signum).name
+                )
+                node.cancel_scope.cancel()
+                break
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    try:
+        config = load_config(file=args.config, flags=flags)
+    except ConfigError as exc:
+        print(f"flotilla: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        trio.run(_run_until_signalled, config)
+    except OSError as exc:
+        print(f"flotilla: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

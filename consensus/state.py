@@ -1,0 +1,184 @@
+"""The state machine: applies one committed command to the SQLite tables.
+
+Deterministic by construction: the result depends only on the tables and
+the command, so every node that applies the same log holds the same state.
+Each command runs in one transaction together with the new applied index;
+a command that was already applied (same id, e.g. a retried proposal) is
+answered with its first result and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from consensus import commands as c
+from consensus.store import pack_chunk_ids
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What applying a command produced: `error` names an OCI-level refusal, or is None."""
+
+    error: str | None = None
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def encode(self) -> str:
+        return json.dumps([self.error, self.detail])
+
+    @classmethod
+    def decode(cls, text: str) -> Result:
+        error, detail = json.loads(text)
+        return cls(error, detail)
+
+
+OK = Result()
+
+# A retried proposal is recognised while its first application is at most
+# this many entries old; pruning at fixed indexes keeps every node identical.
+REQUEST_MEMORY = 100_000
+REQUEST_PRUNE_EVERY = 1024
+
+
+class StateMachine:
+    """Applies commands in log order; owns the only writing connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @property
+    def applied_index(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'applied'").fetchone()
+        return row[0] if row else 0
+
+    def apply(self, index: int, data: bytes) -> Result:
+        """Apply the command at log `index`; entries at or below the applied index are skipped."""
+        if index <= self.applied_index:
+            return OK
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            try:
+                command = c.decode(data)
+            except c.CommandInvalid as exc:
+                result = Result("COMMAND_INVALID", str(exc))
+            else:
+                seen = conn.execute(
+                    "SELECT result FROM requests WHERE id = ?", (command.id,)
+                ).fetchone()
+                if seen is not None:
+                    result = Result.decode(seen[0])
+                else:
+                    result = self._apply(command)
+                    conn.execute(
+                        "INSERT INTO requests (id, log_index, result) VALUES (?, ?, ?)",
+                        (command.id, index, result.encode()),
+                    )
+            if index % REQUEST_PRUNE_EVERY == 0:
+                conn.execute(
+                    "DELETE FROM requests WHERE log_index < ?", (index - REQUEST_MEMORY,)
+                )
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('applied', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (index,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _apply(self, command: c.Command) -> Result:
+        handler = getattr(self, f"_apply_{command.kind}")
+        return handler(command)
+
+    def _apply_put_blob(self, cmd: c.PutBlob) -> Result:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO blobs (digest, size, chunk_size, chunks) VALUES (?, ?, ?, ?)",
+            (cmd.digest, cmd.size, cmd.chunk_size, pack_chunk_ids(cmd.chunks)),
+        )
+        self._link(cmd.repo, cmd.digest)
+        return OK
+
+    def _apply_mount_blob(self, cmd: c.MountBlob) -> Result:
+        exists = self.conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (cmd.digest,))
+        if exists.fetchone() is None:
+            return Result("BLOB_UNKNOWN", cmd.digest)
+        self._link(cmd.repo, cmd.digest)
+        return OK
+
+    def _link(self, repo: str, digest: str) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO repo_blobs (repo, digest) VALUES (?, ?)", (repo, digest)
+        )
+
+    def _apply_unlink_blob(self, cmd: c.UnlinkBlob) -> Result:
+        cursor = self.conn.execute(
+            "DELETE FROM repo_blobs WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
+        )
+        return OK if cursor.rowcount else Result("BLOB_UNKNOWN", cmd.digest)
+
+    def _apply_put_manifest(self, cmd: c.PutManifest) -> Result:
+        conn = self.conn
+        for blob in cmd.blobs:
+            row = conn.execute(
+                "SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?", (cmd.repo, blob)
+            ).fetchone()
+            if row is None:
+                return Result("MANIFEST_BLOB_UNKNOWN", blob)
+        for child in cmd.manifests:
+            row = conn.execute(
+                "SELECT 1 FROM manifests WHERE repo = ? AND digest = ?", (cmd.repo, child)
+            ).fetchone()
+            if row is None:
+                return Result("MANIFEST_UNKNOWN", child)
+        conn.execute(
+            "INSERT INTO manifests"
+            " (repo, digest, media_type, body, subject, artifact_type, annotations)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo, digest) DO NOTHING",
+            (
+                cmd.repo,
+                cmd.digest,
+                cmd.media_type,
+                cmd.body,
+                cmd.subject,
+                cmd.artifact_type,
+                json.dumps(cmd.annotations, sort_keys=True) if cmd.annotations else None,
+            ),
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO manifest_refs (repo, digest, target) VALUES (?, ?, ?)",
+            [(cmd.repo, cmd.digest, t) for t in (*cmd.blobs, *cmd.manifests)],
+        )
+        if cmd.tag is not None:
+            conn.execute(
+                "INSERT INTO tags (repo, tag, digest) VALUES (?, ?, ?)"
+                " ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest",
+                (cmd.repo, cmd.tag, cmd.digest),
+            )
+        return OK
+
+    def _apply_delete_manifest(self, cmd: c.DeleteManifest) -> Result:
+        conn = self.conn
+        cursor = conn.execute(
+            "DELETE FROM manifests WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
+        )
+        if not cursor.rowcount:
+            return Result("MANIFEST_UNKNOWN", cmd.digest)
+        conn.execute("DELETE FROM tags WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest))
+        conn.execute(
+            "DELETE FROM manifest_refs WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
+        )
+        return OK
+
+    def _apply_delete_tag(self, cmd: c.DeleteTag) -> Result:
+        cursor = self.conn.execute(
+            "DELETE FROM tags WHERE repo = ? AND tag = ?", (cmd.repo, cmd.tag)
+        )
+        return OK if cursor.rowcount else Result("MANIFEST_UNKNOWN", cmd.tag)

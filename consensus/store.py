@@ -1,0 +1,223 @@
+"""The replicated metadata's SQLite tables on this node's disk, and the reads on them.
+
+Only the state machine (`state.py`) writes; everything else reads through
+`Queries`. The applied log index lives in the same database and changes in
+the same transaction as the state it produced, so a restart resumes exactly
+where the last applied command left off.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    chunk_size INTEGER NOT NULL,
+    chunks BLOB NOT NULL              -- concatenated 32-byte BLAKE3 ids
+);
+CREATE TABLE IF NOT EXISTS repo_blobs (
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (repo, digest)
+);
+CREATE TABLE IF NOT EXISTS manifests (
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    subject TEXT,
+    artifact_type TEXT,
+    annotations TEXT,                 -- JSON object or NULL
+    PRIMARY KEY (repo, digest)
+);
+CREATE INDEX IF NOT EXISTS manifests_by_subject ON manifests (repo, subject)
+    WHERE subject IS NOT NULL;
+CREATE TABLE IF NOT EXISTS manifest_refs (
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,             -- the referencing manifest
+    target TEXT NOT NULL,             -- a blob or child manifest it names
+    PRIMARY KEY (repo, digest, target)
+);
+CREATE INDEX IF NOT EXISTS manifest_refs_by_target ON manifest_refs (repo, target);
+CREATE TABLE IF NOT EXISTS tags (
+    repo TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (repo, tag)
+);
+CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (repo, digest);
+CREATE INDEX IF NOT EXISTS tags_in_order ON tags (repo, lower(tag), tag);
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,              -- command id, so a retried proposal applies once
+    log_index INTEGER NOT NULL,
+    result TEXT NOT NULL
+);
+"""
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection with the durability the state needs: WAL journal, full sync."""
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(SCHEMA)
+    conn.execute("PRAGMA foreign_keys=OFF")
+    return conn
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How to rebuild a blob: its size and the BLAKE3 ids of its chunks, in order."""
+
+    digest: str
+    size: int
+    chunk_size: int
+    chunks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    repo: str
+    digest: str
+    media_type: str
+    body: bytes
+    subject: str | None
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+def pack_chunk_ids(ids: list[str] | tuple[str, ...]) -> bytes:
+    return b"".join(bytes.fromhex(i) for i in ids)
+
+
+def unpack_chunk_ids(packed: bytes) -> tuple[str, ...]:
+    return tuple(packed[i : i + 32].hex() for i in range(0, len(packed), 32))
+
+
+def _recipe(row: tuple | None) -> Recipe | None:
+    if row is None:
+        return None
+    digest, size, chunk_size, chunks = row
+    return Recipe(digest, size, chunk_size, unpack_chunk_ids(chunks))
+
+
+def _manifest(row: tuple | None) -> ManifestRecord | None:
+    if row is None:
+        return None
+    repo, digest, media_type, body, subject, artifact_type, annotations = row
+    return ManifestRecord(
+        repo,
+        digest,
+        media_type,
+        bytes(body),
+        subject,
+        artifact_type,
+        json.loads(annotations) if annotations else None,
+    )
+
+
+_MANIFEST_COLUMNS = "repo, digest, media_type, body, subject, artifact_type, annotations"
+
+
+class Queries:
+    """Read-only questions on the local copy of the state."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def applied_index(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'applied'").fetchone()
+        return row[0] if row else 0
+
+    def blob(self, digest: str) -> Recipe | None:
+        """A blob anywhere in the registry (for cross-repository mounts)."""
+        return _recipe(
+            self.conn.execute(
+                "SELECT digest, size, chunk_size, chunks FROM blobs WHERE digest = ?", (digest,)
+            ).fetchone()
+        )
+
+    def repo_blob(self, repo: str, digest: str) -> Recipe | None:
+        """A blob that `repo` may serve."""
+        return _recipe(
+            self.conn.execute(
+                "SELECT b.digest, b.size, b.chunk_size, b.chunks FROM repo_blobs r"
+                " JOIN blobs b ON b.digest = r.digest WHERE r.repo = ? AND r.digest = ?",
+                (repo, digest),
+            ).fetchone()
+        )
+
+    def manifest(self, repo: str, digest: str) -> ManifestRecord | None:
+        return _manifest(
+            self.conn.execute(
+                f"SELECT {_MANIFEST_COLUMNS} FROM manifests WHERE repo = ? AND digest = ?",
+                (repo, digest),
+            ).fetchone()
+        )
+
+    def tag(self, repo: str, tag: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT digest FROM tags WHERE repo = ? AND tag = ?", (repo, tag)
+        ).fetchone()
+        return row[0] if row else None
+
+    def repository_exists(self, repo: str) -> bool:
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM manifests WHERE repo = ? UNION ALL"
+                " SELECT 1 FROM repo_blobs WHERE repo = ? LIMIT 1",
+                (repo, repo),
+            ).fetchone()
+            is not None
+        )
+
+    def tags(self, repo: str, *, last: str | None, limit: int) -> list[str]:
+        """Tags in the spec's order (case-insensitive, ties broken by case), after `last`."""
+        if last is None:
+            rows = self.conn.execute(
+                "SELECT tag FROM tags WHERE repo = ? ORDER BY lower(tag), tag LIMIT ?",
+                (repo, limit),
+            )
+        else:
+            rows = self.conn.execute(
+                "SELECT tag FROM tags WHERE repo = ? AND (lower(tag), tag) > (lower(?), ?)"
+                " ORDER BY lower(tag), tag LIMIT ?",
+                (repo, last, last, limit),
+            )
+        return [r[0] for r in rows]
+
+    def repositories(self, *, last: str | None, limit: int) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT repo FROM (SELECT repo FROM manifests UNION SELECT repo FROM repo_blobs)"
+            " WHERE repo > ? ORDER BY repo LIMIT ?",
+            (last or "", limit),
+        )
+        return [r[0] for r in rows]
+
+    def referrers(self, repo: str, subject: str) -> list[ManifestRecord]:
+        rows = self.conn.execute(
+            f"SELECT {_MANIFEST_COLUMNS} FROM manifests WHERE repo = ? AND subject = ?"
+            " ORDER BY digest",
+            (repo, subject),
+        )
+        return [m for m in map(_manifest, rows) if m is not None]
+
+    def tags_of(self, repo: str, digest: str) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag", (repo, digest)
+        )
+        return [r[0] for r in rows]

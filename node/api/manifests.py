@@ -1,0 +1,107 @@
+"""`/v2/<name>/manifests/<reference>`: store, fetch and delete manifests by tag or digest."""
+
+from __future__ import annotations
+
+from quart import Response, request
+
+from consensus.commands import DeleteManifest, DeleteTag, PutManifest
+from consensus.store import ManifestRecord
+from node.api.errors import (
+    DigestInvalid,
+    ManifestUnknown,
+    TooLarge,
+    from_code,
+)
+from node.api.grammar import Digest, is_digest, parse_digest, parse_tag
+from node.api.manifest_format import parse_manifest
+from node.runtime import NodeRuntime
+
+
+async def _read_manifest_body(limit: int) -> bytes:
+    declared = request.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge("manifest too large", detail={"limit": limit})
+    body = bytearray()
+    async for piece in request.body:
+        body += piece
+        if len(body) > limit:
+            raise TooLarge("manifest too large", detail={"limit": limit})
+    return bytes(body)
+
+
+async def find_manifest(rt: NodeRuntime, name: str, reference: str) -> ManifestRecord:
+    """The manifest a tag or digest names; a miss is confirmed after a read barrier."""
+    for attempt in range(2):
+        if attempt:
+            await rt.engine.barrier()
+        if is_digest(reference):
+            record = rt.engine.queries.manifest(name, str(parse_digest(reference)))
+        else:
+            digest = rt.engine.queries.tag(name, parse_tag(reference))
+            record = rt.engine.queries.manifest(name, digest) if digest else None
+        if record is not None:
+            return record
+    raise ManifestUnknown(detail={"reference": reference[:200]})
+
+
+async def get_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
+    record = await find_manifest(rt, name, reference)
+    headers = {"Content-Type": record.media_type, "Docker-Content-Digest": record.digest}
+    if request.method == "HEAD":
+        response = Response(b"", status=200, headers=headers)
+        response.headers["Content-Length"] = str(len(record.body))
+        return response
+    return Response(record.body, status=200, headers=headers)
+
+
+async def put_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
+    tag = None
+    if is_digest(reference):
+        claimed: Digest | None = parse_digest(reference)
+    else:
+        claimed, tag = None, parse_tag(reference)
+    body = await _read_manifest_body(rt.config.max_manifest_bytes)
+    digest = Digest.of(body, claimed.algorithm if claimed else "sha256")
+    if claimed is not None and claimed != digest:
+        raise DigestInvalid(
+            "manifest body does not match the digest in the URL",
+            detail={"expected": str(claimed), "actual": str(digest)},
+        )
+    parsed = parse_manifest(body, request.headers.get("Content-Type"))
+    result = await rt.engine.propose(
+        PutManifest(
+            repo=name,
+            digest=str(digest),
+            media_type=parsed.media_type,
+            body=body,
+            tag=tag,
+            subject=parsed.subject,
+            artifact_type=parsed.artifact_type,
+            annotations=parsed.annotations,
+            blobs=parsed.blobs,
+            manifests=parsed.manifests,
+        )
+    )
+    if not result.ok:
+        raise from_code(result.error or "", result.detail)
+    headers = {
+        "Location": f"/v2/{name}/manifests/{digest}",
+        "Docker-Content-Digest": str(digest),
+        "Content-Length": "0",
+    }
+    if parsed.subject:
+        headers["OCI-Subject"] = parsed.subject
+    return Response(b"", status=201, headers=headers)
+
+
+async def delete_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
+    if is_digest(reference):
+        command: DeleteManifest | DeleteTag = DeleteManifest(
+            repo=name, digest=str(parse_digest(reference))
+        )
+    else:
+        command = DeleteTag(repo=name, tag=parse_tag(reference))
+    result = await rt.engine.propose(command)
+    if not result.ok:
+        raise from_code(result.error or "", result.detail)
+    return Response(b"", status=202, headers={"Content-Length": "0"})

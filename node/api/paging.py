@@ -1,0 +1,47 @@
+"""Pagination of listings (`?n=` and `?last=`), shared by tags, catalog and referrers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlencode
+
+from werkzeug.datastructures import MultiDict
+
+from node.api.errors import PaginationNumberInvalid
+
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int
+    last: str | None
+
+
+def parse_page(args: MultiDict[str, str]) -> Page:
+    """`n` (0 … MAX_PAGE; absent means DEFAULT_PAGE) and `last` from the query string."""
+    raw = args.get("n")
+    if raw is None or raw == "":
+        limit = DEFAULT_PAGE
+    elif raw.isdigit():
+        limit = min(int(raw), MAX_PAGE)
+    else:
+        raise PaginationNumberInvalid(detail={"n": raw[:40]})
+    return Page(limit, args.get("last") or None)
+
+
+def fetch_page(
+    page: Page, fetch: Callable[[str | None, int], list[str]], path: str
+) -> tuple[list[str], dict[str, str]]:
+    """One page of items plus the `Link` header that points at the next, if any."""
+    if page.limit == 0:
+        return [], {}
+    items = fetch(page.last, page.limit + 1)
+    headers = {}
+    if len(items) > page.limit:
+        items = items[: page.limit]
+        query = urlencode({"n": page.limit, "last": items[-1]})
+        headers["Link"] = f'<{path}?{query}>; rel="next"'
+    return items, headers

@@ -1,0 +1,172 @@
+"""Builds the Quart-trio application and runs a node on Hypercorn.
+
+`serve()` is a node's whole life: it prepares the data directory, opens the
+metadata engine, and runs the HTTP server and the background jobs as tasks
+of one root nursery; cancelling that nursery stops the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from consensus.engine import Engine, LocalEngine
+from node.api.errors import (
+    NotFound,
+    RegistryError,
+    TooLarge,
+    Unsupported,
+    as_registry_error,
+    error_body,
+)
+from node.api.flow import BoundedHTTPConnection, BoundedRequest
+from node.api.routes import dispatch
+from node.config import Config
+from node.runtime import NodeRuntime
+from node.storage.chunks import ChunkStore
+from node.storage.layout import DataDir
+from node.storage.spool import Spool
+
+log = logging.getLogger("flotilla")
+
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class RegistryApp(QuartTrio):
+    asgi_http_class = BoundedHTTPConnection
+    request_class = BoundedRequest
+
+
+def error_response(error: RegistryError) -> Response:
+    body = b"" if request.method == "HEAD" else error_body(error)
+    response = Response(body, status=error.status, content_type="application/json")
+    response.headers.update(error.headers)
+    response.headers.update(API_VERSION)
+    if request.method == "HEAD":
+        response.headers["Content-Length"] = "0"
+    return response
+
+
+def _from_http_exception(exc: HTTPException) -> RegistryError:
+    if exc.code == 404:
+        return NotFound()
+    if exc.code == 405:
+        return Unsupported()
+    if exc.code == 413:
+        return TooLarge()
+    if exc.code is not None and 400 <= exc.code < 500:
+        error = RegistryError(exc.description or exc.name)
+        error.status = exc.code  # type: ignore[misc]
+        return error
+    return as_registry_error(exc)
+
+
+def create_app(rt: NodeRuntime) -> QuartTrio:
+    app = RegistryApp("flotilla")
+    app.config.update(
+        MAX_CONTENT_LENGTH=None,  # uploads stream; manifests are bounded by their handler
+        BODY_TIMEOUT=None,
+        RESPONSE_TIMEOUT=None,
+        PROVIDE_AUTOMATIC_OPTIONS=False,
+    )
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
+
+    @app.route("/v2", methods=["GET", "HEAD"])
+    @app.route("/v2/", methods=["GET", "HEAD"])
+    async def api_base() -> Response:
+        body = b"" if request.method == "HEAD" else b"{}"
+        return Response(body, status=200, content_type="application/json", headers=API_VERSION)
+
+    @app.route("/v2/<path:rest>", methods=ALL_METHODS)
+    async def api(rest: str) -> Response:
+        response = await dispatch(rt, request.method, rest)
+        response.headers.update(API_VERSION)
+        return response
+
+    @app.errorhandler(RegistryError)
+    async def on_registry_error(error: RegistryError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_exception(exc: HTTPException) -> Response:
+        return error_response(_from_http_exception(exc))
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(exc: Exception) -> Response:
+        return error_response(as_registry_error(exc))
+
+    return app
+
+
+def build_runtime(config: Config, engine: Engine | None = None) -> NodeRuntime:
+    data = DataDir(config.data)
+    data.prepare()
+    if engine is None:
+        engine = LocalEngine(data.state, node_id=config.node_id, http=config.listen)
+    return NodeRuntime(
+        config=config,
+        data=data,
+        chunks=ChunkStore(data),
+        spool=Spool(data.uploads, node_id=config.node_id, chunk_size=config.chunk_size),
+        engine=engine,
+        disk=trio.CapacityLimiter(config.disk_threads),
+    )
+
+
+async def expire_uploads(rt: NodeRuntime, *, every: float = 60.0) -> None:
+    """Drop upload sessions idle for longer than `upload_idle_seconds`."""
+    while True:
+        await trio.sleep(every)
+        for session in rt.spool.expired(rt.config.upload_idle_seconds):
+            if not session.lock.locked():
+                rt.spool.close(session)
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [config.listen]
+    hc.accesslog = logging.getLogger("flotilla.access") if config.access_log else None
+    hc.errorlog = logging.getLogger("flotilla.http")
+    hc.keep_alive_timeout = 75
+    hc.graceful_timeout = 5
+    hc.h11_max_incomplete_size = 64 * 1024
+    return hc
+
+
+@dataclass(frozen=True)
+class RunningNode:
+    """What `nursery.start(serve, …)` hands back: the node, its URL, and its off switch."""
+
+    runtime: NodeRuntime
+    url: str
+    cancel_scope: trio.CancelScope
+
+
+async def serve(
+    config: Config,
+    *,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one node until cancelled."""
+    rt = build_runtime(config)
+    app = create_app(rt)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rt.engine.run)
+            nursery.start_soon(expire_uploads, rt)
+            binds = await nursery.start(hypercorn_serve, app, hypercorn_config(config))
+            url = binds[0] if binds else f"http://{config.listen}"
+            log.info("node %s serving on %s", config.node_id, url)
+            task_status.started(RunningNode(rt, url, nursery.cancel_scope))
+    finally:
+        rt.engine.close()

@@ -1,0 +1,110 @@
+"""The node's configuration: one typed object, built once, passed down.
+
+Sources, later ones winning: defaults, a TOML file (`--config`), environment
+variables `FLOTILLA_<FIELD>` (upper case), command-line flags. No other
+module reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+MiB = 1 << 20
+NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    data: Path = Path(".flotilla/node-1")
+    listen: str = "127.0.0.1:5001"
+    node_id: str = "n1"
+    chunk_size: int = 8 * MiB
+    max_manifest_bytes: int = 4 * MiB
+    upload_idle_seconds: float = 24 * 3600.0
+    disk_threads: int = 8
+    log_level: str = "info"
+    access_log: bool = False
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    def validated(self) -> Config:
+        if not NODE_ID_RE.fullmatch(self.node_id):
+            raise ConfigError(f"node_id {self.node_id!r}: use 1-64 of A-Z a-z 0-9 _ -")
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"listen {self.listen!r}: expected HOST:PORT")
+        if self.chunk_size < 64 * 1024 or self.chunk_size > 256 * MiB:
+            raise ConfigError("chunk_size must be between 64 KiB and 256 MiB")
+        if self.max_manifest_bytes < 1024:
+            raise ConfigError("max_manifest_bytes must be at least 1 KiB")
+        if self.disk_threads < 1:
+            raise ConfigError("disk_threads must be at least 1")
+        return self
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    try:
+        if kind in ("Path", Path):
+            return Path(value)
+        if kind in ("int", int):
+            return int(value)
+        if kind in ("float", float):
+            return float(value)
+        if kind in ("bool", bool):
+            if isinstance(value, bool):
+                return value
+            return str(value).lower() in ("1", "true", "yes", "on")
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _apply(config: Config, values: Mapping[str, Any], source: str) -> Config:
+    known = {f.name: f.type for f in fields(Config)}
+    changes = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{source}: unknown setting {key!r}")
+        changes[name] = _coerce(name, known[name], value)
+    return replace(config, **changes)
+
+
+def load_config(
+    *,
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration from its sources, in order of precedence."""
+    config = Config()
+    if file is not None:
+        try:
+            with open(file, "rb") as f:
+                config = _apply(config, tomllib.load(f), str(file))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{file}: {exc}") from None
+    env = os.environ if env is None else env
+    from_env = {
+        f.name: env[f"FLOTILLA_{f.name.upper()}"]
+        for f in fields(Config)
+        if f"FLOTILLA_{f.name.upper()}" in env
+    }
+    config = _apply(config, from_env, "environment")
+    config = _apply(config, {k: v for k, v in (flags or {}).items() if v is not None}, "flags")
+    return config.validated()

@@ -1,0 +1,102 @@
+"""The on-disk layout of a node's data directory, in one place.
+
+```
+DATA/
+  chunks/ab/<blake3-hex>   one immutable file per chunk, named by its BLAKE3 id;
+                           ab = the first two hex digits (256 folders, made at start)
+  uploads/<session-id>/    the spool of one upload in progress:
+      0, 1, 2 …            chunk files as they fill (each fsynced when full)
+  tmp/                     files being written before they are renamed into place
+  state/                   the replicated metadata (owned by `consensus`)
+```
+
+A chunk file appears under `chunks/` only by rename of a file that was
+fsynced first, and its folder is fsynced after the rename, so a chunk that
+is visible is whole. `uploads/` and `tmp/` hold nothing a client was promised
+and are emptied when the node starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of a folder (renames, creations) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write `data` so that `path` holds either nothing or all of it.
+
+    fsync the file, rename it into place, fsync the folder: the order that
+    makes a crash leave the old state or the new one, never a torn file.
+    """
+    fd, tmp = _mkstemp(tmp_dir)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _mkstemp(tmp_dir: Path) -> tuple[int, Path]:
+    import tempfile
+
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-")
+    return fd, Path(name)
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Paths inside one node's data directory."""
+
+    root: Path
+
+    @property
+    def chunks(self) -> Path:
+        return self.root / "chunks"
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def chunk_path(self, chunk_id: str) -> Path:
+        return self.chunks / chunk_id[:2] / chunk_id
+
+    def prepare(self) -> None:
+        """Create the layout and drop what a previous run left half-done."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in (self.uploads, self.tmp):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for folder in (self.chunks, self.uploads, self.tmp, self.state):
+            folder.mkdir(exist_ok=True)
+        made = False
+        for i in range(256):
+            sub = self.chunks / f"{i:02x}"
+            if not sub.exists():
+                sub.mkdir()
+                made = True
+        if made:
+            fsync_dir(self.chunks)
+        fsync_dir(self.root)

@@ -1,0 +1,173 @@
+"""Uploads in progress: bytes spooled into chunk files while they are hashed.
+
+An upload session receives the blob in any number of PATCH requests and a
+final PUT. Each piece is cut at chunk boundaries and written to the current
+chunk file while the whole-blob digest (sha256) and the chunk's BLAKE3 are
+updated in the same pass; a full chunk is fsynced and closed at once, so the
+final PUT has only the last chunk left to make durable. The spool is never
+read back to hash it (a client that closes with a sha512 digest is the one
+exception: that hash is taken from the chunk files then).
+
+Sessions live in memory on the node that received the POST; a restart
+forgets them and the client starts its upload again, as the spec allows.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+import trio
+
+from node.api.errors import BlobUploadUnknown, DigestInvalid
+from node.api.grammar import Digest
+from node.storage.chunker import ChunkCutter
+
+
+class UploadState(enum.Enum):
+    RECEIVING = "receiving"  # PATCH and PUT may add bytes
+    CLOSED = "closed"  # committed or cancelled: every further request is unknown
+
+
+@dataclass
+class SpooledBlob:
+    """What a finished upload hands to the store: its digest, size and chunk files."""
+
+    digest: Digest
+    size: int
+    chunk_size: int
+    chunks: list[tuple[str, Path]]  # (BLAKE3 id, fsynced spool file), in blob order
+
+
+@dataclass
+class UploadSession:
+    id: str
+    repo: str
+    folder: Path
+    chunk_size: int
+    created: float
+    touched: float
+    state: UploadState = UploadState.RECEIVING
+    lock: trio.Lock = field(default_factory=trio.Lock)  # one request at a time
+    size: int = 0
+    _sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
+    _cutter: ChunkCutter | None = None
+    _chunk_hash: blake3.blake3 | None = None
+    _chunk_fd: int | None = None
+    _closed_chunks: list[tuple[str, Path]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._cutter = ChunkCutter(self.chunk_size)
+
+    # The methods below block (disk writes, fsync, hashing): run them in a thread.
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes to the blob; one pass writes them and feeds both hashes."""
+        if self.state is not UploadState.RECEIVING:
+            raise BlobUploadUnknown()
+        assert self._cutter is not None
+        self._sha256.update(data)
+        for piece in self._cutter.cut(data):
+            if self._chunk_fd is None:
+                path = self._chunk_file(len(self._closed_chunks))
+                self._chunk_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                self._chunk_hash = blake3.blake3()
+            view = piece.data
+            while view:
+                written = os.write(self._chunk_fd, view)
+                view = view[written:]
+            assert self._chunk_hash is not None
+            self._chunk_hash.update(piece.data)
+            if piece.closes:
+                self._close_chunk()
+        self.size += len(data)
+
+    def finish(self, expected: Digest, *, verify_against: Digest | None = None) -> SpooledBlob:
+        """Close the last chunk and check the digest; DigestInvalid leaves nothing stored."""
+        if self.state is not UploadState.RECEIVING:
+            raise BlobUploadUnknown()
+        if self._chunk_fd is not None:
+            self._close_chunk()
+        if expected.algorithm == "sha256":
+            actual = self._sha256.hexdigest()
+        else:
+            actual = self._rehash(expected.algorithm)
+        if actual != expected.hex:
+            raise DigestInvalid(
+                "provided digest did not match uploaded content",
+                detail={"expected": str(expected), "size": self.size},
+            )
+        return SpooledBlob(expected, self.size, self.chunk_size, list(self._closed_chunks))
+
+    def discard(self) -> None:
+        self.state = UploadState.CLOSED
+        if self._chunk_fd is not None:
+            os.close(self._chunk_fd)
+            self._chunk_fd = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _chunk_file(self, index: int) -> Path:
+        return self.folder / str(index)
+
+    def _close_chunk(self) -> None:
+        assert self._chunk_fd is not None and self._chunk_hash is not None
+        os.fsync(self._chunk_fd)
+        os.close(self._chunk_fd)
+        self._chunk_fd = None
+        index = len(self._closed_chunks)
+        self._closed_chunks.append((self._chunk_hash.hexdigest(), self._chunk_file(index)))
+        self._chunk_hash = None
+
+    def _rehash(self, algorithm: str) -> str:
+        hasher = hashlib.new(algorithm)
+        for _, path in self._closed_chunks:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    hasher.update(block)
+        return hasher.hexdigest()
+
+
+class Spool:
+    """The upload sessions of this node, by id."""
+
+    def __init__(self, folder: Path, *, node_id: str, chunk_size: int) -> None:
+        self.folder = folder
+        self.node_id = node_id
+        self.chunk_size = chunk_size
+        self._sessions: dict[str, UploadSession] = {}
+
+    def open(self, repo: str) -> UploadSession:
+        # The id names this node (so peers can forward to it) and is unguessable.
+        session_id = f"{self.node_id}.{secrets.token_urlsafe(24)}"
+        folder = self.folder / session_id
+        folder.mkdir()
+        now = time.monotonic()
+        session = UploadSession(session_id, repo, folder, self.chunk_size, now, now)
+        self._sessions[session_id] = session
+        return session
+
+    def get(self, repo: str, session_id: str) -> UploadSession:
+        session = self._sessions.get(session_id)
+        if session is None or session.repo != repo or session.state is not UploadState.RECEIVING:
+            raise BlobUploadUnknown(detail={"session": session_id[:100]})
+        session.touched = time.monotonic()
+        return session
+
+    def close(self, session: UploadSession) -> None:
+        """Forget a session and its spool (after commit, cancel or a failed digest)."""
+        self._sessions.pop(session.id, None)
+        session.discard()
+
+    def expired(self, idle_seconds: float) -> list[UploadSession]:
+        cutoff = time.monotonic() - idle_seconds
+        return [s for s in self._sessions.values() if s.touched < cutoff]
+
+    def __len__(self) -> int:
+        return len(self._sessions)
