@@ -1,8 +1,30 @@
-"""Options and fixtures shared by every test folder."""
+"""Options and fixtures shared by every test folder.
+
+`registry` runs a node inside the test's trio run, on an ephemeral loopback
+port; `node_process` starts a real `flotilla serve` process, for tests that
+kill it or that drive it with docker and skopeo.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
 import pytest
+import trio
+
+from node.app import RunningNode, serve
+from node.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -12,3 +34,96 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=2000,
         help="how many seeded clusters the Raft simulator runs",
     )
+
+
+@dataclass
+class Registry:
+    """A node running in this test's trio run, and a client pointed at it."""
+
+    node: RunningNode
+    client: httpx.AsyncClient
+    data: Path
+
+    @property
+    def url(self) -> str:
+        return self.node.url
+
+
+@pytest.fixture
+async def registry(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Registry]:
+    config = Config(data=tmp_path / "node", listen="127.0.0.1:0", chunk_size=64 * 1024)
+    node = await nursery.start(serve, config)
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+        yield Registry(node, client, config.data)
+    node.cancel_scope.cancel()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class NodeProcess:
+    """A `flotilla serve` process on a loopback port; restartable over the same data."""
+
+    data: Path
+    port: int
+    extra: list[str] = field(default_factory=list)
+    log: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> NodeProcess:
+        self.log = self.data.parent / f"{self.data.name}.log"
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "serve", "--data", str(self.data),
+             "--listen", self.address, *self.extra],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited early:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"node did not start:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush or clean up."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def node_process(tmp_path: Path) -> Iterator[NodeProcess]:
+    node = NodeProcess(tmp_path / "node", free_port()).start()
+    yield node
+    node.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Nodes started as subprocesses import the project from the checkout.
+    os.environ.setdefault("PYTHONPATH", str(ROOT))

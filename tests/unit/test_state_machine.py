@@ -1,0 +1,160 @@
+"""The replicated state machine: deterministic, idempotent, and resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consensus import commands as c
+from consensus.state import StateMachine
+from consensus.store import Queries, connect
+
+
+def digest(n: int) -> str:
+    return "sha256:" + hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def open_machine(folder: Path) -> tuple[StateMachine, Queries]:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "state.sqlite"
+    return StateMachine(connect(path)), Queries(connect(path, readonly=True))
+
+
+def dump(machine: StateMachine) -> list[tuple]:
+    """Every row of every table, in a fixed order: two equal dumps mean equal states."""
+    rows: list[tuple] = []
+    tables = [
+        r[0]
+        for r in machine.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        )
+    ]
+    for table in tables:
+        rows.append(("table", table))
+        rows.extend(machine.conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2"))
+    return rows
+
+
+REPOS = st.sampled_from(["a", "team/app", "b/c"])
+DIGESTS = st.integers(0, 5).map(digest)
+TAGS = st.sampled_from(["latest", "1.0", "Beta", "beta"])
+CHUNK_IDS = st.lists(st.binary(min_size=32, max_size=32).map(bytes.hex), max_size=3)
+
+COMMAND = st.one_of(
+    st.builds(
+        lambda repo, d, chunks: c.PutBlob(
+            repo=repo, digest=d, size=len(chunks) * 10, chunk_size=10, chunks=chunks
+        ),
+        REPOS, DIGESTS, CHUNK_IDS,
+    ),
+    st.builds(lambda repo, d: c.MountBlob(repo=repo, digest=d), REPOS, DIGESTS),
+    st.builds(lambda repo, d: c.UnlinkBlob(repo=repo, digest=d), REPOS, DIGESTS),
+    st.builds(
+        lambda repo, d, tag, blobs, subject: c.PutManifest(
+            repo=repo, digest=d, media_type="application/vnd.oci.image.manifest.v1+json",
+            body=json.dumps({"d": d}).encode(), tag=tag, blobs=blobs, subject=subject,
+        ),
+        REPOS, DIGESTS, st.none() | TAGS, st.lists(DIGESTS, max_size=2), st.none() | DIGESTS,
+    ),
+    st.builds(lambda repo, d: c.DeleteManifest(repo=repo, digest=d), REPOS, DIGESTS),
+    st.builds(lambda repo, tag: c.DeleteTag(repo=repo, tag=tag), REPOS, TAGS),
+)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(log=st.lists(COMMAND, max_size=25))
+def test_same_log_gives_same_state_on_every_node(tmp_path_factory, log: list[c.Command]) -> None:
+    one, _ = open_machine(tmp_path_factory.mktemp("one"))
+    two, _ = open_machine(tmp_path_factory.mktemp("two"))
+    results_one = [one.apply(i, cmd.encode()) for i, cmd in enumerate(log, 1)]
+    results_two = [two.apply(i, cmd.encode()) for i, cmd in enumerate(log, 1)]
+    assert results_one == results_two
+    assert dump(one) == dump(two)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(log=st.lists(COMMAND, max_size=20))
+def test_replaying_applied_entries_changes_nothing(tmp_path_factory, log: list[c.Command]) -> None:
+    machine, _ = open_machine(tmp_path_factory.mktemp("m"))
+    for i, cmd in enumerate(log, 1):
+        machine.apply(i, cmd.encode())
+    before = dump(machine)
+    for i, cmd in enumerate(log, 1):
+        machine.apply(i, cmd.encode())
+    assert dump(machine) == before
+    assert machine.applied_index == len(log)
+
+
+def test_retried_command_with_same_id_applies_once(tmp_path: Path) -> None:
+    machine, queries = open_machine(tmp_path)
+    put = c.PutManifest(
+        repo="a", digest=digest(1), media_type="m", body=b"{}", tag="latest"
+    )
+    machine.apply(1, put.encode())
+    machine.apply(2, c.DeleteTag(repo="a", tag="latest").encode())
+    # The same proposal arrives again at a later index (a client retry): it must not re-tag.
+    again = machine.apply(3, put.encode())
+    assert again.ok
+    assert queries.tag("a", "latest") is None
+
+
+def test_restart_resumes_from_the_applied_index(tmp_path: Path) -> None:
+    machine, _ = open_machine(tmp_path)
+    machine.apply(1, c.PutBlob(repo="a", digest=digest(1), size=0, chunk_size=8,
+                               chunks=[]).encode())
+    machine.conn.close()
+    reopened, queries = open_machine(tmp_path)
+    assert reopened.applied_index == 1
+    assert queries.repo_blob("a", digest(1)) is not None
+
+
+def test_manifest_with_unknown_blob_is_refused_at_apply_time(tmp_path: Path) -> None:
+    machine, queries = open_machine(tmp_path)
+    result = machine.apply(1, c.PutManifest(
+        repo="a", digest=digest(9), media_type="m", body=b"{}", blobs=[digest(1)]
+    ).encode())
+    assert result.error == "MANIFEST_BLOB_UNKNOWN"
+    assert queries.manifest("a", digest(9)) is None
+    assert machine.applied_index == 1
+
+
+def test_blob_links_are_per_repository(tmp_path: Path) -> None:
+    machine, queries = open_machine(tmp_path)
+    machine.apply(1, c.PutBlob(repo="a", digest=digest(1), size=0, chunk_size=8,
+                               chunks=[]).encode())
+    assert queries.repo_blob("b", digest(1)) is None
+    assert machine.apply(2, c.MountBlob(repo="b", digest=digest(1)).encode()).ok
+    assert queries.repo_blob("b", digest(1)) is not None
+    assert machine.apply(3, c.MountBlob(repo="b", digest=digest(2)).encode()).error == (
+        "BLOB_UNKNOWN"
+    )
+
+
+def test_deleting_a_manifest_removes_its_tags_but_not_other_manifests(tmp_path: Path) -> None:
+    machine, queries = open_machine(tmp_path)
+    for i, (d, tag) in enumerate([(digest(1), "one"), (digest(1), "uno"), (digest(2), "two")], 1):
+        machine.apply(i, c.PutManifest(repo="a", digest=d, media_type="m", body=b"{}",
+                                       tag=tag).encode())
+    assert machine.apply(4, c.DeleteManifest(repo="a", digest=digest(1)).encode()).ok
+    assert queries.tags("a", last=None, limit=10) == ["two"]
+    assert queries.manifest("a", digest(2)) is not None
+
+
+def test_tags_sort_case_insensitively_with_ties_broken_by_case(tmp_path: Path) -> None:
+    machine, queries = open_machine(tmp_path)
+    for i, tag in enumerate(["b", "B", "a", "C", "A10", "a2"], 1):
+        machine.apply(i, c.PutManifest(repo="r", digest=digest(i), media_type="m", body=b"{}",
+                                       tag=tag).encode())
+    assert queries.tags("r", last=None, limit=100) == ["a", "A10", "a2", "B", "b", "C"]
+    assert queries.tags("r", last="A10", limit=2) == ["a2", "B"]
+
+
+def test_undecodable_command_is_recorded_as_applied_without_effect(tmp_path: Path) -> None:
+    machine, _ = open_machine(tmp_path)
+    result = machine.apply(1, b"\xc1not msgpack")
+    assert result.error == "COMMAND_INVALID"
+    assert machine.applied_index == 1
