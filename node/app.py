@@ -51,8 +51,9 @@ def error_response(error: RegistryError) -> Response:
     response = Response(body, status=error.status, content_type="application/json")
     response.headers.update(error.headers)
     response.headers.update(API_VERSION)
-    if request.method == "HEAD":
-        response.headers["Content-Length"] = "0"
+    # An error may carry the headers of the resource it concerns (an upload's
+    # Range and Location); its own length must still describe the error body.
+    response.headers["Content-Length"] = str(len(body))
     return response
 
 

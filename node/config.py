@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 MiB = 1 << 20
 NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")

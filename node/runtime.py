@@ -8,8 +8,9 @@ disk work, so the event loop itself never waits on the disk.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import trio
 

@@ -1,0 +1,267 @@
+"""Authenticated msgpack frames over TCP between the members of a group.
+
+Each node dials every peer once and keeps that connection for the frames it
+sends; frames from a peer arrive on the connection the peer dialled. Before
+any frame is read, both ends prove they hold the cluster secret with an HMAC
+challenge–response over fresh nonces, so a stranger can neither inject
+messages nor learn anything by connecting. Frames are length-prefixed and
+size-limited; a peer that sends garbage is logged and disconnected, and the
+node keeps running. Nothing is ever unpickled: frames are plain msgpack.
+
+Delivery is best effort, which is what Raft expects: a full send queue or a
+broken connection drops frames, and the protocol retries on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import trio
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"FLR1"
+NONCE_BYTES = 32
+MAX_FRAME = 64 << 20
+HANDSHAKE_TIMEOUT = 5.0
+_LENGTH = struct.Struct(">I")
+
+FrameHandler = Callable[[str, Any], Awaitable[None]]
+
+
+class HandshakeFailed(Exception):
+    """The other end did not prove it holds the cluster secret."""
+
+
+class FrameInvalid(Exception):
+    """Bytes on the wire that are not a well-formed frame."""
+
+
+def _proof(secret: bytes, role: bytes, *parts: bytes) -> bytes:
+    mac = hmac.new(secret, role, hashlib.sha256)
+    for part in parts:
+        mac.update(_LENGTH.pack(len(part)))
+        mac.update(part)
+    return mac.digest()
+
+
+class FrameReader:
+    """Buffers a byte stream and yields whole frames (length prefix + msgpack)."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream, max_frame: int = MAX_FRAME) -> None:
+        self.stream = stream
+        self.max_frame = max_frame
+        self.buffer = bytearray()
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            data = await self.stream.receive_some(max(65536, n - len(self.buffer)))
+            if not data:
+                raise EOFError("connection closed")
+            self.buffer += data
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return out
+
+    async def read_frame(self) -> Any:
+        (length,) = _LENGTH.unpack(await self.read_exactly(_LENGTH.size))
+        if length > self.max_frame:
+            raise FrameInvalid(f"frame of {length} bytes exceeds {self.max_frame}")
+        payload = await self.read_exactly(length)
+        try:
+            return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise FrameInvalid(f"undecodable frame: {exc}") from None
+
+
+def encode_frame(obj: Any) -> bytes:
+    payload = msgpack.packb(obj, use_bin_type=True)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+async def client_handshake(
+    stream: trio.abc.Stream, reader: FrameReader, secret: bytes, node_id: str
+) -> None:
+    """Prove our knowledge of the secret to the server, and check its proof."""
+    server_nonce = await reader.read_exactly(len(MAGIC) + NONCE_BYTES)
+    if not server_nonce.startswith(MAGIC):
+        raise HandshakeFailed("not a flotilla raft endpoint")
+    server_nonce = server_nonce[len(MAGIC):]
+    client_nonce = os.urandom(NONCE_BYTES)
+    ident = node_id.encode()
+    proof = _proof(secret, b"client", server_nonce, client_nonce, ident)
+    await stream.send_all(_LENGTH.pack(len(ident)) + ident + client_nonce + proof)
+    expected = _proof(secret, b"server", client_nonce, server_nonce, ident)
+    if not hmac.compare_digest(await reader.read_exactly(len(expected)), expected):
+        raise HandshakeFailed("server did not prove the cluster secret")
+
+
+async def server_handshake(stream: trio.abc.Stream, reader: FrameReader, secret: bytes) -> str:
+    """Challenge a connecting peer; returns its node id once it has proved the secret."""
+    server_nonce = os.urandom(NONCE_BYTES)
+    await stream.send_all(MAGIC + server_nonce)
+    (length,) = _LENGTH.unpack(await reader.read_exactly(_LENGTH.size))
+    if length > 256:
+        raise HandshakeFailed("node id too long")
+    ident = await reader.read_exactly(length)
+    client_nonce = await reader.read_exactly(NONCE_BYTES)
+    proof = await reader.read_exactly(hashlib.sha256().digest_size)
+    if not hmac.compare_digest(proof, _proof(secret, b"client", server_nonce, client_nonce, ident)):
+        raise HandshakeFailed("peer did not prove the cluster secret")
+    await stream.send_all(_proof(secret, b"server", client_nonce, server_nonce, ident))
+    try:
+        return ident.decode()
+    except UnicodeDecodeError:
+        raise HandshakeFailed("node id is not text") from None
+
+
+@dataclass
+class _Peer:
+    address: str
+    send: trio.MemorySendChannel[bytes]
+    receive: trio.MemoryReceiveChannel[bytes]
+    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Transport:
+    """Sends frames to peers by id and hands every frame received to `on_frame`."""
+
+    def __init__(
+        self,
+        node_id: str,
+        secret: bytes,
+        listen: str,
+        on_frame: FrameHandler,
+        *,
+        queue_frames: int = 8192,
+        max_frame: int = MAX_FRAME,
+    ) -> None:
+        self.node_id = node_id
+        self.secret = secret
+        self.listen = listen
+        self.on_frame = on_frame
+        self.queue_frames = queue_frames
+        self.max_frame = max_frame
+        self.rejected = 0  # connections that failed the handshake or sent garbage
+        self.dropped = 0  # frames dropped because a peer's queue was full
+        self._peers: dict[str, _Peer] = {}
+        self._nursery: trio.Nursery | None = None
+        self.port: int | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        host, port = split_address(self.listen)
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for peer_id, peer in self._peers.items():
+                nursery.start_soon(self._sender, peer_id, peer)
+            await nursery.start(trio.serve_listeners, self._serve_connection, listeners)
+            task_status.started()
+
+    def set_peers(self, peers: dict[str, str]) -> None:
+        """Make the set of peers `peers` (id → host:port); others are disconnected."""
+        for peer_id in list(self._peers):
+            if peer_id not in peers or self._peers[peer_id].address != peers[peer_id]:
+                self._peers.pop(peer_id).cancel.cancel()
+        for peer_id, address in peers.items():
+            if peer_id == self.node_id or peer_id in self._peers:
+                continue
+            send, receive = trio.open_memory_channel[bytes](self.queue_frames)
+            peer = _Peer(address, send, receive)
+            self._peers[peer_id] = peer
+            if self._nursery is not None:
+                self._nursery.start_soon(self._sender, peer_id, peer)
+
+    def send(self, to: str, obj: Any) -> bool:
+        """Queue a frame for a peer; False when it was dropped (unknown peer, full queue)."""
+        peer = self._peers.get(to)
+        if peer is None:
+            return False
+        try:
+            peer.send.send_nowait(encode_frame(obj))
+        except trio.WouldBlock:
+            self.dropped += 1
+            return False
+        return True
+
+    async def _sender(self, peer_id: str, peer: _Peer) -> None:
+        backoff = 0.05
+        with peer.cancel:
+            while True:
+                try:
+                    host, port = split_address(peer.address)
+                    with trio.fail_after(HANDSHAKE_TIMEOUT):
+                        stream = await trio.open_tcp_stream(host, port)
+                    async with stream:
+                        reader = FrameReader(stream)
+                        with trio.fail_after(HANDSHAKE_TIMEOUT):
+                            await client_handshake(stream, reader, self.secret, self.node_id)
+                        backoff = 0.05
+                        await self._pump(stream, peer)
+                except (OSError, trio.BrokenResourceError, trio.TooSlowError, EOFError,
+                        HandshakeFailed) as exc:
+                    log.debug("link to %s (%s) down: %r", peer_id, peer.address, exc)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    async def _pump(self, stream: trio.SocketStream, peer: _Peer) -> None:
+        """Write queued frames, coalescing whatever is waiting into one send."""
+        while True:
+            batch = [await peer.receive.receive()]
+            size = len(batch[0])
+            while size < (1 << 20):
+                try:
+                    frame = peer.receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                batch.append(frame)
+                size += len(frame)
+            await stream.send_all(b"".join(batch))
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        reader = FrameReader(stream, self.max_frame)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                peer_id = await server_handshake(stream, reader, self.secret)
+        except (HandshakeFailed, trio.TooSlowError, EOFError, trio.BrokenResourceError,
+                OSError) as exc:
+            self.rejected += 1
+            log.warning("refused raft connection from %s: %s", _remote(stream), exc)
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            while True:
+                frame = await reader.read_frame()
+                try:
+                    await self.on_frame(peer_id, frame)
+                except Exception as exc:  # a well-formed frame with nonsense inside
+                    raise FrameInvalid(f"unusable frame: {exc!r}") from None
+        except FrameInvalid as exc:
+            self.rejected += 1
+            log.warning("disconnecting %s: %s", peer_id, exc)
+        except (EOFError, trio.BrokenResourceError, OSError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+def _remote(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"
