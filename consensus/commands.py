@@ -95,9 +95,37 @@ class DeleteTag(Command):
     tag: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class RegisterMember(Command):
+    """Where a member of the group can be reached (its Raft and HTTP addresses)."""
+
+    kind: ClassVar[str] = "register_member"
+    node_id: str
+    raft: str
+    http: str
+    zone: str = "default"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnregisterMember(Command):
+    """Forget the addresses of a node that left the group."""
+
+    kind: ClassVar[str] = "unregister_member"
+    node_id: str
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.kind: cls
-    for cls in (PutBlob, MountBlob, UnlinkBlob, PutManifest, DeleteManifest, DeleteTag)
+    for cls in (
+        PutBlob,
+        MountBlob,
+        UnlinkBlob,
+        PutManifest,
+        DeleteManifest,
+        DeleteTag,
+        RegisterMember,
+        UnregisterMember,
+    )
 }
 
 

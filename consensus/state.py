@@ -56,43 +56,60 @@ class StateMachine:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'applied'").fetchone()
         return row[0] if row else 0
 
-    def apply(self, index: int, data: bytes) -> Result:
-        """Apply the command at log `index`; entries at or below the applied index are skipped."""
-        if index <= self.applied_index:
-            return OK
+    def apply(self, index: int, data: bytes | None) -> Result:
+        """Apply the command at log `index` (None: an entry with no command)."""
+        return self.apply_batch([(index, data)])[0][1]
+
+    def apply_batch(
+        self, entries: list[tuple[int, bytes | None]]
+    ) -> list[tuple[str | None, Result]]:
+        """Apply consecutive log entries in one transaction; returns (command id, result)
+        for each. Entries at or below the applied index are skipped (None, OK):
+        after a crash the log may hand them over again."""
         conn = self.conn
+        applied = self.applied_index
+        out: list[tuple[str | None, Result]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            try:
-                command = c.decode(data)
-            except c.CommandInvalid as exc:
-                result = Result("COMMAND_INVALID", str(exc))
-            else:
-                seen = conn.execute(
-                    "SELECT result FROM requests WHERE id = ?", (command.id,)
-                ).fetchone()
-                if seen is not None:
-                    result = Result.decode(seen[0])
-                else:
-                    result = self._apply(command)
+            for index, data in entries:
+                if index <= applied:
+                    out.append((None, OK))
+                    continue
+                out.append(self._apply_entry(index, data))
+                applied = index
+                if index % REQUEST_PRUNE_EVERY == 0:
                     conn.execute(
-                        "INSERT INTO requests (id, log_index, result) VALUES (?, ?, ?)",
-                        (command.id, index, result.encode()),
+                        "DELETE FROM requests WHERE log_index < ?", (index - REQUEST_MEMORY,)
                     )
-            if index % REQUEST_PRUNE_EVERY == 0:
-                conn.execute(
-                    "DELETE FROM requests WHERE log_index < ?", (index - REQUEST_MEMORY,)
-                )
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('applied', ?)"
                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (index,),
+                (applied,),
             )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return result
+        return out
+
+    def _apply_entry(self, index: int, data: bytes | None) -> tuple[str | None, Result]:
+        if data is None:
+            return None, OK
+        try:
+            command = c.decode(data)
+        except c.CommandInvalid as exc:
+            return None, Result("COMMAND_INVALID", str(exc))
+        seen = self.conn.execute(
+            "SELECT result FROM requests WHERE id = ?", (command.id,)
+        ).fetchone()
+        if seen is not None:
+            return command.id, Result.decode(seen[0])
+        result = self._apply(command)
+        self.conn.execute(
+            "INSERT INTO requests (id, log_index, result) VALUES (?, ?, ?)",
+            (command.id, index, result.encode()),
+        )
+        return command.id, result
 
     def _apply(self, command: c.Command) -> Result:
         handler = getattr(self, f"_apply_{command.kind}")
@@ -182,3 +199,16 @@ class StateMachine:
             "DELETE FROM tags WHERE repo = ? AND tag = ?", (cmd.repo, cmd.tag)
         )
         return OK if cursor.rowcount else Result("MANIFEST_UNKNOWN", cmd.tag)
+
+    def _apply_register_member(self, cmd: c.RegisterMember) -> Result:
+        self.conn.execute(
+            "INSERT INTO members (node_id, raft, http, zone) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(node_id) DO UPDATE SET raft = excluded.raft, http = excluded.http,"
+            " zone = excluded.zone",
+            (cmd.node_id, cmd.raft, cmd.http, cmd.zone),
+        )
+        return OK
+
+    def _apply_unregister_member(self, cmd: c.UnregisterMember) -> Result:
+        self.conn.execute("DELETE FROM members WHERE node_id = ?", (cmd.node_id,))
+        return OK

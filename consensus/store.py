@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS tags (
 );
 CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (repo, digest);
 CREATE INDEX IF NOT EXISTS tags_in_order ON tags (repo, lower(tag), tag);
+CREATE TABLE IF NOT EXISTS members (
+    node_id TEXT PRIMARY KEY,
+    raft TEXT NOT NULL,
+    http TEXT NOT NULL,
+    zone TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,              -- command id, so a retried proposal applies once
     log_index INTEGER NOT NULL,
@@ -64,8 +70,19 @@ CREATE TABLE IF NOT EXISTS requests (
 """
 
 
+# Tables a snapshot carries, in the order they are copied.
+TABLES = (
+    "meta", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags", "members", "requests"
+)
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection with the durability the state needs: WAL journal, full sync."""
+    """A connection to the state database.
+
+    `synchronous=NORMAL` is enough: the Raft log is fsynced before an entry is
+    applied, and the applied index moves in the same transaction as the state,
+    so a transaction lost in a crash is simply applied again from the log.
+    """
     if readonly:
         conn = sqlite3.connect(
             f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
@@ -73,10 +90,48 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
     conn.execute("PRAGMA foreign_keys=OFF")
     return conn
+
+
+def export_snapshot(conn: sqlite3.Connection, target: Path) -> None:
+    """Copy the whole state, consistently, into a new database file at `target`."""
+    out = sqlite3.connect(target)
+    try:
+        conn.backup(out)
+    finally:
+        out.close()
+
+
+def import_snapshot(conn: sqlite3.Connection, source: Path) -> None:
+    """Replace the whole state by the snapshot at `source`, in one transaction.
+
+    Copying rows (instead of swapping files) keeps every open connection
+    valid and makes the switch atomic: readers see the old state or the new.
+    """
+    conn.execute("ATTACH DATABASE ? AS snap", (str(source),))
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in TABLES:
+                conn.execute(f"DELETE FROM main.{table}")
+                conn.execute(f"INSERT INTO main.{table} SELECT * FROM snap.{table}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("DETACH DATABASE snap")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    node_id: str
+    raft: str
+    http: str
+    zone: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +270,10 @@ class Queries:
             (repo, subject),
         )
         return [m for m in map(_manifest, rows) if m is not None]
+
+    def members(self) -> list[Member]:
+        rows = self.conn.execute("SELECT node_id, raft, http, zone FROM members ORDER BY node_id")
+        return [Member(*row) for row in rows]
 
     def tags_of(self, repo: str, digest: str) -> list[str]:
         rows = self.conn.execute(

@@ -18,7 +18,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from consensus.engine import Engine, LocalEngine
+from consensus.engine import Engine, RaftSettings, open_engine
 from node.api.errors import (
     NotFound,
     RegistryError,
@@ -29,6 +29,9 @@ from node.api.errors import (
 )
 from node.api.flow import BoundedHTTPConnection, BoundedRequest
 from node.api.routes import dispatch
+from node.cluster import api as cluster_api
+from node.cluster.api import join_cluster
+from node.cluster.auth import Verifier, load_or_create_secret
 from node.config import Config
 from node.runtime import NodeRuntime
 from node.storage.chunks import ChunkStore
@@ -94,6 +97,10 @@ def create_app(rt: NodeRuntime) -> QuartTrio:
         response.headers.update(API_VERSION)
         return response
 
+    @app.route("/_cluster/<path:rest>", methods=ALL_METHODS)
+    async def cluster(rest: str) -> Response:
+        return await cluster_api.dispatch(rt, request.method, rest)
+
     @app.errorhandler(RegistryError)
     async def on_registry_error(error: RegistryError) -> Response:
         return error_response(error)
@@ -112,8 +119,21 @@ def create_app(rt: NodeRuntime) -> QuartTrio:
 def build_runtime(config: Config, engine: Engine | None = None) -> NodeRuntime:
     data = DataDir(config.data)
     data.prepare()
+    secret = load_or_create_secret(config.secret_file or data.root / "secret")
     if engine is None:
-        engine = LocalEngine(data.state, node_id=config.node_id, http=config.listen)
+        settings = RaftSettings(
+            node_id=config.node_id,
+            raft_listen=config.raft_listen,
+            advertise_host=config.advertise_host or config.host,
+            secret=secret,
+            peers=config.peer_map(),
+            join=config.join is not None,
+            zone=config.zone,
+            tick_seconds=config.tick_ms / 1000,
+            snapshot_every=config.snapshot_every,
+            propose_timeout=config.propose_timeout,
+        )
+        engine = open_engine(data.state, settings)
     return NodeRuntime(
         config=config,
         data=data,
@@ -121,6 +141,8 @@ def build_runtime(config: Config, engine: Engine | None = None) -> NodeRuntime:
         spool=Spool(data.uploads, node_id=config.node_id, chunk_size=config.chunk_size),
         engine=engine,
         disk=trio.CapacityLimiter(config.disk_threads),
+        secret=secret,
+        peer_auth=Verifier(secret),
     )
 
 
@@ -167,6 +189,10 @@ async def serve(
             nursery.start_soon(expire_uploads, rt)
             binds = await nursery.start(hypercorn_serve, app, hypercorn_config(config))
             url = binds[0] if binds else f"http://{config.listen}"
+            port = url.rsplit(":", 1)[1]
+            rt.engine.http_advertise = f"{config.advertise_host or config.host}:{port}"
+            if config.join:
+                nursery.start_soon(join_cluster, rt, config.join)
             log.info("node %s serving on %s", config.node_id, url)
             task_status.started(RunningNode(rt, url, nursery.cancel_scope))
     finally:

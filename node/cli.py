@@ -27,6 +27,40 @@ def _parser() -> argparse.ArgumentParser:
         "--access-log", dest="access_log", action="store_true", default=None,
         help="log every request",
     )
+    serve.add_argument("--raft", help="HOST:PORT of the Raft transport (default: port + 1000)")
+    serve.add_argument("--peers", help="bootstrap members: ID=RAFTHOST:PORT,…")
+    serve.add_argument("--join", help="URL of a member to ask to add this node")
+    serve.add_argument("--secret-file", dest="secret_file", type=Path,
+                       help="cluster secret (default DATA/secret, created if missing)")
+    serve.add_argument("--zone", help="this node's zone (default 'default')")
+    serve.add_argument("--advertise-host", dest="advertise_host",
+                       help="host other nodes and clients reach this node at")
+    serve.add_argument("--consistency", choices=["local", "linearizable"],
+                       help="linearizable: every metadata read takes a read barrier")
+
+    cluster = commands.add_parser("cluster", help="inspect and change a running cluster")
+    actions = cluster.add_subparsers(dest="action", required=True)
+    for name, text in [
+        ("status", "members, leader, term, commit/applied index, health of every node"),
+        ("add", "add a node to the group"),
+        ("remove", "remove a node from the group"),
+        ("transfer-leader", "hand leadership to another member"),
+    ]:
+        action = actions.add_parser(name, help=text)
+        action.add_argument("--url", required=True, help="HTTP URL of any member")
+        action.add_argument("--secret-file", dest="secret_file", type=Path,
+                            default=Path(".flotilla/secret"),
+                            help="the cluster secret (default ./.flotilla/secret)")
+        if name == "status":
+            action.add_argument("--json", action="store_true", help="print JSON")
+        if name in ("add", "remove"):
+            action.add_argument("--node-id", dest="node_id", required=True)
+        if name == "add":
+            action.add_argument("--raft", required=True, help="the new node's Raft HOST:PORT")
+            action.add_argument("--http", required=True, help="the new node's HTTP HOST:PORT")
+            action.add_argument("--zone", default="default")
+        if name == "transfer-leader":
+            action.add_argument("--to", required=True, help="node id of the new leader")
     return parser
 
 
@@ -46,6 +80,10 @@ async def _run_until_signalled(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "cluster":
+        from node.cluster.admin_cli import run_cluster_command
+
+        raise SystemExit(run_cluster_command(args))
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         config = load_config(file=args.config, flags=flags)

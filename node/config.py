@@ -34,6 +34,17 @@ class Config:
     disk_threads: int = 8
     log_level: str = "info"
     access_log: bool = False
+    # The Raft group (see README, "Running a cluster").
+    raft: str | None = None  # HOST:PORT of this node's Raft transport; default port + 1000
+    advertise_host: str | None = None  # host peers and clients reach; default the listen host
+    peers: str = ""  # bootstrap members: ID=RAFTHOST:PORT,… (this node may be listed too)
+    join: str | None = None  # URL of a member to ask to add this node
+    secret_file: Path | None = None  # cluster secret; default DATA/secret, created if missing
+    zone: str = "default"
+    consistency: str = "local"  # or "linearizable": every metadata read takes a barrier
+    propose_timeout: float = 5.0
+    snapshot_every: int = 10_000
+    tick_ms: int = 100
 
     @property
     def host(self) -> str:
@@ -42,6 +53,22 @@ class Config:
     @property
     def port(self) -> int:
         return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def raft_listen(self) -> str:
+        if self.raft:
+            return self.raft
+        return f"{self.host}:{self.port + 1000 if self.port else 0}"
+
+    def peer_map(self) -> dict[str, str]:
+        """The bootstrap members, id → Raft address."""
+        peers = {}
+        for item in filter(None, (p.strip() for p in self.peers.split(","))):
+            node_id, sep, address = item.partition("=")
+            if not sep or not NODE_ID_RE.fullmatch(node_id) or ":" not in address:
+                raise ConfigError(f"peers: {item!r} is not ID=HOST:PORT")
+            peers[node_id] = address
+        return peers
 
     def validated(self) -> Config:
         if not NODE_ID_RE.fullmatch(self.node_id):
@@ -55,12 +82,19 @@ class Config:
             raise ConfigError("max_manifest_bytes must be at least 1 KiB")
         if self.disk_threads < 1:
             raise ConfigError("disk_threads must be at least 1")
+        if self.consistency not in ("local", "linearizable"):
+            raise ConfigError('consistency must be "local" or "linearizable"')
+        if self.propose_timeout <= 0 or self.tick_ms < 1 or self.snapshot_every < 1:
+            raise ConfigError("propose_timeout, tick_ms and snapshot_every must be positive")
+        if self.join and self.peers:
+            raise ConfigError("a joining node learns its peers from the cluster: drop peers")
+        self.peer_map()
         return self
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     try:
-        if kind in ("Path", Path):
+        if kind in ("Path", Path, "Path | None"):
             return Path(value)
         if kind in ("int", int):
             return int(value)

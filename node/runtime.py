@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import trio
 
 from consensus.engine import Engine
+from node.cluster.auth import Verifier
 from node.config import Config
 from node.storage.chunks import ChunkStore
 from node.storage.layout import DataDir
@@ -31,7 +32,14 @@ class NodeRuntime:
     spool: Spool
     engine: Engine
     disk: trio.CapacityLimiter
+    secret: bytes
+    peer_auth: Verifier
     counters: Counter[str] = field(default_factory=Counter)
+
+    async def fresh_reads(self) -> None:
+        """With `consistency = "linearizable"`, make the next local read linearizable."""
+        if self.config.consistency == "linearizable":
+            await self.engine.barrier()
 
     async def on_disk(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking disk work in a bounded worker thread."""

@@ -20,11 +20,17 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from hypothesis import settings
 
 from node.app import RunningNode, serve
 from node.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Disk-bound examples (fsync) take as long as a shared machine makes them:
+# no per-example deadline, so a slow disk is not mistaken for a failure.
+settings.register_profile("flotilla", deadline=None)
+settings.load_profile("flotilla")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,7 +57,9 @@ class Registry:
 
 @pytest.fixture
 async def registry(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Registry]:
-    config = Config(data=tmp_path / "node", listen="127.0.0.1:0", chunk_size=64 * 1024)
+    config = Config(
+        data=tmp_path / "node", listen="127.0.0.1:0", chunk_size=64 * 1024, tick_ms=20
+    )
     node = await nursery.start(serve, config)
     async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
         yield Registry(node, client, config.data)

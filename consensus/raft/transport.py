@@ -19,7 +19,8 @@ import hmac
 import logging
 import os
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +198,28 @@ class Transport:
             self.dropped += 1
             return False
         return True
+
+    @asynccontextmanager
+    async def stream_to(self, peer_id: str) -> AsyncIterator[Callable[[Any], Awaitable[None]]]:
+        """A dedicated connection for a bulk transfer (a snapshot), with TCP's back-pressure.
+
+        Yields `send(obj)`, which returns once the frame is written; frames on
+        this connection never wait behind, or hold up, the peer's Raft traffic.
+        """
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            raise OSError(f"unknown peer {peer_id}")
+        host, port = split_address(peer.address)
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await client_handshake(stream, FrameReader(stream), self.secret, self.node_id)
+
+            async def send(obj: Any) -> None:
+                await stream.send_all(encode_frame(obj))
+
+            yield send
 
     async def _sender(self, peer_id: str, peer: _Peer) -> None:
         backoff = 0.05

@@ -12,6 +12,8 @@ import json
 import logging
 from typing import Any, ClassVar
 
+from consensus.engine import NoQuorum
+
 log = logging.getLogger(__name__)
 
 
@@ -135,6 +137,8 @@ def as_registry_error(exc: BaseException) -> RegistryError:
     """The error a client sees for `exc`: itself when it is ours, else an opaque 500."""
     if isinstance(exc, RegistryError):
         return exc
+    if isinstance(exc, NoQuorum):
+        return Unavailable("the cluster cannot commit right now; retry later")
     log.error("unhandled error: %r", exc, exc_info=exc)
     return Internal()
 

@@ -1,0 +1,576 @@
+"""The Raft driver: runs the pure core on trio and is the engine `node` talks to.
+
+One task owns the `RaftNode`. Everything that would touch it — ticks,
+messages from peers, proposals, read requests, membership changes — is put
+in an inbox and handed to the core by that task between two `Ready` batches,
+so the core never sees concurrent calls. Each batch is handled in the order
+Raft needs: install a received snapshot, append entries and hard state to
+the write-ahead log (one fsync for the whole batch: group commit), then send
+messages, then apply committed entries to the state machine in one SQLite
+transaction, then answer the waiting requests.
+
+A client request waits for its own command id to be applied on this node, so
+a write is acknowledged only once it is committed and visible here. A
+follower forwards the command to the leader and, when nothing comes back in
+time, submits it again; the state machine applies an id once, so a retry is
+harmless. Snapshots are taken every `snapshot_every` applied entries (an
+SQLite backup), compact the log, and are streamed to followers that fell
+behind over a dedicated connection of the transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from consensus import commands as c
+from consensus.raft.core import RaftNode, Role
+from consensus.raft.errors import (
+    ConfChangeInProgress,
+    InvalidConfChange,
+    MalformedMessage,
+    NotLeader,
+    ProposalDropped,
+    TransferRefused,
+)
+from consensus.raft.membership import ConfChange, ConfChangeEntry
+from consensus.raft.messages import Message, MessageType
+from consensus.raft.snapshot_files import load_latest_snapshot, save_snapshot
+from consensus.raft.transport import Transport
+from consensus.raft.types import EntryKind, SnapshotMeta
+from consensus.raft.wal import WriteAheadLog
+from consensus.state import Result, StateMachine
+from consensus.store import Queries, connect, export_snapshot, import_snapshot
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_PIECE = 1 << 20
+
+
+class NoQuorum(Exception):
+    """The group could not commit (or confirm leadership) in time: retry later."""
+
+
+class MembershipRefused(Exception):
+    """A membership change that cannot be made (e.g. removing the last voter)."""
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    node_id: str
+    raft_listen: str  # where this node's transport listens (port 0: any free port)
+    advertise_host: str  # the host peers dial and clients reach
+    secret: bytes
+    peers: dict[str, str] = field(default_factory=dict)  # bootstrap: id -> raft address
+    join: bool = False  # start with no configuration and wait to be added
+    zone: str = "default"
+    tick_seconds: float = 0.1
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    snapshot_every: int = 10_000
+    propose_timeout: float = 5.0
+
+
+@dataclass
+class _Waiter:
+    event: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+
+
+class RaftEngine:
+    """A member of a Raft group, holding the replicated metadata of this node."""
+
+    def __init__(self, state_dir: Path, settings: RaftSettings) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        raft_dir = state_dir / "raft"
+        self._wal_dir = raft_dir / "wal"
+        self._snap_dir = raft_dir / "snapshots"
+        self._incoming_dir = raft_dir / "incoming"
+        shutil.rmtree(self._incoming_dir, ignore_errors=True)
+        self._incoming_dir.mkdir(parents=True)
+        db = state_dir / "state.sqlite"
+        self._machine = StateMachine(connect(db))
+        self.queries = Queries(connect(db, readonly=True))
+
+        self._wal, recovered = WriteAheadLog.open(self._wal_dir)
+        latest = load_latest_snapshot(self._snap_dir)
+        if latest is not None and (
+            recovered.snapshot is None or latest[0].index > recovered.snapshot.index
+        ):
+            # A crash came between saving a snapshot and compacting the log.
+            self._wal.compact(latest[0])
+            self._wal.close()
+            self._wal, recovered = WriteAheadLog.open(self._wal_dir)
+        if recovered.snapshot is not None and (
+            self._machine.applied_index < recovered.snapshot.index
+        ):
+            assert latest is not None
+            import_snapshot(self._machine.conn, latest[1])
+        self._snapshot_index = recovered.snapshot.index if recovered.snapshot else 0
+
+        if settings.join:
+            bootstrap: tuple[str, ...] = ()
+        else:
+            bootstrap = tuple(sorted({*settings.peers, settings.node_id}))
+        self._applied = self._machine.applied_index
+        # Voters as of the last applied membership change: a change counts once committed.
+        self._committed_voters: tuple[str, ...] = ()
+        self._core = RaftNode(
+            settings.node_id,
+            voters=bootstrap,
+            hard_state=recovered.hard_state,
+            entries=recovered.entries,
+            snapshot=recovered.snapshot,
+            rng=random.Random(),
+            election_ticks=settings.election_ticks,
+            heartbeat_ticks=settings.heartbeat_ticks,
+            applied=self._applied,
+        )
+        self._committed_voters = self._core.voters
+        self.transport = Transport(
+            settings.node_id, settings.secret, settings.raft_listen, self._on_frame
+        )
+        self._inbox: list[Callable[[], None]] = []
+        self._wakeup = trio.Event()
+        self._applied_changed = trio.Event()
+        self._leader_changed = trio.Event()
+        self._proposals: dict[str, _Waiter] = {}
+        self._reads: dict[bytes, _Waiter] = {}
+        self._incoming: dict[str, tuple[Path, Any]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._wal_lock = trio.Lock()
+        self.http_advertise: str | None = None  # set by the node once its HTTP port is bound
+        self.raft_advertise: str | None = None
+        self._refresh_peers()
+
+    # -- the interface node/ uses -------------------------------------------
+
+    async def propose(self, command: c.Command) -> Result:
+        """Commit `command` and wait until it is applied here; NoQuorum on timeout."""
+        data = command.encode()
+        waiter = self._proposals.setdefault(command.id, _Waiter())
+        try:
+            with trio.move_on_after(self.settings.propose_timeout):
+                while True:
+                    self._submit(lambda: self._propose_or_forward(data))
+                    with trio.move_on_after(1.0):
+                        await self._first_of(waiter.event, self._leader_changed)
+                    if waiter.event.is_set():
+                        return waiter.result
+                    if self._core.leader is None:
+                        await trio.sleep(self.settings.tick_seconds)
+            raise NoQuorum("the proposal was not committed in time")
+        finally:
+            self._proposals.pop(command.id, None)
+
+    async def barrier(self) -> None:
+        """Wait until this node has applied everything committed before the call."""
+        with trio.move_on_after(self.settings.propose_timeout):
+            while True:
+                context = os.urandom(12)
+                waiter = self._reads[context] = _Waiter()
+                try:
+                    self._submit(lambda ctx=context: self._read_index(ctx))
+                    with trio.move_on_after(1.0):
+                        await waiter.event.wait()
+                finally:
+                    self._reads.pop(context, None)
+                if waiter.event.is_set():
+                    await self.wait_applied(waiter.result)
+                    return
+                await trio.sleep(self.settings.tick_seconds)
+        raise NoQuorum("leadership could not be confirmed in time")
+
+    async def wait_applied(self, index: int) -> None:
+        while self._applied < index:
+            await self._applied_changed.wait()
+
+    def members(self) -> list[c.RegisterMember]:
+        return [
+            c.RegisterMember(node_id=m.node_id, raft=m.raft, http=m.http, zone=m.zone)
+            for m in self.queries.members()
+        ]
+
+    def leader(self) -> str | None:
+        return self._core.leader
+
+    def voters(self) -> tuple[str, ...]:
+        return self._core.voters
+
+    def status(self) -> dict[str, Any]:
+        st = self._core.status()
+        addresses = {m.node_id: m for m in self.queries.members()}
+        members = []
+        for node_id in sorted(set(st.voters) | set(addresses)):
+            entry: dict[str, Any] = {"node_id": node_id, "voter": node_id in st.voters}
+            if node_id in addresses:
+                m = addresses[node_id]
+                entry.update(raft=m.raft, http=m.http, zone=m.zone)
+            if node_id in st.progress:
+                pr = st.progress[node_id]
+                entry.update(match=pr.match, next=pr.next, active=pr.recent_active)
+            members.append(entry)
+        return {
+            "node_id": self.node_id,
+            "role": st.role.value,
+            "term": st.term,
+            "leader": st.leader,
+            "commit_index": st.commit,
+            "applied_index": self._applied,
+            "last_index": st.last_index,
+            "snapshot_index": self._snapshot_index,
+            "voters": list(st.voters),
+            "members": members,
+            "transport": {"rejected": self.transport.rejected, "dropped": self.transport.dropped},
+        }
+
+    async def add_member(self, node_id: str, raft: str, http: str, zone: str = "default") -> None:
+        """Record the new node's addresses, then make it a voter."""
+        result = await self.propose(
+            c.RegisterMember(node_id=node_id, raft=raft, http=http, zone=zone)
+        )
+        if not result.ok:
+            raise MembershipRefused(result.error or "")
+        await self._change_voters(
+            ConfChange.add(node_id), lambda: node_id in self._committed_voters
+        )
+
+    async def remove_member(self, node_id: str) -> None:
+        await self._change_voters(
+            ConfChange.remove(node_id), lambda: node_id not in self._committed_voters
+        )
+        await self.propose(c.UnregisterMember(node_id=node_id))
+
+    async def transfer_leader(self, to: str) -> None:
+        if to not in self._core.voters:
+            raise MembershipRefused(f"{to} is not a voter")
+        with trio.move_on_after(self.settings.propose_timeout):
+            while self._core.leader != to:
+                self._submit(lambda: self._transfer_or_forward(to))
+                with trio.move_on_after(1.0):
+                    await self._leader_changed.wait()
+            return
+        raise NoQuorum(f"leadership did not move to {to} in time")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.transport.run)
+            self.raft_advertise = f"{self.settings.advertise_host}:{self.transport.port}"
+            nursery.start_soon(self._ticker)
+            nursery.start_soon(self._loop)
+            nursery.start_soon(self._register_self)
+            task_status.started()
+
+    def close(self) -> None:
+        self._wal.close()
+        self._machine.conn.close()
+        self.queries.conn.close()
+
+    # -- the loop that owns the core ------------------------------------------
+
+    def _submit(self, action: Callable[[], None]) -> None:
+        self._inbox.append(action)
+        self._wakeup.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            await trio.sleep(self.settings.tick_seconds)
+            self._submit(self._core.tick)
+
+    async def _loop(self) -> None:
+        core = self._core
+        while True:
+            if not self._inbox and not core.has_ready():
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            inbox, self._inbox = self._inbox, []
+            for action in inbox:
+                action()
+            if core.has_ready():
+                rd = core.ready()
+                await self._handle_ready(rd)
+                core.advance(rd)
+                await self._maybe_snapshot()
+
+    async def _handle_ready(self, rd: Any) -> None:
+        if rd.snapshot is not None:
+            await self._install_snapshot(rd.snapshot)
+        if rd.entries or rd.hard_state is not None:
+            async with self._wal_lock:
+                await trio.to_thread.run_sync(self._wal.save, rd.hard_state, list(rd.entries))
+        for msg in rd.messages:
+            if msg.type is MessageType.SNAPSHOT:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._send_snapshot, msg)
+            else:
+                self.transport.send(msg.to, {"t": "raft", "m": msg.to_wire()})
+        if rd.committed_entries:
+            await self._apply(rd.committed_entries)
+        for read in rd.read_states:
+            waiter = self._reads.get(read.context)
+            if waiter is not None:
+                waiter.result = read.index
+                waiter.event.set()
+        if rd.soft_state is not None:
+            self._leader_changed.set()
+            self._leader_changed = trio.Event()
+            if rd.soft_state.role is Role.LEADER:
+                log.info("%s is leader (term %d)", self.node_id, self._core.term)
+
+    async def _apply(self, entries: tuple[Any, ...]) -> None:
+        batch = [
+            (e.index, e.data if e.kind is EntryKind.NORMAL else None) for e in entries
+        ]
+        for entry in entries:
+            if entry.kind is EntryKind.CONF_CHANGE:
+                self._committed_voters = ConfChangeEntry.from_bytes(entry.data).voters
+        results = await trio.to_thread.run_sync(self._machine.apply_batch, batch)
+        for command_id, result in results:
+            if command_id is None:
+                continue
+            waiter = self._proposals.get(command_id)
+            if waiter is not None:
+                waiter.result = result
+                waiter.event.set()
+        self._applied = entries[-1].index
+        self._refresh_peers()  # a batch may have changed voters or their addresses
+        self._applied_changed.set()
+        self._applied_changed = trio.Event()
+
+    # -- actions run by the loop ------------------------------------------------
+
+    def _propose_or_forward(self, data: bytes) -> None:
+        try:
+            self._core.propose(data)
+        except NotLeader as exc:
+            if exc.leader_id is not None and exc.leader_id != self.node_id:
+                self.transport.send(exc.leader_id, {"t": "propose", "d": data})
+        except ProposalDropped:
+            pass
+
+    def _read_index(self, context: bytes) -> None:
+        try:
+            self._core.read_index(context)
+        except NotLeader:
+            pass
+
+    def _transfer_or_forward(self, to: str) -> None:
+        try:
+            self._core.transfer_leadership(to)
+        except NotLeader as exc:
+            if exc.leader_id is not None and exc.leader_id != self.node_id:
+                self.transport.send(exc.leader_id, {"t": "transfer", "to": to})
+        except TransferRefused as exc:
+            log.warning("leadership transfer to %s refused: %s", to, exc)
+
+    def _conf_change_or_forward(self, change: ConfChange) -> None:
+        try:
+            self._core.propose_conf_change(change)
+        except NotLeader as exc:
+            if exc.leader_id is not None and exc.leader_id != self.node_id:
+                self.transport.send(
+                    exc.leader_id,
+                    {"t": "conf", "op": change.kind.value, "node": change.node_id},
+                )
+        except (ConfChangeInProgress, InvalidConfChange, ProposalDropped) as exc:
+            log.debug("membership change %s deferred: %s", change, exc)
+
+    async def _change_voters(self, change: ConfChange, done: Callable[[], bool]) -> None:
+        if change.kind.value == "remove" and self._core.voters == (change.node_id,):
+            raise MembershipRefused("cannot remove the last voter")
+        with trio.move_on_after(self.settings.propose_timeout * 2):
+            while not done():
+                self._submit(lambda: self._conf_change_or_forward(change))
+                with trio.move_on_after(0.5):
+                    await self._applied_changed.wait()
+            return
+        raise NoQuorum(f"membership change {change.kind.value} {change.node_id} timed out")
+
+    async def _register_self(self) -> None:
+        """Make sure the replicated member list has this node's current addresses."""
+        while self.http_advertise is None or self.raft_advertise is None:
+            await trio.sleep(0.05)
+        me = c.RegisterMember(
+            node_id=self.node_id,
+            raft=self.raft_advertise,
+            http=self.http_advertise,
+            zone=self.settings.zone,
+        )
+        while True:
+            known = {m.node_id: m for m in self.queries.members()}.get(self.node_id)
+            current = known is not None and (known.raft, known.http, known.zone) == (
+                me.raft, me.http, me.zone
+            )
+            if current or self.node_id not in self._core.voters:
+                await trio.sleep(1.0)
+                continue
+            try:
+                await self.propose(me)
+            except NoQuorum:
+                await trio.sleep(1.0)
+
+    # -- frames from peers -------------------------------------------------------
+
+    async def _on_frame(self, sender: str, frame: Any) -> None:
+        if not isinstance(frame, dict):
+            raise MalformedMessage("a frame must be a map")
+        kind = frame.get("t")
+        if kind == "raft":
+            msg = Message.from_wire(frame.get("m"))
+            if msg.from_id != sender:
+                raise MalformedMessage("message sender does not match the connection")
+            self._submit(lambda: self._core.step(msg))
+        elif kind == "propose":
+            data = bytes(frame["d"])
+            self._submit(lambda: self._propose_or_forward(data))
+        elif kind == "conf":
+            change = ConfChange.add(frame["node"]) if frame["op"] == "add" else (
+                ConfChange.remove(frame["node"])
+            )
+            self._submit(lambda: self._conf_change_or_forward(change))
+        elif kind == "transfer":
+            to = str(frame["to"])
+            self._submit(lambda: self._transfer_or_forward(to))
+        elif kind == "snap":
+            await self._receive_snapshot_piece(sender, frame)
+        else:
+            raise MalformedMessage(f"unknown frame type {kind!r}")
+
+    # -- snapshots ------------------------------------------------------------------
+
+    async def _maybe_snapshot(self) -> None:
+        if self._applied - self._snapshot_index < self.settings.snapshot_every:
+            return
+        index = self._applied
+        fd, name = tempfile.mkstemp(dir=self._incoming_dir, prefix="export-")
+        os.close(fd)
+        copy = Path(name)
+        try:
+            await trio.to_thread.run_sync(export_snapshot, self._machine.conn, copy)
+            meta = self._core.compact(index)
+
+            def persist() -> None:
+                with open(copy, "rb") as source:
+                    save_snapshot(self._snap_dir, meta, lambda f: shutil.copyfileobj(source, f))
+                self._wal.compact(meta)
+
+            async with self._wal_lock:
+                await trio.to_thread.run_sync(persist)
+            self._snapshot_index = index
+            log.info("snapshot at index %d; log compacted", index)
+        finally:
+            copy.unlink(missing_ok=True)
+
+    async def _send_snapshot(self, msg: Message) -> None:
+        latest = await trio.to_thread.run_sync(
+            lambda: load_latest_snapshot(self._snap_dir, verify=False)
+        )
+        if latest is None or msg.snapshot is None or latest[0].index < msg.snapshot.index:
+            return  # the core asks again later
+        meta, path = latest
+        wire = Message(
+            msg.type, msg.from_id, msg.to, term=msg.term, snapshot=meta
+        ).to_wire()
+        transfer = os.urandom(8).hex()
+        try:
+            async with self.transport.stream_to(msg.to) as send:
+                with open(path, "rb") as f:
+                    while True:
+                        piece = await trio.to_thread.run_sync(f.read, SNAPSHOT_PIECE)
+                        await send({"t": "snap", "x": transfer, "d": piece, "done": not piece,
+                                    "m": wire if not piece else None})
+                        if not piece:
+                            break
+            log.info("sent snapshot at %d to %s", meta.index, msg.to)
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+            log.warning("snapshot to %s failed: %r", msg.to, exc)
+
+    async def _receive_snapshot_piece(self, sender: str, frame: dict[str, Any]) -> None:
+        transfer = f"{sender}-{frame['x']}"
+        if transfer not in self._incoming:
+            fd, name = tempfile.mkstemp(dir=self._incoming_dir, prefix="recv-")
+            self._incoming[transfer] = (Path(name), os.fdopen(fd, "wb"))
+        path, handle = self._incoming[transfer]
+        try:
+            if not frame["done"]:
+                await trio.to_thread.run_sync(handle.write, bytes(frame["d"]))
+                return
+            handle.close()
+            msg = Message.from_wire(frame["m"])
+            if msg.snapshot is None or msg.from_id != sender:
+                raise MalformedMessage("snapshot frame without metadata")
+            meta = msg.snapshot
+
+            def persist() -> None:
+                with open(path, "rb") as source:
+                    save_snapshot(self._snap_dir, meta, lambda f: shutil.copyfileobj(source, f))
+
+            await trio.to_thread.run_sync(persist)
+            self._submit(lambda: self._core.step(msg))
+        except BaseException:
+            handle.close()
+            self._incoming.pop(transfer, None)
+            path.unlink(missing_ok=True)
+            raise
+        self._incoming.pop(transfer, None)
+        path.unlink(missing_ok=True)
+
+    async def _install_snapshot(self, meta: SnapshotMeta) -> None:
+        latest = await trio.to_thread.run_sync(load_latest_snapshot, self._snap_dir)
+        if latest is None or latest[0].index != meta.index:
+            raise RuntimeError(f"snapshot {meta.index} to install is not on disk")
+
+        def install() -> None:
+            import_snapshot(self._machine.conn, latest[1])
+            self._wal.compact(meta)
+
+        async with self._wal_lock:
+            await trio.to_thread.run_sync(install)
+        self._snapshot_index = meta.index
+        self._applied = self._machine.applied_index
+        self._committed_voters = meta.voters
+        self._refresh_peers()
+        self._applied_changed.set()
+        self._applied_changed = trio.Event()
+        log.info("installed snapshot at index %d", meta.index)
+
+    # -- peers ----------------------------------------------------------------------
+
+    def _refresh_peers(self) -> None:
+        known = {m.node_id: m.raft for m in self.queries.members()}
+        voters = set(self._core.voters)
+        for node_id, address in self.settings.peers.items():
+            if node_id in voters and node_id not in known:
+                known[node_id] = address
+        known.pop(self.node_id, None)
+        self.transport.set_peers(known)
+
+    @staticmethod
+    async def _first_of(*events: trio.Event) -> None:
+        async with trio.open_nursery() as nursery:
+            for event in events:
+                async def wait(e: trio.Event = event) -> None:
+                    await e.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(wait)
+
+
+__all__ = [
+    "ConfChangeEntry",
+    "MembershipRefused",
+    "NoQuorum",
+    "RaftEngine",
+    "RaftSettings",
+]

@@ -1,0 +1,85 @@
+"""`flotilla cluster …`: status and membership changes, over the signed internal API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import httpx
+
+from node.cluster.auth import load_or_create_secret
+from node.cluster.client import call_sync
+
+
+def _secret(args: argparse.Namespace) -> bytes:
+    if not args.secret_file.exists():
+        print(f"flotilla: no cluster secret at {args.secret_file} (use --secret-file)",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return load_or_create_secret(args.secret_file)
+
+
+def _node_status(secret: bytes, url: str) -> dict[str, Any] | None:
+    try:
+        response = call_sync(secret, "GET", f"{url.rstrip('/')}/_cluster/status", timeout=3)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+def cluster_status(secret: bytes, url: str) -> dict[str, Any]:
+    """The answering node's view, plus each member's own view (its health)."""
+    first = _node_status(secret, url)
+    if first is None:
+        raise SystemExit(f"flotilla: {url} did not answer with a status")
+    for member in first["members"]:
+        http = member.get("http")
+        view = _node_status(secret, f"http://{http}") if http else None
+        member["reachable"] = view is not None
+        if view is not None:
+            member.update(
+                role=view["role"], term=view["term"], commit_index=view["commit_index"],
+                applied_index=view["applied_index"], leader_seen=view["leader"],
+            )
+    return first
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    print(f"leader: {doc['leader'] or '(none)'}   term: {doc['term']}   "
+          f"commit: {doc['commit_index']}   applied: {doc['applied_index']}   "
+          f"(as seen by {doc['node_id']})")
+    print(f"{'node':<10}{'voter':<7}{'role':<11}{'http':<22}{'raft':<22}"
+          f"{'applied':>9}  health")
+    for m in doc["members"]:
+        health = "ok" if m.get("reachable") else "unreachable"
+        print(f"{m['node_id']:<10}{'yes' if m['voter'] else 'no':<7}{m.get('role', '?'):<11}"
+              f"{m.get('http', '?'):<22}{m.get('raft', '?'):<22}"
+              f"{m.get('applied_index', '?'):>9}  {health}")
+
+
+def run_cluster_command(args: argparse.Namespace) -> int:
+    secret = _secret(args)
+    base = args.url.rstrip("/")
+    try:
+        if args.action == "status":
+            doc = cluster_status(secret, base)
+            if args.json:
+                print(json.dumps(doc, indent=2))
+            else:
+                _print_status(doc)
+            return 0
+        if args.action == "add":
+            payload = {"node_id": args.node_id, "raft": args.raft, "http": args.http,
+                       "zone": args.zone}
+            response = call_sync(secret, "POST", f"{base}/_cluster/members", payload)
+        elif args.action == "remove":
+            response = call_sync(secret, "DELETE", f"{base}/_cluster/members/{args.node_id}")
+        else:
+            response = call_sync(secret, "POST", f"{base}/_cluster/leader", {"to": args.to})
+    except httpx.HTTPError as exc:
+        print(f"flotilla: {base}: {exc}", file=sys.stderr)
+        return 1
+    print(response.text)
+    return 0 if response.status_code == 200 else 1
