@@ -1,8 +1,10 @@
 """Run a local cluster of Flotilla nodes in the foreground (used by `scripts/cluster`).
 
-Node k listens on 127.0.0.1:(5000+k) with its data in ./.flotilla/node-k/.
-Every node is a child process; Ctrl-C or SIGTERM stops them all, and if one
-node dies the others are stopped too so nothing is left running unseen.
+Node k serves HTTP on 127.0.0.1:(5000+k) and Raft on 127.0.0.1:(6000+k), with
+its data in ./.flotilla/node-k/; all share the cluster secret in
+./.flotilla/secret (generated on first use). Every node is a child process;
+Ctrl-C or SIGTERM stops them all, and if one node dies the others are stopped
+too so nothing is left running unseen.
 """
 
 from __future__ import annotations
@@ -15,30 +17,35 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_NODES_WITHOUT_RAFT = 1
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/cluster", description=__doc__)
-    parser.add_argument("--nodes", type=int, default=1, help="how many nodes (default 1)")
+    parser.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     parser.add_argument("--data", type=Path, default=ROOT / ".flotilla",
                         help="parent folder of the nodes' data (default ./.flotilla)")
     args = parser.parse_args()
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
-    if args.nodes > MAX_NODES_WITHOUT_RAFT:
-        parser.error(
-            f"--nodes {args.nodes}: this build runs single-node only; "
-            "clusters of several nodes need replicated metadata (Raft), which is not built yet"
-        )
+    if args.nodes > 99:
+        parser.error("--nodes: at most 99 on one machine")
+    sys.path.insert(0, str(ROOT))
+    from node.cluster.auth import load_or_create_secret
+
+    secret = args.data / "secret"
+    load_or_create_secret(secret)
+    peers = ",".join(f"n{k}=127.0.0.1:{6000 + k}" for k in range(1, args.nodes + 1))
     procs: list[subprocess.Popen[bytes]] = []
     for k in range(1, args.nodes + 1):
-        listen = f"127.0.0.1:{5000 + k}"
+        listen, raft = f"127.0.0.1:{5000 + k}", f"127.0.0.1:{6000 + k}"
         data = args.data / f"node-{k}"
         cmd = [sys.executable, "-m", "node.cli", "serve", "--data", str(data),
-               "--listen", listen, "--node-id", f"n{k}"]
+               "--listen", listen, "--raft", raft, "--node-id", f"n{k}",
+               "--peers", peers, "--secret-file", str(secret)]
         procs.append(subprocess.Popen(cmd, cwd=ROOT))
-        print(f"node n{k}: http://{listen}  data {data}", flush=True)
+        print(f"node n{k}: http://{listen}  raft {raft}  data {data}", flush=True)
+    print(f"cluster secret: {secret}  (flotilla cluster status --url "
+          f"http://127.0.0.1:5001 --secret-file {secret})", flush=True)
 
     def stop(*_: object) -> None:
         for proc in procs:
