@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="host other nodes and clients reach this node at")
     serve.add_argument("--consistency", choices=["local", "linearizable"],
                        help="linearizable: every metadata read takes a read barrier")
+    serve.add_argument("--propose-timeout", dest="propose_timeout", type=float,
+                       help="seconds a write may wait for a commit before 503 (default 5)")
+    serve.add_argument("--snapshot-every", dest="snapshot_every", type=int,
+                       help="applied entries between snapshots (default 10000)")
+    serve.add_argument("--tick-ms", dest="tick_ms", type=int,
+                       help="Raft tick in ms; elections take 10-20 ticks (default 100)")
 
     cluster = commands.add_parser("cluster", help="inspect and change a running cluster")
     actions = cluster.add_subparsers(dest="action", required=True)

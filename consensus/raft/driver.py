@@ -138,8 +138,10 @@ class RaftEngine:
         )
         self._committed_voters = self._core.voters
         self.transport = Transport(
-            settings.node_id, settings.secret, settings.raft_listen, self._on_frame
+            settings.node_id, settings.secret, settings.raft_listen, self._on_frame,
+            advertise_host=settings.advertise_host,
         )
+        self.transport.on_learned = self._refresh_peers
         self._inbox: list[Callable[[], None]] = []
         self._wakeup = trio.Event()
         self._applied_changed = trio.Event()
@@ -553,6 +555,8 @@ class RaftEngine:
         for node_id, address in self.settings.peers.items():
             if node_id in voters and node_id not in known:
                 known[node_id] = address
+        for node_id, address in self.transport.learned.items():
+            known.setdefault(node_id, address)  # e.g. our leader, before we applied its address
         known.pop(self.node_id, None)
         self.transport.set_peers(known)
 

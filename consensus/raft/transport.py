@@ -106,7 +106,8 @@ async def client_handshake(
 
 
 async def server_handshake(stream: trio.abc.Stream, reader: FrameReader, secret: bytes) -> str:
-    """Challenge a connecting peer; returns its node id once it has proved the secret."""
+    """Challenge a connecting peer; returns its identity (`id@host:port` of its
+    own listener) once it has proved the secret."""
     server_nonce = os.urandom(NONCE_BYTES)
     await stream.send_all(MAGIC + server_nonce)
     (length,) = _LENGTH.unpack(await reader.read_exactly(_LENGTH.size))
@@ -149,8 +150,10 @@ class Transport:
         *,
         queue_frames: int = 8192,
         max_frame: int = MAX_FRAME,
+        advertise_host: str | None = None,
     ) -> None:
         self.node_id = node_id
+        self.advertise_host = advertise_host or split_address(listen)[0]
         self.secret = secret
         self.listen = listen
         self.on_frame = on_frame
@@ -161,6 +164,14 @@ class Transport:
         self._peers: dict[str, _Peer] = {}
         self._nursery: trio.Nursery | None = None
         self.port: int | None = None
+        # Peers that dialled us, by id → the address they listen on; a node that
+        # was just added learns where to answer its leader from this.
+        self.learned: dict[str, str] = {}
+        self.on_learned: Callable[[], None] | None = None
+
+    @property
+    def identity(self) -> str:
+        return f"{self.node_id}@{self.advertise_host}:{self.port}"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         host, port = split_address(self.listen)
@@ -214,7 +225,7 @@ class Transport:
             stream = await trio.open_tcp_stream(host, port)
         async with stream:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
-                await client_handshake(stream, FrameReader(stream), self.secret, self.node_id)
+                await client_handshake(stream, FrameReader(stream), self.secret, self.identity)
 
             async def send(obj: Any) -> None:
                 await stream.send_all(encode_frame(obj))
@@ -232,7 +243,7 @@ class Transport:
                     async with stream:
                         reader = FrameReader(stream)
                         with trio.fail_after(HANDSHAKE_TIMEOUT):
-                            await client_handshake(stream, reader, self.secret, self.node_id)
+                            await client_handshake(stream, reader, self.secret, self.identity)
                         backoff = 0.05
                         await self._pump(stream, peer)
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError, EOFError,
@@ -259,13 +270,18 @@ class Transport:
         reader = FrameReader(stream, self.max_frame)
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
-                peer_id = await server_handshake(stream, reader, self.secret)
+                identity = await server_handshake(stream, reader, self.secret)
         except (HandshakeFailed, trio.TooSlowError, EOFError, trio.BrokenResourceError,
                 OSError) as exc:
             self.rejected += 1
             log.warning("refused raft connection from %s: %s", _remote(stream), exc)
             await trio.aclose_forcefully(stream)
             return
+        peer_id, _, address = identity.partition("@")
+        if address and self.learned.get(peer_id) != address:
+            self.learned[peer_id] = address
+            if peer_id not in self._peers and self.on_learned is not None:
+                self.on_learned()
         try:
             while True:
                 frame = await reader.read_frame()

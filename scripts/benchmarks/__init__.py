@@ -1,0 +1,8 @@
+"""Benchmarks of Flotilla against CNCF Distribution, run by `scripts/bench`.
+
+Each subcommand is one module with a `run(args) -> int`: `single` (one node
+versus one Distribution, issue 2) now; `raft` and `cluster` arrive with their
+issues. Shared pieces live in their own modules: `processes` starts and stops
+the servers, `payload` makes the random blobs, `client` speaks the upload and
+pull flows, `table` prints the results.
+"""

@@ -1,0 +1,241 @@
+"""Starting and stopping the servers a benchmark measures, and watching their memory.
+
+Every server runs in its own session with its output in a log file in the
+benchmark's temp folder; leaving the `with` block stops it (SIGTERM, then
+SIGKILL after a grace period), and the kernel sends it SIGTERM should this
+process die without unwinding. Traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
+PR_SET_PDEATHSIG = 1
+
+
+class ServerFailed(RuntimeError):
+    """A server did not come up; the message carries the tail of its log."""
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait_until_ready(server: Server, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(trust_env=False, timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise ServerFailed(
+                    f"{server.name} exited with {server.process.returncode}:\n"
+                    + _log_tail(server.log_path)
+                )
+            try:
+                if client.get(f"{server.url}/v2/").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    raise ServerFailed(
+        f"{server.name} not ready after {timeout:.0f} s:\n" + _log_tail(server.log_path)
+    )
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def _running(name: str, argv: list[str], url: str, log_path: Path) -> Iterator[Server]:
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop it in order
+            preexec_fn=_die_with_parent,
+        )
+    server = Server(name, url, process, log_path)
+    try:
+        _wait_until_ready(server)
+        yield server
+    finally:
+        _stop(process)
+
+
+@contextlib.contextmanager
+def flotilla_node(workdir: Path, *, chunk_size: int | None = None) -> Iterator[Server]:
+    """`flotilla serve` on a free loopback port with its data under `workdir`."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "serve",
+        "--data",
+        str(workdir / "flotilla-data"),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+    ]
+    if chunk_size is not None:
+        argv += ["--chunk-size", str(chunk_size)]
+    with _running("Flotilla", argv, f"http://127.0.0.1:{port}", workdir / "flotilla.log") as s:
+        yield s
+
+
+DISTRIBUTION_CONFIG = """\
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+@contextlib.contextmanager
+def distribution(workdir: Path) -> Iterator[Server]:
+    """CNCF Distribution (`docker-registry serve`) with a filesystem store under `workdir`."""
+    if not shutil.which(DISTRIBUTION_BINARY):
+        raise ServerFailed(
+            f"{DISTRIBUTION_BINARY} not found: install the Debian package "
+            "(sudo apt-get install docker-registry)"
+        )
+    port = free_port()
+    root = workdir / "distribution-data"
+    root.mkdir()
+    config = workdir / "distribution.yml"
+    config.write_text(DISTRIBUTION_CONFIG.format(root=root, port=port))
+    argv = [DISTRIBUTION_BINARY, "serve", str(config)]
+    with _running(
+        "Distribution", argv, f"http://127.0.0.1:{port}", workdir / "distribution.log"
+    ) as s:
+        yield s
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process (all its threads) has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+class PeakMemory:
+    """The peak resident set of a process over a `with` block, in MiB.
+
+    The kernel's high-water mark (VmHWM) is reset on entry (clear_refs 5) and
+    read on exit; a thread polling VmRSS every few milliseconds backs it up
+    where resetting is not allowed.
+    """
+
+    def __init__(self, pid: int, every: float = 0.005) -> None:
+        self.pid = pid
+        self.every = every
+        self.before_mib = 0.0
+        self.polled_mib = 0.0
+        self.hwm_mib: float | None = None
+        self._reset_ok = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self.before_mib = _status_kib(self.pid, "VmRSS") / 1024
+        try:
+            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                f.write("5")
+            self._reset_ok = True
+        except OSError:
+            self._reset_ok = False
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._reset_ok:
+            self.hwm_mib = _status_kib(self.pid, "VmHWM") / 1024
+
+    @property
+    def peak_mib(self) -> float:
+        return max(self.polled_mib, self.hwm_mib or 0.0)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss = _status_kib(self.pid, "VmRSS") / 1024
+            except (OSError, KeyError):
+                return
+            self.polled_mib = max(self.polled_mib, rss)
+            self._stop.wait(self.every)

@@ -1,0 +1,128 @@
+"""Clusters of real `flotilla serve` processes on loopback ports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from node.cluster.auth import load_or_create_secret
+from node.cluster.client import call_sync
+from tests.conftest import NodeProcess, free_port
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+
+
+@dataclass
+class Cluster:
+    root: Path
+    secret_file: Path
+    nodes: dict[str, NodeProcess] = field(default_factory=dict)
+    env_extra: list[str] = field(default_factory=list)
+
+    @property
+    def secret(self) -> bytes:
+        return load_or_create_secret(self.secret_file)
+
+    def node_args(self, node_id: str, raft_port: int, peers: str | None) -> list[str]:
+        args = ["--node-id", node_id, "--raft", f"127.0.0.1:{raft_port}",
+                "--secret-file", str(self.secret_file), *self.env_extra]
+        if peers:
+            args += ["--peers", peers]
+        return args
+
+    def start(self, count: int) -> Cluster:
+        ports = {f"n{k}": (free_port(), free_port()) for k in range(1, count + 1)}
+        peers = ",".join(f"{n}=127.0.0.1:{raft}" for n, (_, raft) in ports.items())
+        for node_id, (http, raft) in ports.items():
+            node = NodeProcess(self.root / node_id, http, self.node_args(node_id, raft, peers))
+            self.nodes[node_id] = node
+        for node in self.nodes.values():
+            node.start()
+        self.wait_for_leader()
+        return self
+
+    def add_process(self, node_id: str, *, join_via: str | None = None) -> NodeProcess:
+        """Start a fresh node that is not (yet) a member."""
+        http, raft = free_port(), free_port()
+        args = self.node_args(node_id, raft, None)
+        if join_via:
+            args += ["--join", join_via]
+        node = NodeProcess(self.root / node_id, http, args)
+        node.raft = f"127.0.0.1:{raft}"  # type: ignore[attr-defined]
+        self.nodes[node_id] = node
+        return node.start()
+
+    def status(self, node_id: str) -> dict[str, Any]:
+        url = f"{self.nodes[node_id].url}/_cluster/status"
+        response = call_sync(self.secret, "GET", url, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def alive(self) -> list[str]:
+        return [n for n, p in self.nodes.items() if p.proc and p.proc.poll() is None]
+
+    def wait_for_leader(
+        self, among: list[str] | None = None, timeout: float = 20, not_: str | None = None
+    ) -> str:
+        """The leader all live nodes (or `among`) agree on (other than `not_`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                leaders = {self.status(n)["leader"] for n in (among or self.alive())}
+            except httpx.HTTPError:
+                leaders = set()
+            if len(leaders) == 1 and None not in leaders and not_ not in leaders:
+                return leaders.pop()
+            time.sleep(0.1)
+        raise AssertionError("no agreed leader in time")
+
+    def stop_all(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[Any]:
+    made: list[Cluster] = []
+
+    def make(count: int = 3, *extra: str) -> Cluster:
+        cluster = Cluster(tmp_path, tmp_path / "secret", env_extra=list(extra))
+        load_or_create_secret(cluster.secret_file)
+        made.append(cluster)
+        return cluster.start(count)
+
+    yield make
+    for cluster in made:
+        cluster.stop_all()
+
+
+def push_blob(url: str, repo: str, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    response = httpx.post(f"{url}/v2/{repo}/blobs/uploads/", params={"digest": digest},
+                          content=data, timeout=30)
+    assert response.status_code == 201, response.text
+    return digest
+
+
+def image_manifest(config: str, config_size: int, layers: list[tuple[str, int]]) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d,
+                    "size": s} for d, s in layers],
+    }).encode()
+
+
+def put_manifest(url: str, repo: str, tag: str, body: bytes, timeout: float = 30) -> httpx.Response:
+    return httpx.put(f"{url}/v2/{repo}/manifests/{tag}", content=body,
+                     headers={"Content-Type": MANIFEST_TYPE}, timeout=timeout)
