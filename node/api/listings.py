@@ -22,6 +22,7 @@ def _json(doc: dict[str, Any], headers: dict[str, str], content_type: str) -> Re
 
 async def list_tags(rt: NodeRuntime, name: str) -> Response:
     page = parse_page(request.args)
+    await rt.fresh_reads()
     queries = rt.engine.queries
     if not queries.repository_exists(name):
         await rt.engine.barrier()
@@ -37,6 +38,7 @@ async def list_tags(rt: NodeRuntime, name: str) -> Response:
 
 async def catalog(rt: NodeRuntime) -> Response:
     page = parse_page(request.args)
+    await rt.fresh_reads()
     queries = rt.engine.queries
     repos, headers = fetch_page(
         page,
@@ -48,6 +50,7 @@ async def catalog(rt: NodeRuntime) -> Response:
 
 async def referrers(rt: NodeRuntime, name: str, digest: str) -> Response:
     subject = str(parse_digest(digest))
+    await rt.fresh_reads()
     wanted = request.args.get("artifactType")
     descriptors = []
     for record in rt.engine.queries.referrers(name, subject):

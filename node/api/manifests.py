@@ -31,6 +31,7 @@ async def _read_manifest_body(limit: int) -> bytes:
 
 async def find_manifest(rt: NodeRuntime, name: str, reference: str) -> ManifestRecord:
     """The manifest a tag or digest names; a miss is confirmed after a read barrier."""
+    await rt.fresh_reads()
     for attempt in range(2):
         if attempt:
             await rt.engine.barrier()

@@ -135,3 +135,22 @@ def test_without_a_quorum_writes_fail_with_503_and_reads_still_work(cluster_fact
     assert got.status_code == 200 and got.content == body
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     assert httpx.head(f"{url}/v2/q/manifests/{digest}", timeout=10).status_code == 200
+
+
+def test_linearizable_node_cut_off_from_quorum_refuses_reads_it_cannot_vouch_for(
+    cluster_factory,
+) -> None:
+    """With `consistency = "linearizable"` a node answers a metadata read only after
+    the leader confirmed it is current; alone, it says 503 instead of maybe-stale data
+    (the default, local reads, keeps serving: see the no-quorum test above)."""
+    cluster = cluster_factory(3, "--consistency", "linearizable", "--propose-timeout", "2")
+    body = seed_image(cluster, "n1", "lin")
+    assert put_manifest(cluster.nodes["n1"].url, "lin", "v1", body).status_code == 201
+    url = cluster.nodes["n3"].url
+    got = httpx.get(f"{url}/v2/lin/manifests/v1", timeout=10)
+    assert got.status_code == 200 and got.content == body
+    cluster.nodes["n1"].kill()
+    cluster.nodes["n2"].kill()
+    refused = httpx.get(f"{url}/v2/lin/manifests/v1", timeout=30)
+    assert refused.status_code == 503
+    assert refused.json()["errors"][0]["code"] == "UNAVAILABLE"
