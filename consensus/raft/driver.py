@@ -184,7 +184,7 @@ class RaftEngine:
                 try:
                     self._submit(lambda ctx=context: self._read_index(ctx))
                     with trio.move_on_after(1.0):
-                        await waiter.event.wait()
+                        await self._first_of(waiter.event, self._leader_changed)
                 finally:
                     self._reads.pop(context, None)
                 if waiter.event.is_set():
@@ -301,7 +301,15 @@ class RaftEngine:
                 action()
             if core.has_ready():
                 rd = core.ready()
+                import time as _t
+                _st = self.__dict__.setdefault("_dbg", {"n": 0, "ent": 0, "com": 0, "msg": 0, "t": 0.0, "inbox": 0, "last": _t.monotonic(), "save": 0.0, "apply": 0.0})
+                _t0 = _t.perf_counter()
                 await self._handle_ready(rd)
+                _st["t"] += _t.perf_counter() - _t0
+                _st["n"] += 1; _st["ent"] += len(rd.entries); _st["com"] += len(rd.committed_entries); _st["msg"] += len(rd.messages); _st["inbox"] += len(inbox)
+                if _t.monotonic() - _st["last"] > 2 and _st["ent"] > 0:
+                    log.warning("DBG %s readies=%d ent/rd=%.2f com/rd=%.2f msg/rd=%.2f inbox/rd=%.2f handle_ms/rd=%.3f save_ms=%.3f apply_ms=%.3f", self.node_id, _st["n"], _st["ent"]/_st["n"], _st["com"]/_st["n"], _st["msg"]/_st["n"], _st["inbox"]/_st["n"], _st["t"]/_st["n"]*1000, _st["save"]/_st["n"]*1000, _st["apply"]/_st["n"]*1000)
+                    _st.update(n=0, ent=0, com=0, msg=0, t=0.0, inbox=0, last=_t.monotonic(), save=0.0, apply=0.0)
                 core.advance(rd)
                 await self._maybe_snapshot()
 
@@ -309,8 +317,11 @@ class RaftEngine:
         if rd.snapshot is not None:
             await self._install_snapshot(rd.snapshot)
         if rd.entries or rd.hard_state is not None:
+            import time as _t
+            _t0 = _t.perf_counter()
             async with self._wal_lock:
                 await trio.to_thread.run_sync(self._wal.save, rd.hard_state, list(rd.entries))
+            if hasattr(self, "_dbg"): self._dbg["save"] += _t.perf_counter() - _t0
         for msg in rd.messages:
             if msg.type is MessageType.SNAPSHOT:
                 assert self._nursery is not None
@@ -318,7 +329,10 @@ class RaftEngine:
             else:
                 self.transport.send(msg.to, {"t": "raft", "m": msg.to_wire()})
         if rd.committed_entries:
+            import time as _t
+            _t0 = _t.perf_counter()
             await self._apply(rd.committed_entries)
+            if hasattr(self, "_dbg"): self._dbg["apply"] += _t.perf_counter() - _t0
         for read in rd.read_states:
             waiter = self._reads.get(read.context)
             if waiter is not None:

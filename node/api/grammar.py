@@ -92,7 +92,16 @@ class ByteRange:
         return f"bytes {self.first}-{self.last}/{self.size}"
 
 
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+
+# Past any blob's end. Offsets longer than this are clamped to it rather than
+# converted: int() refuses strings of thousands of digits.
+OFFSET_BEYOND = 10**19
+
+
+def _offset(digits: str) -> int:
+    significant = digits.lstrip("0") or "0"
+    return OFFSET_BEYOND if len(significant) > 19 else int(significant)
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | None:
@@ -113,12 +122,12 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         "requested range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
     )
     if not first_text:
-        suffix = int(last_text)
+        suffix = _offset(last_text)
         if suffix == 0 or size == 0:
             raise unsatisfiable
         return ByteRange(max(0, size - suffix), size - 1, size)
-    first = int(first_text)
-    last = int(last_text) if last_text else size - 1
+    first = _offset(first_text)
+    last = _offset(last_text) if last_text else size - 1
     if last_text and last < first:
         return None
     if first >= size:
@@ -126,7 +135,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     return ByteRange(first, min(last, size - 1), size)
 
 
-_CONTENT_RANGE_RE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(\d+|\*))?")
+_CONTENT_RANGE_RE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/([0-9]+|\*))?")
 
 
 def parse_upload_range(header: str) -> tuple[int, int]:
@@ -134,7 +143,7 @@ def parse_upload_range(header: str) -> tuple[int, int]:
     match = _CONTENT_RANGE_RE.fullmatch(header.strip())
     if not match:
         raise RangeInvalid("invalid Content-Range", detail={"Content-Range": header[:100]})
-    start, end = int(match.group(1)), int(match.group(2))
+    start, end = _offset(match.group(1)), _offset(match.group(2))
     if end < start:
         raise RangeInvalid("invalid Content-Range", detail={"Content-Range": header[:100]})
     return start, end

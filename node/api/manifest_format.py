@@ -79,6 +79,9 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         doc = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         raise _invalid("body is not JSON") from None
+    except RecursionError:
+        # A few MiB of "[[[[…" nest deeper than the parser's stack allows.
+        raise _invalid("body nests too deeply") from None
     if not isinstance(doc, dict):
         raise _invalid("body is not a JSON object")
     if doc.get("schemaVersion") != 2:
@@ -87,6 +90,9 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     inner = doc.get("mediaType")
     if inner is not None and not isinstance(inner, str):
         raise _invalid("mediaType must be a string")
+    if inner is not None and inner not in MANIFEST_TYPES:
+        # Guessing from the shape would store it under a type its own body denies.
+        raise _invalid(f"unsupported manifest media type {inner[:100]!r}")
     if declared in MANIFEST_TYPES:
         media_type = declared
         if inner is not None and inner != declared:

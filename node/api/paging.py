@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlencode
 
 from werkzeug.datastructures import MultiDict
@@ -12,6 +13,7 @@ from node.api.errors import PaginationNumberInvalid
 
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also accepts "²" and "٣"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +27,10 @@ def parse_page(args: MultiDict[str, str]) -> Page:
     raw = args.get("n")
     if raw is None or raw == "":
         limit = DEFAULT_PAGE
-    elif raw.isdigit():
-        limit = min(int(raw), MAX_PAGE)
+    elif _DIGITS.fullmatch(raw):
+        # Anything longer than MAX_PAGE's digits is above it; int() of a
+        # thousands-digit string would fail.
+        limit = MAX_PAGE if len(raw.lstrip("0")) > len(str(MAX_PAGE)) else min(int(raw), MAX_PAGE)
     else:
         raise PaginationNumberInvalid(detail={"n": raw[:40]})
     return Page(limit, args.get("last") or None)

@@ -4,6 +4,8 @@
 DATA/
   chunks/ab/<blake3-hex>   one immutable file per chunk, named by its BLAKE3 id;
                            ab = the first two hex digits (256 folders, made at start)
+  cache/ab/<blake3-hex>    chunks this node fetched from peers but does not own;
+                           evicted least recently used first beyond `cache_bytes`
   uploads/<session-id>/    the spool of one upload in progress:
       0, 1, 2 …            chunk files as they fill (each fsynced when full)
   tmp/                     files being written before they are renamed into place
@@ -70,6 +72,10 @@ class DataDir:
         return self.root / "chunks"
 
     @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
     def uploads(self) -> Path:
         return self.root / "uploads"
 
@@ -84,19 +90,23 @@ class DataDir:
     def chunk_path(self, chunk_id: str) -> Path:
         return self.chunks / chunk_id[:2] / chunk_id
 
+    def cache_path(self, chunk_id: str) -> Path:
+        return self.cache / chunk_id[:2] / chunk_id
+
     def prepare(self) -> None:
         """Create the layout and drop what a previous run left half-done."""
         self.root.mkdir(parents=True, exist_ok=True)
         for leftover in (self.uploads, self.tmp):
             shutil.rmtree(leftover, ignore_errors=True)
-        for folder in (self.chunks, self.uploads, self.tmp, self.state):
+        for folder in (self.chunks, self.cache, self.uploads, self.tmp, self.state):
             folder.mkdir(exist_ok=True)
-        made = False
-        for i in range(256):
-            sub = self.chunks / f"{i:02x}"
-            if not sub.exists():
-                sub.mkdir()
-                made = True
-        if made:
-            fsync_dir(self.chunks)
+        for parent in (self.chunks, self.cache):
+            made = False
+            for i in range(256):
+                sub = parent / f"{i:02x}"
+                if not sub.exists():
+                    sub.mkdir()
+                    made = True
+            if made:
+                fsync_dir(parent)
         fsync_dir(self.root)
