@@ -8,6 +8,8 @@ of one root nursery; cancelling that nursery stops the node.
 from __future__ import annotations
 
 import logging
+import shutil
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,8 @@ from node.api.routes import dispatch
 from node.cluster import api as cluster_api
 from node.cluster.api import join_cluster
 from node.cluster.auth import Verifier, load_or_create_secret
+from node.cluster.peers import Peers
+from node.cluster.transfer import Transfers
 from node.config import Config
 from node.runtime import NodeRuntime
 from node.storage.chunks import ChunkStore
@@ -134,15 +138,25 @@ def build_runtime(config: Config, engine: Engine | None = None) -> NodeRuntime:
             propose_timeout=config.propose_timeout,
         )
         engine = open_engine(data.state, settings)
+    cache_bytes = config.cache_bytes
+    if cache_bytes < 0:
+        cache_bytes = shutil.disk_usage(data.root).free // 10
+    chunks = ChunkStore(data, cache_bytes=cache_bytes)
+    disk = trio.CapacityLimiter(config.disk_threads)
+    counters: Counter[str] = Counter()
+    peers = Peers(engine, node_id=config.node_id, zone=config.zone, secret=secret)
     return NodeRuntime(
         config=config,
         data=data,
-        chunks=ChunkStore(data),
+        chunks=chunks,
         spool=Spool(data.uploads, node_id=config.node_id, chunk_size=config.chunk_size),
         engine=engine,
-        disk=trio.CapacityLimiter(config.disk_threads),
+        disk=disk,
         secret=secret,
         peer_auth=Verifier(secret),
+        peers=peers,
+        transfers=Transfers(config.node_id, config, chunks, peers, disk, counters),
+        counters=counters,
     )
 
 
@@ -186,6 +200,7 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(rt.engine.run)
+            await nursery.start(rt.peers.run)
             nursery.start_soon(expire_uploads, rt)
             binds = await nursery.start(hypercorn_serve, app, hypercorn_config(config))
             url = binds[0] if binds else f"http://{config.listen}"

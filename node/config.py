@@ -45,6 +45,12 @@ class Config:
     propose_timeout: float = 5.0
     snapshot_every: int = 10_000
     tick_ms: int = 100
+    # Chunks across peers.
+    replication: int = 2  # R: holders of each chunk (capped at the member count)
+    write_quorum: int = 0  # W: holders that must have a chunk before a push succeeds; 0 = R
+    cache_bytes: int = -1  # room for chunks fetched but not owned; -1 = 10% of free disk
+    fetch_window: int = 4  # chunks fetched ahead while a blob streams out
+    transfer_concurrency: int = 8  # chunks moving to or from peers at once per request
 
     @property
     def host(self) -> str:
@@ -86,6 +92,10 @@ class Config:
             raise ConfigError('consistency must be "local" or "linearizable"')
         if self.propose_timeout <= 0 or self.tick_ms < 1 or self.snapshot_every < 1:
             raise ConfigError("propose_timeout, tick_ms and snapshot_every must be positive")
+        if self.replication < 1 or self.write_quorum < 0:
+            raise ConfigError("replication must be at least 1 and write_quorum not negative")
+        if self.fetch_window < 1 or self.transfer_concurrency < 1:
+            raise ConfigError("fetch_window and transfer_concurrency must be at least 1")
         if self.join and self.peers:
             raise ConfigError("a joining node learns its peers from the cluster: drop peers")
         self.peer_map()

@@ -15,7 +15,11 @@ from typing import Any, TypeVar
 import trio
 
 from consensus.engine import Engine
+from consensus.store import connect, unpack_chunk_ids
 from node.cluster.auth import Verifier
+from node.cluster.peers import Peers
+from node.cluster.placement import owners
+from node.cluster.transfer import Transfers
 from node.config import Config
 from node.storage.chunks import ChunkStore
 from node.storage.layout import DataDir
@@ -34,7 +38,42 @@ class NodeRuntime:
     disk: trio.CapacityLimiter
     secret: bytes
     peer_auth: Verifier
+    peers: Peers
+    transfers: Transfers
     counters: Counter[str] = field(default_factory=Counter)
+
+    _replication: tuple[float, dict[str, int]] | None = None
+
+    async def replication_report(self, max_age: float = 30.0) -> dict[str, int]:
+        """How many chunks placement gives this node, and how many of them it lacks.
+
+        Summed over the members, `missing` is the number of chunk copies the
+        cluster is short of (under-replication); repair will work it down.
+        """
+        now = trio.current_time()
+        if self._replication is not None and now - self._replication[0] < max_age:
+            return self._replication[1]
+        members = self.peers.placed()
+        replication = max(1, min(self.config.replication, len(members)))
+        me = self.config.node_id
+
+        def scan() -> dict[str, int]:
+            conn = connect(self.data.state / "state.sqlite", readonly=True)
+            owned = missing = 0
+            try:
+                for (packed,) in conn.execute("SELECT chunks FROM blobs"):
+                    for cid in unpack_chunk_ids(packed):
+                        if any(m.node_id == me for m in owners(cid, members, replication)):
+                            owned += 1
+                            if not self.chunks.has(cid):
+                                missing += 1
+            finally:
+                conn.close()
+            return {"owned": owned, "missing": missing}
+
+        report = await self.on_disk(scan)
+        self._replication = (now, report)
+        return report
 
     async def fresh_reads(self) -> None:
         """With `consistency = "linearizable"`, make the next local read linearizable."""

@@ -8,11 +8,11 @@ from quart import Response, request
 
 from consensus.commands import UnlinkBlob
 from consensus.store import Recipe
-from node.api.errors import BlobUnknown, ContentCorrupt, from_code
+from node.api.errors import BlobUnknown, from_code
 from node.api.grammar import ByteRange, parse_digest, parse_range
+from node.cluster.transfer import chunk_pieces
 from node.runtime import NodeRuntime
 from node.storage.chunker import chunk_spans
-from node.storage.chunks import ChunkCorrupt, ChunkMissing
 
 
 async def find_blob(rt: NodeRuntime, name: str, digest: str) -> Recipe:
@@ -27,34 +27,26 @@ async def find_blob(rt: NodeRuntime, name: str, digest: str) -> Recipe:
     return recipe
 
 
-async def read_chunk(rt: NodeRuntime, cid: str) -> bytes:
-    try:
-        return await rt.on_disk(rt.chunks.read, cid)
-    except ChunkCorrupt:
-        rt.counters["chunk_corrupt"] += 1
-        raise ContentCorrupt(detail={"chunk": cid}) from None
-    except ChunkMissing:
-        rt.counters["chunk_missing"] += 1
-        raise ContentCorrupt("stored content is missing", detail={"chunk": cid}) from None
-
-
 async def stream_blob(
     rt: NodeRuntime, recipe: Recipe, span: ByteRange | None
 ) -> AsyncIterator[bytes]:
-    """Yield the bytes of `span` (or the whole blob), reading only the chunks it covers."""
+    """The bytes of `span` (or the whole blob), touching only the chunks it covers.
+
+    The first chunk is obtained before the response starts, so a chunk no
+    holder can provide still gets a proper error status; the rest stream with
+    a window of chunks fetched ahead.
+    """
     first, last = (span.first, span.last) if span else (0, recipe.size - 1)
     spans = chunk_spans(recipe.size, recipe.chunk_size, first, last)
-    # The first chunk is read before the response starts, so a corrupt or
-    # missing chunk there still gets a proper error status.
-    pending = await read_chunk(rt, recipe.chunks[spans[0][0]]) if spans else b""
+    head = await rt.transfers.get(recipe.chunks[spans[0][0]]) if spans else None
 
     async def body() -> AsyncIterator[bytes]:
-        data = pending
-        for i, (index, start, end) in enumerate(spans):
-            if i:
-                data = await read_chunk(rt, recipe.chunks[index])
-            # A whole chunk goes out as it is; a part of one is copied once.
-            yield data if (start, end) == (0, len(data)) else data[start:end]
+        if not spans:
+            return
+        window = rt.config.fetch_window
+        async with chunk_pieces(rt.transfers, recipe, spans, window, head) as pieces:
+            async for piece in pieces:
+                yield piece
 
     return body()
 

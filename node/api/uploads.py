@@ -70,7 +70,7 @@ async def _finish(rt: NodeRuntime, name: str, session: UploadSession, digest_tex
     try:
         blob = await rt.on_disk(session.finish, digest)
         chunk_ids = [cid for cid, _ in blob.chunks]
-        await rt.on_disk(rt.chunks.adopt, blob.chunks)
+        await rt.transfers.place(blob)
     finally:
         rt.spool.close(session)
     result = await rt.engine.propose(

@@ -1,8 +1,10 @@
 """`/_cluster/…`: the internal API on the client port, open only to holders of the secret.
 
-Status, membership changes and leadership transfer live here; the chunk
-transfer between peers joins them later. Every request must be signed
+Chunk transfer between peers (GET, HEAD, PUT of one chunk), health, status,
+membership changes and leadership transfer. Every request must be signed
 (`node.cluster.auth`); one that is not gets 401 and its body is never read.
+A chunk PUT is signed over the chunk's id, and its bytes must hash to it
+before the chunk becomes visible.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -22,9 +25,11 @@ from node.cluster.auth import PeerAuthFailed
 from node.cluster.client import call
 from node.config import NODE_ID_RE
 from node.runtime import NodeRuntime
+from node.storage.chunks import ChunkCorrupt, ChunkMissing
 
 log = logging.getLogger(__name__)
 MAX_ADMIN_BODY = 64 * 1024
+MAX_CHUNK_BODY = 256 << 20
 
 
 class BadRequest(RegistryError):
@@ -39,23 +44,62 @@ def _json(doc: Any, status: int = 200) -> Response:
     return Response(json.dumps(doc), status=status, content_type="application/json")
 
 
-async def _authenticated_body(rt: NodeRuntime) -> bytes:
+def _authenticate(rt: NodeRuntime) -> str:
+    """Check the request's proof of the secret; returns the body digest it signed."""
     target = request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
     try:
-        body_digest = rt.peer_auth.verify(request.method, target, request.headers)
+        return rt.peer_auth.verify(request.method, target, request.headers)
     except PeerAuthFailed as exc:
         log.warning("refused %s %s: %s", request.method, request.path, exc)
         raise Unauthorized("cluster secret required") from None
-    if not body_digest:
-        return b""
+
+
+async def _read_body(limit: int) -> bytes:
     body = bytearray()
     async for piece in request.body:
         body += piece
-        if len(body) > MAX_ADMIN_BODY:
+        if len(body) > limit:
             raise BadRequest("body too large")
+    return bytes(body)
+
+
+async def _authenticated_json_body(body_digest: str) -> bytes:
+    if not body_digest:
+        return b""
+    body = await _read_body(MAX_ADMIN_BODY)
     if hashlib.sha256(body).hexdigest() != body_digest:
         raise Unauthorized("body does not match its signature")
-    return bytes(body)
+    return body
+
+
+_CHUNK_ID = re.compile(r"[0-9a-f]{64}")
+
+
+async def chunk(rt: NodeRuntime, method: str, cid: str, body_digest: str) -> Response:
+    if not _CHUNK_ID.fullmatch(cid):
+        raise BadRequest("not a chunk id")
+    if method == "PUT":
+        if body_digest != cid:
+            raise Unauthorized("a chunk must be signed over its id")
+        data = await _read_body(MAX_CHUNK_BODY)
+        try:
+            await rt.on_disk(rt.chunks.put, cid, data)
+        except ChunkCorrupt:
+            rt.counters["chunk_put_mismatch"] += 1
+            raise BadRequest("chunk bytes do not match the id") from None
+        return Response(b"", status=201)
+    if method == "HEAD":
+        held = await rt.on_disk(rt.chunks.holds, cid)
+        return Response(b"", status=200 if held else 404)
+    try:
+        data = await rt.on_disk(rt.chunks.read, cid)
+    except ChunkMissing:
+        return Response(b"", status=404)
+    except ChunkCorrupt:
+        rt.counters["chunk_corrupt"] += 1
+        return Response(b"", status=404)
+    rt.counters["chunks_served_to_peers"] += 1
+    return Response(data, status=200, content_type="application/octet-stream")
 
 
 def _field(doc: dict[str, Any], name: str, *, address: bool = False) -> str:
@@ -72,6 +116,16 @@ async def status(rt: NodeRuntime, body: bytes) -> Response:
     doc["http"] = rt.engine.http_advertise
     doc["zone"] = rt.config.zone
     doc["uploads_in_progress"] = len(rt.spool)
+    doc["chunks"] = {
+        "stored": rt.chunks.stored_chunks,
+        "stored_bytes": rt.chunks.stored_bytes,
+        "cached": len(rt.chunks._cache),
+        "cached_bytes": rt.chunks.cached_bytes,
+        "cache_limit_bytes": rt.chunks.cache_bytes,
+        "corrupt_reads": rt.chunks.corrupt_reads,
+    }
+    doc["under_replicated"] = await rt.replication_report()
+    doc["peers"] = rt.peers.status()
     doc["counters"] = dict(rt.counters)
     return _json(doc)
 
@@ -121,8 +175,13 @@ async def transfer_leader(rt: NodeRuntime, body: bytes) -> Response:
 
 
 async def dispatch(rt: NodeRuntime, method: str, path: str) -> Response:
-    body = await _authenticated_body(rt)
+    body_digest = _authenticate(rt)
     parts = path.strip("/").split("/")
+    if len(parts) == 2 and parts[0] == "chunks" and method in ("GET", "HEAD", "PUT"):
+        return await chunk(rt, method, parts[1], body_digest)
+    if parts == ["health"] and method == "GET":
+        return _json({"node_id": rt.config.node_id, "ok": True})
+    body = await _authenticated_json_body(body_digest)
     if parts == ["status"] and method == "GET":
         return await status(rt, body)
     if parts == ["members"] and method == "POST":
@@ -131,7 +190,7 @@ async def dispatch(rt: NodeRuntime, method: str, path: str) -> Response:
         return await remove_member(rt, body, parts[1])
     if parts == ["leader"] and method == "POST":
         return await transfer_leader(rt, body)
-    if parts[0] in ("status", "members", "leader"):
+    if parts[0] in ("status", "members", "leader", "chunks", "health"):
         raise Unsupported()
     raise NotFound()
 

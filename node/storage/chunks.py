@@ -1,14 +1,19 @@
-"""This node's chunk store: immutable files named by the BLAKE3 hash of their bytes.
+"""This node's chunks: owned ones in the store, fetched ones in a bounded cache.
 
-A chunk is stored once however many blobs share it. Every read is checked
-against the id before a byte leaves the node, so a flipped bit on disk is a
-logged, counted error and a failed request, never wrong content served.
+Both are immutable files named by the BLAKE3 hash of their bytes, kept once
+however many blobs share them. Every read is checked against the id before
+a byte leaves the node, so a flipped bit on disk is a logged, counted error,
+never wrong content served. The store holds what placement gives this node
+(and hinted copies for a node that was down); the cache holds what this node
+fetched to serve a pull, least recently used evicted first.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import blake3
@@ -33,14 +38,40 @@ def chunk_id(data: bytes | memoryview) -> str:
 
 
 class ChunkStore:
-    """Blocking operations on `DataDir.chunks`; call them from a worker thread."""
+    """Blocking operations on `DataDir.chunks` and `DataDir.cache`; call them from
+    a worker thread. Counters and the cache index are guarded by one lock."""
 
-    def __init__(self, data: DataDir) -> None:
+    def __init__(self, data: DataDir, *, cache_bytes: int = 0) -> None:
         self.data = data
+        self.cache_bytes = cache_bytes
         self.corrupt_reads = 0
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, int] = OrderedDict()  # id → size, oldest first
+        self.stored_chunks = 0
+        self.stored_bytes = 0
+        self._scan()
+
+    def _scan(self) -> None:
+        for path in self.data.chunks.glob("??/*"):
+            self.stored_chunks += 1
+            self.stored_bytes += path.stat().st_size
+        cached = sorted(
+            ((p.stat().st_mtime, p.name, p.stat().st_size) for p in self.data.cache.glob("??/*")),
+        )
+        for _, cid, size in cached:
+            self._cache[cid] = size
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(self._cache.values())
 
     def has(self, cid: str) -> bool:
+        """Whether this node stores the chunk as one of its holders (not cache)."""
         return self.data.chunk_path(cid).exists()
+
+    def holds(self, cid: str) -> bool:
+        """Whether this node can serve the chunk from its own disk."""
+        return self.has(cid) or cid in self._cache
 
     def adopt(self, files: list[tuple[str, Path]]) -> None:
         """Move fsynced spool files into the store, then fsync each touched folder.
@@ -54,8 +85,12 @@ class ChunkStore:
             if target.exists():
                 source.unlink(missing_ok=True)
                 continue
+            size = source.stat().st_size
             os.replace(source, target)
             folders.add(target.parent)
+            with self._lock:
+                self.stored_chunks += 1
+                self.stored_bytes += size
         for folder in folders:
             fsync_dir(folder)
 
@@ -64,19 +99,69 @@ class ChunkStore:
         if chunk_id(data) != cid:
             raise ChunkCorrupt(cid)
         target = self.data.chunk_path(cid)
-        if not target.exists():
-            write_durably(target, data, self.data.tmp)
+        if target.exists():
+            try:
+                self.read(cid)
+                return
+            except (ChunkCorrupt, ChunkMissing):
+                pass  # replace a damaged copy with the good bytes
+        else:
+            with self._lock:
+                self.stored_chunks += 1
+                self.stored_bytes += len(data)
+        write_durably(target, data, self.data.tmp)
+
+    def cache_put(self, cid: str, data: bytes) -> None:
+        """Keep verified bytes fetched from a peer; the oldest cached chunks make room."""
+        if self.cache_bytes <= 0 or cid in self._cache or self.has(cid):
+            return
+        if chunk_id(data) != cid:
+            raise ChunkCorrupt(cid)
+        target = self.data.cache_path(cid)
+        tmp = self.data.tmp / f"c-{cid}-{threading.get_ident()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)  # no fsync: a cache entry lost in a crash is fetched again
+        evict: list[str] = []
+        with self._lock:
+            self._cache[cid] = len(data)
+            total = sum(self._cache.values())
+            while total > self.cache_bytes and self._cache:
+                old, size = self._cache.popitem(last=False)
+                total -= size
+                evict.append(old)
+        for old in evict:
+            self.data.cache_path(old).unlink(missing_ok=True)
 
     def read(self, cid: str) -> bytes:
-        """The chunk's bytes, verified against its id."""
+        """The chunk's bytes from the store or the cache, verified against its id."""
         path = self.data.chunk_path(cid)
+        cached = False
         try:
             with open(path, "rb", buffering=0) as f:
                 data = f.read()
         except FileNotFoundError:
-            raise ChunkMissing(cid) from None
+            if cid not in self._cache:
+                raise ChunkMissing(cid) from None
+            path, cached = self.data.cache_path(cid), True
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    data = f.read()
+            except FileNotFoundError:
+                with self._lock:
+                    self._cache.pop(cid, None)
+                raise ChunkMissing(cid) from None
         if chunk_id(data) != cid:
-            self.corrupt_reads += 1
+            with self._lock:
+                self.corrupt_reads += 1
+                if cached:
+                    self._cache.pop(cid, None)
             log.error("chunk %s on disk does not match its BLAKE3 id (%s)", cid, path)
+            if cached:
+                path.unlink(missing_ok=True)
             raise ChunkCorrupt(cid)
+        if cached:
+            with self._lock:
+                if cid in self._cache:
+                    self._cache.move_to_end(cid)
         return data

@@ -1,0 +1,201 @@
+"""The other members as this node sees them: how to reach them, and how well.
+
+A background task asks every peer for `/_cluster/health` once a second and
+keeps a moving average of the round trip; a peer that fails to answer is
+marked down until it answers again. Chunk reads go to holders in the order
+this gives (same zone first, then lowest round trip), and writes skip peers
+marked down. Every request carries proof of the cluster secret; client
+credentials never travel here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+import trio
+
+from consensus.engine import Engine
+from node.cluster.auth import sign
+from node.cluster.placement import Placed
+
+log = logging.getLogger(__name__)
+
+HEALTH_EVERY = 1.0
+DOWN_AFTER_FAILURES = 2
+EWMA = 0.3
+
+
+class PeerError(Exception):
+    """A peer did not give what was asked (down, refused, or not holding it)."""
+
+
+@dataclass
+class PeerState:
+    node_id: str
+    http: str
+    zone: str
+    rtt: float | None = None  # seconds, moving average of health round trips
+    fetch_time: float | None = None  # seconds, moving average of whole chunk fetches
+    up: bool = True
+    failures: int = 0
+    bad_chunks: int = 0  # chunks that arrived not matching their id
+
+    def observe_fetch(self, seconds: float) -> None:
+        self.fetch_time = (
+            seconds if self.fetch_time is None else EWMA * seconds + (1 - EWMA) * self.fetch_time
+        )
+
+
+class Peers:
+    """Membership with addresses and health, and the signed HTTP client to reach peers."""
+
+    def __init__(self, engine: Engine, *, node_id: str, zone: str, secret: bytes) -> None:
+        self.engine = engine
+        self.node_id = node_id
+        self.zone = zone
+        self.secret = secret
+        self.state: dict[str, PeerState] = {}
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=2.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    def placed(self) -> list[Placed]:
+        """Every member (this node included) as placement sees it."""
+        members = [Placed(m.node_id, m.zone) for m in self.engine.members()]
+        if not any(m.node_id == self.node_id for m in members):
+            members.append(Placed(self.node_id, self.zone))
+        return members
+
+    def refresh(self) -> None:
+        """Track exactly the members the replicated state lists."""
+        current = {m.node_id: m for m in self.engine.members() if m.node_id != self.node_id}
+        for node_id in list(self.state):
+            if node_id not in current:
+                del self.state[node_id]
+        for node_id, m in current.items():
+            known = self.state.get(node_id)
+            if known is None or (known.http, known.zone) != (m.http, m.zone):
+                self.state[node_id] = PeerState(node_id, m.http, m.zone)
+
+    def is_up(self, node_id: str) -> bool:
+        if node_id == self.node_id:
+            return True
+        peer = self.state.get(node_id)
+        return peer is not None and peer.up
+
+    def read_order(self, candidates: list[Placed]) -> list[str]:
+        """Holders to ask, best first: live before down, same zone, then lowest round trip.
+        Candidates keep their relative (placement) order where health says nothing."""
+        ranked = []
+        for position, member in enumerate(candidates):
+            if member.node_id == self.node_id:
+                continue
+            peer = self.state.get(member.node_id)
+            if peer is None:
+                continue
+            ranked.append((
+                not peer.up,
+                peer.zone != self.zone,
+                peer.rtt if peer.rtt is not None else 1.0,
+                position,
+                member.node_id,
+            ))
+        return [entry[-1] for entry in sorted(ranked)]
+
+    def url(self, node_id: str, path: str) -> str:
+        peer = self.state.get(node_id)
+        if peer is None:
+            raise PeerError(f"{node_id} is not a known member")
+        return f"http://{peer.http}{path}"
+
+    async def request(
+        self, node_id: str, method: str, path: str, *, content: bytes = b"",
+        body_digest: str = "", timeout: float | None = None,
+    ) -> httpx.Response:
+        headers = sign(self.secret, method, path, body_digest=body_digest)
+        kwargs = {"timeout": timeout} if timeout is not None else {}
+        try:
+            return await self.client.request(
+                method, self.url(node_id, path), content=content or None, headers=headers,
+                **kwargs,
+            )
+        except httpx.HTTPError as exc:
+            self.mark_failure(node_id)
+            raise PeerError(f"{node_id}: {exc!r}") from exc
+
+    def mark_failure(self, node_id: str) -> None:
+        peer = self.state.get(node_id)
+        if peer is None:
+            return
+        peer.failures += 1
+        if peer.failures >= DOWN_AFTER_FAILURES and peer.up:
+            peer.up = False
+            log.warning("peer %s (%s) is down", node_id, peer.http)
+
+    def mark_success(self, node_id: str, rtt: float | None = None) -> None:
+        peer = self.state.get(node_id)
+        if peer is None:
+            return
+        if not peer.up:
+            log.info("peer %s (%s) is up again", node_id, peer.http)
+        peer.up, peer.failures = True, 0
+        if rtt is not None:
+            peer.rtt = rtt if peer.rtt is None else EWMA * rtt + (1 - EWMA) * peer.rtt
+
+    async def get_chunk(self, node_id: str, cid: str) -> bytes:
+        started = time.monotonic()
+        response = await self.request(node_id, "GET", f"/_cluster/chunks/{cid}")
+        if response.status_code != 200:
+            raise PeerError(f"{node_id} answered {response.status_code} for chunk {cid}")
+        self.state[node_id].observe_fetch(time.monotonic() - started)
+        return response.content
+
+    async def put_chunk(self, node_id: str, cid: str, data: bytes) -> None:
+        response = await self.request(
+            node_id, "PUT", f"/_cluster/chunks/{cid}", content=data, body_digest=cid
+        )
+        if response.status_code not in (200, 201):
+            raise PeerError(f"{node_id} refused chunk {cid}: {response.status_code}")
+
+    async def check(self, node_id: str) -> None:
+        started = time.monotonic()
+        try:
+            response = await self.request(node_id, "GET", "/_cluster/health", timeout=2.0)
+        except PeerError:
+            return
+        if response.status_code == 200:
+            self.mark_success(node_id, time.monotonic() - started)
+        else:
+            self.mark_failure(node_id)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep membership and health current, for as long as the node runs."""
+        task_status.started()
+        try:
+            while True:
+                self.refresh()
+                async with trio.open_nursery() as nursery:
+                    for node_id in list(self.state):
+                        nursery.start_soon(self.check, node_id)
+                await trio.sleep(HEALTH_EVERY)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.client.aclose()
+
+    def status(self) -> list[dict[str, object]]:
+        return [
+            {
+                "node_id": p.node_id,
+                "http": p.http,
+                "zone": p.zone,
+                "up": p.up,
+                "rtt_ms": None if p.rtt is None else round(p.rtt * 1000, 2),
+                "chunk_fetch_ms": None if p.fetch_time is None else round(p.fetch_time * 1000, 2),
+                "bad_chunks": p.bad_chunks,
+            }
+            for p in sorted(self.state.values(), key=lambda p: p.node_id)
+        ]
