@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds a write may wait for a commit before 503 (default 5)")
     serve.add_argument("--snapshot-every", dest="snapshot_every", type=int,
                        help="applied entries between snapshots (default 10000)")
+    serve.add_argument("--replication", type=int,
+                       help="R: nodes holding each chunk (default 2, capped at the members)")
+    serve.add_argument("--write-quorum", dest="write_quorum", type=int,
+                       help="W: holders needed before a push succeeds (default R)")
+    serve.add_argument("--cache-bytes", dest="cache_bytes", type=int,
+                       help="room for fetched chunks not owned (default 10%% of free disk)")
     serve.add_argument("--tick-ms", dest="tick_ms", type=int,
                        help="Raft tick in ms; elections take 10-20 ticks (default 100)")
 

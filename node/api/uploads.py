@@ -14,6 +14,7 @@ from quart import Response, request
 from consensus.commands import MountBlob, PutBlob
 from node.api.errors import DigestInvalid, RangeInvalid, SizeInvalid, from_code
 from node.api.grammar import parse_digest, parse_name, parse_upload_range
+from node.cluster.forward import forward_upload, session_node
 from node.runtime import NodeRuntime
 from node.storage.spool import UploadSession
 
@@ -117,6 +118,8 @@ async def start_upload(rt: NodeRuntime, name: str) -> Response:
 
 
 async def patch_upload(rt: NodeRuntime, name: str, session_id: str) -> Response:
+    if (owner := session_node(session_id)) != rt.config.node_id:
+        return await forward_upload(rt, owner)
     session = rt.spool.get(name, session_id)
     async with session.lock:
         content_range = request.headers.get("Content-Range")
@@ -139,6 +142,8 @@ async def patch_upload(rt: NodeRuntime, name: str, session_id: str) -> Response:
 
 
 async def finish_upload(rt: NodeRuntime, name: str, session_id: str) -> Response:
+    if (owner := session_node(session_id)) != rt.config.node_id:
+        return await forward_upload(rt, owner)
     session = rt.spool.get(name, session_id)
     async with session.lock:
         digest = request.args.get("digest")
@@ -150,11 +155,15 @@ async def finish_upload(rt: NodeRuntime, name: str, session_id: str) -> Response
 
 
 async def upload_status(rt: NodeRuntime, name: str, session_id: str) -> Response:
+    if (owner := session_node(session_id)) != rt.config.node_id:
+        return await forward_upload(rt, owner)
     session = rt.spool.get(name, session_id)
     return Response(b"", status=204, headers=_upload_headers(name, session))
 
 
 async def cancel_upload(rt: NodeRuntime, name: str, session_id: str) -> Response:
+    if (owner := session_node(session_id)) != rt.config.node_id:
+        return await forward_upload(rt, owner)
     session = rt.spool.get(name, session_id)
     async with session.lock:
         rt.spool.close(session)

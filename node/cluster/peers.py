@@ -65,6 +65,7 @@ class Peers:
 
     def placed(self) -> list[Placed]:
         """Every member (this node included) as placement sees it."""
+        self.refresh()
         members = [Placed(m.node_id, m.zone) for m in self.engine.members()]
         if not any(m.node_id == self.node_id for m in members):
             members.append(Placed(self.node_id, self.zone))
@@ -80,6 +81,12 @@ class Peers:
             known = self.state.get(node_id)
             if known is None or (known.http, known.zone) != (m.http, m.zone):
                 self.state[node_id] = PeerState(node_id, m.http, m.zone)
+
+    def get(self, node_id: str) -> PeerState | None:
+        """A peer by id, looking at the replicated member list again on a miss."""
+        if node_id not in self.state:
+            self.refresh()
+        return self.state.get(node_id)
 
     def is_up(self, node_id: str) -> bool:
         if node_id == self.node_id:
@@ -107,7 +114,7 @@ class Peers:
         return [entry[-1] for entry in sorted(ranked)]
 
     def url(self, node_id: str, path: str) -> str:
-        peer = self.state.get(node_id)
+        peer = self.get(node_id)
         if peer is None:
             raise PeerError(f"{node_id} is not a known member")
         return f"http://{peer.http}{path}"

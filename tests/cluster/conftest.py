@@ -38,16 +38,28 @@ class Cluster:
             args += ["--peers", peers]
         return args
 
-    def start(self, count: int) -> Cluster:
+    def start(self, count: int, per_node: dict[str, list[str]] | None = None) -> Cluster:
         ports = {f"n{k}": (free_port(), free_port()) for k in range(1, count + 1)}
         peers = ",".join(f"{n}=127.0.0.1:{raft}" for n, (_, raft) in ports.items())
         for node_id, (http, raft) in ports.items():
-            node = NodeProcess(self.root / node_id, http, self.node_args(node_id, raft, peers))
+            args = self.node_args(node_id, raft, peers) + (per_node or {}).get(node_id, [])
+            node = NodeProcess(self.root / node_id, http, args)
             self.nodes[node_id] = node
         for node in self.nodes.values():
             node.start()
         self.wait_for_leader()
+        self.wait_for_addresses()
         return self
+
+    def wait_for_addresses(self, timeout: float = 20) -> None:
+        """Until every node has registered where it can be reached (placement uses it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            members = self.status(self.alive()[0])["members"]
+            if {m["node_id"] for m in members if m.get("http")} >= set(self.alive()):
+                return
+            time.sleep(0.1)
+        raise AssertionError("members did not register their addresses in time")
 
     def add_process(self, node_id: str, *, join_via: str | None = None) -> NodeProcess:
         """Start a fresh node that is not (yet) a member."""
@@ -93,11 +105,13 @@ class Cluster:
 def cluster_factory(tmp_path: Path) -> Iterator[Any]:
     made: list[Cluster] = []
 
-    def make(count: int = 3, *extra: str) -> Cluster:
+    def make(
+        count: int = 3, *extra: str, per_node: dict[str, list[str]] | None = None
+    ) -> Cluster:
         cluster = Cluster(tmp_path, tmp_path / "secret", env_extra=list(extra))
         load_or_create_secret(cluster.secret_file)
         made.append(cluster)
-        return cluster.start(count)
+        return cluster.start(count, per_node)
 
     yield make
     for cluster in made:

@@ -1,0 +1,65 @@
+"""Upload requests that arrive at a node other than the one holding the session.
+
+An upload session lives on the node that received its POST, and its id names
+that node. Behind a round-robin load balancer the PATCH, PUT, GET or DELETE
+of a session may land anywhere; the receiving node then relays the request,
+body streamed, to the session's node over the peer API and hands back its
+answer, so the client never sees "blob upload unknown" for a live session.
+"""
+
+from __future__ import annotations
+
+import httpx
+from quart import Response, request
+
+from node.api.errors import BlobUploadUnknown
+from node.cluster.auth import sign
+from node.runtime import NodeRuntime
+
+FORWARDED = "X-Flotilla-Forwarded"
+# Request headers the session's node needs; everything else stays here.
+PASS_REQUEST = ("Content-Type", "Content-Range", "Content-Length")
+# Response headers the client needs back.
+PASS_RESPONSE = (
+    "Location", "Range", "Docker-Upload-UUID", "Docker-Content-Digest", "Content-Type",
+    "Content-Range",
+)
+
+
+def session_node(session_id: str) -> str:
+    return session_id.split(".", 1)[0]
+
+
+async def forward_upload(rt: NodeRuntime, owner: str) -> Response:
+    """Relay this upload request to `owner`; BlobUploadUnknown when it cannot be reached."""
+    peer = rt.peers.get(owner)
+    if peer is None or request.headers.get(FORWARDED):
+        # Unknown node, or a request that was already relayed once: no loops.
+        raise BlobUploadUnknown(detail={"session_node": owner[:64]})
+    target = request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
+    headers = {name: request.headers[name] for name in PASS_REQUEST if name in request.headers}
+    headers.update(sign(rt.secret, request.method, target))
+    headers[FORWARDED] = rt.config.node_id
+
+    async def body():  # type: ignore[no-untyped-def]
+        async for piece in request.body:
+            yield piece
+
+    try:
+        upstream = await rt.peers.client.send(
+            rt.peers.client.build_request(
+                request.method, f"http://{peer.http}{target}", headers=headers, content=body()
+            )
+        )
+    except httpx.HTTPError:
+        rt.peers.mark_failure(owner)
+        raise BlobUploadUnknown(
+            "the node holding this upload session cannot be reached",
+            detail={"session_node": owner[:64]},
+        ) from None
+    rt.counters["uploads_forwarded"] += 1
+    response = Response(upstream.content, status=upstream.status_code)
+    for name in PASS_RESPONSE:
+        if name in upstream.headers:
+            response.headers[name] = upstream.headers[name]
+    return response
