@@ -42,7 +42,12 @@ def cluster_status(secret: bytes, url: str) -> dict[str, Any]:
             member.update(
                 role=view["role"], term=view["term"], commit_index=view["commit_index"],
                 applied_index=view["applied_index"], leader_seen=view["leader"],
+                chunks=view.get("chunks"), under_replicated=view.get("under_replicated"),
+                peers=view.get("peers"),
             )
+    first["under_replicated_total"] = sum(
+        (m.get("under_replicated") or {}).get("missing", 0) for m in first["members"]
+    )
     return first
 
 
@@ -50,13 +55,24 @@ def _print_status(doc: dict[str, Any]) -> None:
     print(f"leader: {doc['leader'] or '(none)'}   term: {doc['term']}   "
           f"commit: {doc['commit_index']}   applied: {doc['applied_index']}   "
           f"(as seen by {doc['node_id']})")
-    print(f"{'node':<10}{'voter':<7}{'role':<11}{'http':<22}{'raft':<22}"
-          f"{'applied':>9}  health")
+    print(f"{'node':<8}{'zone':<10}{'voter':<7}{'role':<11}{'http':<22}"
+          f"{'applied':>8}{'chunks':>9}{'MiB':>9}{'cached':>8}{'missing':>9}  health")
     for m in doc["members"]:
         health = "ok" if m.get("reachable") else "unreachable"
-        print(f"{m['node_id']:<10}{'yes' if m['voter'] else 'no':<7}{m.get('role', '?'):<11}"
-              f"{m.get('http', '?'):<22}{m.get('raft', '?'):<22}"
-              f"{m.get('applied_index', '?'):>9}  {health}")
+        chunks = m.get("chunks") or {}
+        missing = (m.get("under_replicated") or {}).get("missing", "?")
+        mib = chunks.get("stored_bytes")
+        print(f"{m['node_id']:<8}{m.get('zone', '?'):<10}{'yes' if m['voter'] else 'no':<7}"
+              f"{m.get('role', '?'):<11}{m.get('http', '?'):<22}"
+              f"{m.get('applied_index', '?'):>8}{chunks.get('stored', '?'):>9}"
+              f"{'?' if mib is None else round(mib / 2**20, 1):>9}"
+              f"{chunks.get('cached', '?'):>8}{missing:>9}  {health}")
+        for peer in m.get("peers") or []:
+            rtt = "-" if peer["rtt_ms"] is None else f"{peer['rtt_ms']} ms"
+            print(f"{'':<8}  -> {peer['node_id']:<8} {'up' if peer['up'] else 'DOWN':<5} "
+                  f"rtt {rtt}")
+    print(f"chunk copies missing (under-replication), all nodes: "
+          f"{doc['under_replicated_total']}")
 
 
 def run_cluster_command(args: argparse.Namespace) -> int:
