@@ -95,6 +95,8 @@ async def start_upload(rt: NodeRuntime, name: str) -> Response:
         digest = str(parse_digest(mount))
         if source is not None and source != name:
             parse_name(source)
+            if rt.engine.queries.repo_blob(source, digest) is None:
+                await rt.engine.barrier()  # it may have been pushed through another node
             if rt.engine.queries.repo_blob(source, digest) is not None:
                 result = await rt.engine.propose(MountBlob(repo=name, digest=digest))
                 if result.ok:
