@@ -9,6 +9,9 @@ any client until the digest checks out and every chunk is durable.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+
 from quart import Response, request
 
 from consensus.commands import MountBlob, PutBlob
@@ -88,6 +91,21 @@ async def _finish(rt: NodeRuntime, name: str, session: UploadSession, digest_tex
     return _blob_created(name, str(digest))
 
 
+SessionHandler = Callable[[NodeRuntime, str, UploadSession], Awaitable[Response]]
+
+
+def on_session_node(handler: SessionHandler) -> Callable[..., Awaitable[Response]]:
+    """Run `handler` where the session lives: here, or relayed to the node its id names."""
+
+    @functools.wraps(handler)
+    async def run(rt: NodeRuntime, name: str, session_id: str) -> Response:
+        if (owner := session_node(session_id)) != rt.config.node_id:
+            return await forward_upload(rt, owner)
+        return await handler(rt, name, rt.spool.get(name, session_id))
+
+    return run
+
+
 async def start_upload(rt: NodeRuntime, name: str) -> Response:
     args = request.args
     mount, source = args.get("mount"), args.get("from")
@@ -119,10 +137,8 @@ async def start_upload(rt: NodeRuntime, name: str) -> Response:
     return Response(b"", status=202, headers=_upload_headers(name, session))
 
 
-async def patch_upload(rt: NodeRuntime, name: str, session_id: str) -> Response:
-    if (owner := session_node(session_id)) != rt.config.node_id:
-        return await forward_upload(rt, owner)
-    session = rt.spool.get(name, session_id)
+@on_session_node
+async def patch_upload(rt: NodeRuntime, name: str, session: UploadSession) -> Response:
     async with session.lock:
         content_range = request.headers.get("Content-Range")
         if content_range is not None:
@@ -143,10 +159,8 @@ async def patch_upload(rt: NodeRuntime, name: str, session_id: str) -> Response:
         return Response(b"", status=202, headers=_upload_headers(name, session))
 
 
-async def finish_upload(rt: NodeRuntime, name: str, session_id: str) -> Response:
-    if (owner := session_node(session_id)) != rt.config.node_id:
-        return await forward_upload(rt, owner)
-    session = rt.spool.get(name, session_id)
+@on_session_node
+async def finish_upload(rt: NodeRuntime, name: str, session: UploadSession) -> Response:
     async with session.lock:
         digest = request.args.get("digest")
         if digest is None:
@@ -156,17 +170,13 @@ async def finish_upload(rt: NodeRuntime, name: str, session_id: str) -> Response
         return await _finish(rt, name, session, digest)
 
 
-async def upload_status(rt: NodeRuntime, name: str, session_id: str) -> Response:
-    if (owner := session_node(session_id)) != rt.config.node_id:
-        return await forward_upload(rt, owner)
-    session = rt.spool.get(name, session_id)
+@on_session_node
+async def upload_status(rt: NodeRuntime, name: str, session: UploadSession) -> Response:
     return Response(b"", status=204, headers=_upload_headers(name, session))
 
 
-async def cancel_upload(rt: NodeRuntime, name: str, session_id: str) -> Response:
-    if (owner := session_node(session_id)) != rt.config.node_id:
-        return await forward_upload(rt, owner)
-    session = rt.spool.get(name, session_id)
+@on_session_node
+async def cancel_upload(rt: NodeRuntime, name: str, session: UploadSession) -> Response:
     async with session.lock:
         rt.spool.close(session)
     return Response(b"", status=204, headers={"Content-Length": "0"})
