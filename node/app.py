@@ -201,6 +201,7 @@ async def serve(
         async with trio.open_nursery() as nursery:
             await nursery.start(rt.engine.run)
             await nursery.start(rt.peers.run)
+            rt.transfers.nursery = nursery
             nursery.start_soon(expire_uploads, rt)
             binds = await nursery.start(hypercorn_serve, app, hypercorn_config(config))
             url = binds[0] if binds else f"http://{config.listen}"

@@ -63,9 +63,22 @@ async def _receive_body(rt: NodeRuntime, session: UploadSession) -> int:
         if batched >= WRITE_BATCH:
             await rt.on_disk(session.write_all, batch)
             batch, batched = [], 0
+            _offer_complete_chunks(rt, session)
     if batch:
         await rt.on_disk(session.write_all, batch)
+    _offer_complete_chunks(rt, session)
     return received
+
+
+def _offer_complete_chunks(rt: NodeRuntime, session: UploadSession) -> None:
+    """Start copying chunks that filled up to their holders while the upload goes on."""
+    if session.placement is None:
+        session.placement = rt.transfers.placement()
+    placement = session.placement
+    closed = session.closed_chunks
+    for cid, path in closed[placement.offered :]:
+        placement.offer(cid, path)
+    placement.offered = len(closed)
 
 
 async def _finish(rt: NodeRuntime, name: str, session: UploadSession, digest_text: str) -> Response:
@@ -74,7 +87,8 @@ async def _finish(rt: NodeRuntime, name: str, session: UploadSession, digest_tex
     try:
         blob = await rt.on_disk(session.finish, digest)
         chunk_ids = [cid for cid, _ in blob.chunks]
-        await rt.transfers.place(blob)
+        placement = session.placement or rt.transfers.placement()
+        await placement.finish(blob)
     finally:
         rt.spool.close(session)
     result = await rt.engine.propose(

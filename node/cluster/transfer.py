@@ -57,6 +57,7 @@ class Transfers:
     peers: Peers
     disk: trio.CapacityLimiter
     counters: dict[str, int] = field(default_factory=dict)
+    nursery: trio.Nursery | None = None  # the node's root nursery, once it runs
     _inflight: dict[str, _Fetch] = field(default_factory=dict)
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -64,34 +65,13 @@ class Transfers:
 
     # -- writing ---------------------------------------------------------------
 
+    def placement(self) -> Placement:
+        """A placement for one upload, over the membership as it is now."""
+        return Placement(self)
+
     async def place(self, blob: SpooledBlob) -> None:
         """Give every chunk of a verified upload to W or more of its holders; Unavailable if not."""
-        members = self.peers.placed()
-        replication, quorum = replication_factors(self.config, len(members))
-        limiter = trio.CapacityLimiter(self.config.transfer_concurrency)
-        adopt: list[tuple[str, Path]] = []
-        failures: list[str] = []
-        seen: set[str] = set()
-
-        async def place_one(cid: str, path: Path) -> None:
-            async with limiter:
-                order = preference(cid, members, replication)
-                holders = await self._place_chunk(cid, path, order, replication, adopt)
-                if holders < quorum:
-                    failures.append(cid)
-
-        async with trio.open_nursery() as nursery:
-            for cid, path in blob.chunks:
-                if cid not in seen:
-                    seen.add(cid)
-                    nursery.start_soon(place_one, cid, path)
-        if adopt:
-            await trio.to_thread.run_sync(self.chunks.adopt, adopt, limiter=self.disk)
-        if failures:
-            raise Unavailable(
-                f"only fewer than {quorum} holders could store {len(failures)} chunk(s)",
-                detail={"chunks": failures[:5]},
-            )
+        await self.placement().finish(blob)
 
     async def _place_chunk(
         self, cid: str, path: Path, order: list[Placed], replication: int,
@@ -233,6 +213,68 @@ class Transfers:
         if not result:
             raise Unavailable("no holder could provide a chunk of this blob", detail={"chunk": cid})
         return result[0]
+
+
+class Placement:
+    """Placing the chunks of one upload on their holders.
+
+    Each chunk can be offered as soon as it is complete in the spool, so its
+    copies travel to the peers while the rest of the blob is still arriving;
+    `finish` offers whatever is left, waits for all of them, and only then
+    moves this node's own share into its store. Offered chunks are copied by
+    tasks of the node's root nursery, because an upload outlives any single
+    request; a chunk copied for an upload that is then abandoned is an orphan
+    that garbage collection reclaims.
+    """
+
+    def __init__(self, transfers: Transfers) -> None:
+        self.transfers = transfers
+        self.members = transfers.peers.placed()
+        self.replication, self.quorum = replication_factors(transfers.config, len(self.members))
+        self.limiter = trio.CapacityLimiter(transfers.config.transfer_concurrency)
+        self.adopt: list[tuple[str, Path]] = []
+        self.holders: dict[str, int] = {}
+        self.pending: dict[str, trio.Event] = {}
+        self.offered = 0  # how many of the upload's chunks, in order, were offered
+
+    def offer(self, cid: str, path: Path, nursery: trio.Nursery | None = None) -> None:
+        """Start copying one complete chunk (once; later offers of it are ignored)."""
+        nursery = nursery or self.transfers.nursery
+        if cid in self.pending or nursery is None:
+            return
+        done = self.pending[cid] = trio.Event()
+        nursery.start_soon(self._copy, cid, path, done)
+
+    async def _copy(self, cid: str, path: Path, done: trio.Event) -> None:
+        try:
+            async with self.limiter:
+                order = preference(cid, self.members, self.replication)
+                self.holders[cid] = await self.transfers._place_chunk(
+                    cid, path, order, self.replication, self.adopt
+                )
+        except (OSError, PeerError) as exc:
+            log.warning("placing chunk %s failed: %r", cid, exc)
+            self.holders[cid] = 0
+        finally:
+            done.set()
+
+    async def finish(self, blob: SpooledBlob) -> None:
+        """Every chunk on W or more holders and this node's share adopted; else Unavailable."""
+        async with trio.open_nursery() as nursery:
+            for cid, path in blob.chunks:
+                self.offer(cid, path, nursery if self.transfers.nursery is None else None)
+        for done in list(self.pending.values()):
+            await done.wait()
+        if self.adopt:
+            await trio.to_thread.run_sync(
+                self.transfers.chunks.adopt, self.adopt, limiter=self.transfers.disk
+            )
+        failures = [cid for cid, _ in blob.chunks if self.holders.get(cid, 0) < self.quorum]
+        if failures:
+            raise Unavailable(
+                f"fewer than {self.quorum} holders could store {len(failures)} chunk(s)",
+                detail={"chunks": failures[:5]},
+            )
 
 
 @dataclass

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import blake3
 import trio
@@ -77,6 +78,7 @@ class UploadSession:
     touched: float
     state: UploadState = UploadState.RECEIVING
     lock: trio.Lock = field(default_factory=trio.Lock)  # one request at a time
+    placement: Any = None  # the cluster's placement of this upload's chunks, once started
     size: int = 0
     _sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
     _cutter: ChunkCutter | None = None
@@ -148,6 +150,11 @@ class UploadSession:
                 detail={"expected": str(expected), "size": self.size},
             )
         return SpooledBlob(expected, self.size, self.chunk_size, list(self._closed_chunks))
+
+    @property
+    def closed_chunks(self) -> list[tuple[str, Path]]:
+        """The chunks complete so far: (BLAKE3 id, spool file), in blob order."""
+        return list(self._closed_chunks)
 
     def discard(self) -> None:
         self.state = UploadState.CLOSED
