@@ -25,8 +25,9 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,14 @@ from consensus.store import Queries, connect, export_snapshot, import_snapshot
 log = logging.getLogger(__name__)
 
 SNAPSHOT_PIECE = 1 << 20
+# Messages a leader may send before its own WAL save returns (see _handle_ready).
+_EARLY = frozenset({MessageType.APPEND, MessageType.HEARTBEAT})
+# On a disk whose saves take less than this, a save blocks the loop instead of
+# going to a thread: the hop to the thread and back costs more than the fsync.
+INLINE_SAVE_SECONDS = 0.002
+# A committed batch this small is applied on the loop: no fsync (the state is
+# rebuilt from the log after a crash), so it is quicker than the thread hop.
+INLINE_APPLY_ENTRIES = 64
 
 
 class NoQuorum(Exception):
@@ -83,6 +92,16 @@ class RaftSettings:
 @dataclass
 class _Waiter:
     event: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+
+
+@dataclass
+class _Proposal:
+    """A request waiting for its command: `wake` is set when the result is in
+    (`done`) or the leader changed, one event per request instead of a nursery."""
+
+    wake: trio.Event = field(default_factory=trio.Event)
+    done: bool = False
     result: Any = None
 
 
@@ -123,12 +142,18 @@ class RaftEngine:
         else:
             bootstrap = tuple(sorted({*settings.peers, settings.node_id}))
         self._applied = self._machine.applied_index
+        # The commit index on disk may lag (a commit-only Ready is not saved), but
+        # whatever was applied was committed, and it is in the log: start from there.
+        hard_state = recovered.hard_state
+        known_committed = min(self._applied, self._wal.last_index)
+        if hard_state.commit < known_committed:
+            hard_state = replace(hard_state, commit=known_committed)
         # Voters as of the last applied membership change: a change counts once committed.
         self._committed_voters: tuple[str, ...] = ()
         self._core = RaftNode(
             settings.node_id,
             voters=bootstrap,
-            hard_state=recovered.hard_state,
+            hard_state=hard_state,
             entries=recovered.entries,
             snapshot=recovered.snapshot,
             rng=random.Random(),
@@ -146,11 +171,12 @@ class RaftEngine:
         self._wakeup = trio.Event()
         self._applied_changed = trio.Event()
         self._leader_changed = trio.Event()
-        self._proposals: dict[str, _Waiter] = {}
+        self._proposals: dict[str, _Proposal] = {}
         self._reads: dict[bytes, _Waiter] = {}
         self._incoming: dict[str, tuple[Path, Any]] = {}
         self._nursery: trio.Nursery | None = None
         self._wal_lock = trio.Lock()
+        self._save_seconds = 0.0  # moving average of the time a WAL save takes
         self.http_advertise: str | None = None  # set by the node once its HTTP port is bound
         self.raft_advertise: str | None = None
         self._refresh_peers()
@@ -160,14 +186,16 @@ class RaftEngine:
     async def propose(self, command: c.Command) -> Result:
         """Commit `command` and wait until it is applied here; NoQuorum on timeout."""
         data = command.encode()
-        waiter = self._proposals.setdefault(command.id, _Waiter())
+        waiter = self._proposals.setdefault(command.id, _Proposal())
         try:
             with trio.move_on_after(self.settings.propose_timeout):
                 while True:
+                    if waiter.wake.is_set():
+                        waiter.wake = trio.Event()
                     self._submit(lambda: self._propose_or_forward(data))
                     with trio.move_on_after(1.0):
-                        await self._first_of(waiter.event, self._leader_changed)
-                    if waiter.event.is_set():
+                        await waiter.wake.wait()
+                    if waiter.done:
                         return waiter.result
                     if self._core.leader is None:
                         await trio.sleep(self.settings.tick_seconds)
@@ -301,38 +329,40 @@ class RaftEngine:
                 action()
             if core.has_ready():
                 rd = core.ready()
-                import time as _t
-                _st = self.__dict__.setdefault("_dbg", {"n": 0, "ent": 0, "com": 0, "msg": 0, "t": 0.0, "inbox": 0, "last": _t.monotonic(), "save": 0.0, "apply": 0.0})
-                _t0 = _t.perf_counter()
                 await self._handle_ready(rd)
-                _st["t"] += _t.perf_counter() - _t0
-                _st["n"] += 1; _st["ent"] += len(rd.entries); _st["com"] += len(rd.committed_entries); _st["msg"] += len(rd.messages); _st["inbox"] += len(inbox)
-                if _t.monotonic() - _st["last"] > 2 and _st["ent"] > 0:
-                    log.warning("DBG %s readies=%d ent/rd=%.2f com/rd=%.2f msg/rd=%.2f inbox/rd=%.2f handle_ms/rd=%.3f save_ms=%.3f apply_ms=%.3f", self.node_id, _st["n"], _st["ent"]/_st["n"], _st["com"]/_st["n"], _st["msg"]/_st["n"], _st["inbox"]/_st["n"], _st["t"]/_st["n"]*1000, _st["save"]/_st["n"]*1000, _st["apply"]/_st["n"]*1000)
-                    _st.update(n=0, ent=0, com=0, msg=0, t=0.0, inbox=0, last=_t.monotonic(), save=0.0, apply=0.0)
                 core.advance(rd)
                 await self._maybe_snapshot()
 
     async def _handle_ready(self, rd: Any) -> None:
         if rd.snapshot is not None:
             await self._install_snapshot(rd.snapshot)
-        if rd.entries or rd.hard_state is not None:
-            import time as _t
-            _t0 = _t.perf_counter()
+        messages = rd.messages
+        # A Ready that only moves the commit index is not saved: Raft needs no commit
+        # index on disk (a restarted node learns it again from the leader, and the
+        # state machine skips what it applied already), and saving it would put one
+        # more fsync on the path of every write; the next save carries it along.
+        if rd.must_sync:
+            # A leader's appends need not wait for its own fsync (Raft thesis §10.2.1):
+            # they acknowledge nothing, and the acks they bring back are stepped into
+            # the core only after this save returns, so an entry still counts as
+            # committed only once it is durable here too. Only appends and heartbeats
+            # of a term already on disk go early; every other message waits.
+            durable_term = self._wal.hard_state.term
+            early = [m for m in messages if m.type in _EARLY and m.term == durable_term]
+            if early:
+                self._send(early)
+                messages = tuple(m for m in messages if m not in early)
+            # With appends in flight the save goes to a thread, so the transport
+            # sends them while the disk works; otherwise a quick save stays here.
+            inline = not early and self._save_seconds < INLINE_SAVE_SECONDS
             async with self._wal_lock:
-                await trio.to_thread.run_sync(self._wal.save, rd.hard_state, list(rd.entries))
-            if hasattr(self, "_dbg"): self._dbg["save"] += _t.perf_counter() - _t0
-        for msg in rd.messages:
-            if msg.type is MessageType.SNAPSHOT:
-                assert self._nursery is not None
-                self._nursery.start_soon(self._send_snapshot, msg)
-            else:
-                self.transport.send(msg.to, {"t": "raft", "m": msg.to_wire()})
+                if inline:
+                    self._save(rd.hard_state, rd.entries)
+                else:
+                    await trio.to_thread.run_sync(self._save, rd.hard_state, rd.entries)
+        self._send(messages)
         if rd.committed_entries:
-            import time as _t
-            _t0 = _t.perf_counter()
             await self._apply(rd.committed_entries)
-            if hasattr(self, "_dbg"): self._dbg["apply"] += _t.perf_counter() - _t0
         for read in rd.read_states:
             waiter = self._reads.get(read.context)
             if waiter is not None:
@@ -341,8 +371,23 @@ class RaftEngine:
         if rd.soft_state is not None:
             self._leader_changed.set()
             self._leader_changed = trio.Event()
+            for proposal in self._proposals.values():
+                proposal.wake.set()  # submit again, to the new leader
             if rd.soft_state.role is Role.LEADER:
                 log.info("%s is leader (term %d)", self.node_id, self._core.term)
+
+    def _save(self, hard_state: Any, entries: tuple[Any, ...]) -> None:
+        started = time.perf_counter()
+        self._wal.save(hard_state, list(entries))
+        self._save_seconds += (time.perf_counter() - started - self._save_seconds) / 8
+
+    def _send(self, messages: Iterable[Message]) -> None:
+        for msg in messages:
+            if msg.type is MessageType.SNAPSHOT:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._send_snapshot, msg)
+            else:
+                self.transport.send(msg.to, {"t": "raft", "m": msg.to_wire()})
 
     async def _apply(self, entries: tuple[Any, ...]) -> None:
         batch = [
@@ -351,14 +396,19 @@ class RaftEngine:
         for entry in entries:
             if entry.kind is EntryKind.CONF_CHANGE:
                 self._committed_voters = ConfChangeEntry.from_bytes(entry.data).voters
-        results = await trio.to_thread.run_sync(self._machine.apply_batch, batch)
+        if len(batch) <= INLINE_APPLY_ENTRIES:
+            results = self._machine.apply_batch(batch)
+            await trio.lowlevel.checkpoint()  # still a point where other tasks run
+        else:
+            results = await trio.to_thread.run_sync(self._machine.apply_batch, batch)
         for command_id, result in results:
             if command_id is None:
                 continue
-            waiter = self._proposals.get(command_id)
-            if waiter is not None:
-                waiter.result = result
-                waiter.event.set()
+            proposal = self._proposals.get(command_id)
+            if proposal is not None:
+                proposal.result = result
+                proposal.done = True
+                proposal.wake.set()
         self._applied = entries[-1].index
         self._refresh_peers()  # a batch may have changed voters or their addresses
         self._applied_changed.set()

@@ -1,8 +1,9 @@
 """Benchmarks of Flotilla against CNCF Distribution, run by `scripts/bench`.
 
 Each subcommand is one module with a `run(args) -> int`: `single` (one node
-versus one Distribution, issue 2) now; `raft` and `cluster` arrive with their
-issues. Shared pieces live in their own modules: `processes` starts and stops
-the servers, `payload` makes the random blobs, `client` speaks the upload and
+versus one Distribution, issue 2) and `raft` (tag-write latency and commits/s
+of a 3-node Raft group, issue 3) now; `cluster` arrives with its issue.
+Shared pieces live in their own modules: `processes` starts and stops the
+servers, `payload` makes the random blobs, `client` speaks the upload and
 pull flows, `table` prints the results.
 """

@@ -7,12 +7,7 @@ import signal
 import sys
 from types import FrameType
 
-from scripts.benchmarks import single
-
-
-def _not_yet(name: str, issue: int) -> int:
-    print(f"bench {name}: not yet available (arrives with issue {issue})", file=sys.stderr)
-    return 2
+from scripts.benchmarks import cluster, raft, single
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,8 +20,16 @@ def _parser() -> argparse.ArgumentParser:
             "single", help="one Flotilla node versus one Distribution: push and pull MB/s, RSS"
         )
     )
-    commands.add_parser("raft", help="3-node Raft: tag write latency and commits/s (not yet)")
-    commands.add_parser("cluster", help="chunks spread across nodes versus Distribution (not yet)")
+    raft.add_arguments(
+        commands.add_parser(
+            "raft", help="3 Raft nodes: tag write latency and commits/s, on leader and follower"
+        )
+    )
+    cluster.add_arguments(
+        commands.add_parser(
+            "cluster", help="3 nodes (R=2) versus one Distribution: push, remote pull, 3 pulls"
+        )
+    )
     return parser
 
 
@@ -44,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "single":
             return single.run(args)
         if args.command == "raft":
-            return _not_yet("raft", 3)
+            return raft.run(args)
         if args.command == "cluster":
-            return _not_yet("cluster", 4)
+            return cluster.run(args)
     except KeyboardInterrupt:
         print("\nbench: interrupted; servers stopped and temp files removed", file=sys.stderr)
         return 130

@@ -137,6 +137,40 @@ def flotilla_node(workdir: Path, *, chunk_size: int | None = None) -> Iterator[S
         yield s
 
 
+@contextlib.contextmanager
+def flotilla_raft_member(
+    workdir: Path, node_id: str, http_port: int, raft_port: int, peers: str, secret_file: Path,
+    *, extra: list[str] | None = None,
+) -> Iterator[Server]:
+    """One member of a bootstrapped Raft group: `flotilla serve --node-id … --peers …`,
+    data in `workdir/<node_id>`, log in `workdir/<node_id>.log`. Ready once it answers
+    /v2/, which comes before the group has a leader."""
+    argv = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "serve",
+        "--data",
+        str(workdir / node_id),
+        "--listen",
+        f"127.0.0.1:{http_port}",
+        "--node-id",
+        node_id,
+        "--raft",
+        f"127.0.0.1:{raft_port}",
+        "--peers",
+        peers,
+        "--secret-file",
+        str(secret_file),
+        "--log-level",
+        "warning",
+        *(extra or []),
+    ]
+    url = f"http://127.0.0.1:{http_port}"
+    with _running(f"Flotilla {node_id}", argv, url, workdir / f"{node_id}.log") as s:
+        yield s
+
+
 DISTRIBUTION_CONFIG = """\
 version: 0.1
 log:

@@ -20,6 +20,7 @@ Any violation raises `InvariantViolation` naming the seed and the last events.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import random
@@ -195,10 +196,20 @@ class Simulation:
 
     def _start(self, node: SimNode) -> None:
         disk = node.disk
+        # As the driver does: a commit-only Ready is not saved, so the commit index on
+        # disk may lag what was applied; anything applied was committed and is logged.
+        hs = disk.hard_state
+        if disk.entries:
+            last = disk.entries[-1].index
+        else:
+            last = disk.snapshot.index if disk.snapshot else 0
+        known = min(disk.sm_index, last)
+        if hs.commit < known:
+            hs = dataclasses.replace(hs, commit=known)
         node.raft = RaftNode(
             node.id,
             voters=node.bootstrap,
-            hard_state=disk.hard_state,
+            hard_state=hs,
             entries=list(disk.entries),
             snapshot=disk.snapshot,
             rng=random.Random(self.rng.getrandbits(64)),
@@ -414,20 +425,37 @@ class Simulation:
             disk.sm_index, disk.sm_hash = snap.index, data
             self.stats.snapshots_installed += 1
             self._log(f"{node.id} installs snapshot {snap.index}/{snap.term}")
+        messages = rd.messages
+        if rd.must_sync:
+            durable_term = disk.hard_state.term
+            # As the driver does: a leader's appends and heartbeats of a durable term
+            # go out before its own save.
+            early = [
+                m for m in messages
+                if m.type in (MessageType.APPEND, MessageType.HEARTBEAT)
+                and m.term == durable_term
+            ]
+            if early:
+                for msg in early:
+                    self._send(node, msg)
+                messages = tuple(m for m in messages if m not in early)
+                if self.faults_on and self.rng.random() < self.plan.mid_ready_crash:
+                    self._crash(node, "after sending appends early, before persisting")
+                    return
         if rd.entries:
             self._check_new_entries(node, raft, rd.entries)
             first = rd.entries[0].index
             while disk.entries and disk.entries[-1].index >= first:
                 disk.entries.pop()
             disk.entries.extend(rd.entries)
-        if rd.hard_state is not None:
+        if rd.hard_state is not None and rd.must_sync:
             disk.hard_state = rd.hard_state
         if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
             self._on_new_leader(node, raft)
         if self.faults_on and self.rng.random() < self.plan.mid_ready_crash:
             self._crash(node, "after persisting, before sending")
             return
-        for msg in rd.messages:
+        for msg in messages:
             self._send(node, msg)
         for read in rd.read_states:
             self._check_read(node, read.context, read.index)

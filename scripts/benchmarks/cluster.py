@@ -1,0 +1,203 @@
+"""`scripts/bench cluster`: blobs spread over a Flotilla cluster versus CNCF Distribution.
+
+Three Flotilla nodes form one group (replication R=2) and one Distribution
+runs beside them, all on 127.0.0.1 and the same disk. Measured in one run,
+the same httpx client for both systems, median of `--repeat`:
+
+1. a push of one random blob through node 1 — its chunks land on 2 of the 3
+   nodes before the push is acknowledged — versus a push to Distribution;
+2. a pull through a fourth node that joined after the push and so holds none
+   of the blob's chunks (every byte crosses from its holders), versus a pull
+   from Distribution;
+3. three clients pulling the blob at once, each through a different node,
+   versus three clients pulling from Distribution at once (aggregate MB/s).
+
+Nodes run with no chunk cache (`cache_bytes = 0`), so every repetition pays
+the full fetch: the worst case for Flotilla, the steady state for a pull of
+something new. Goals (issue 4): ratio ≥ 0.8 for (1) and (2), ≥ 1.0 for (3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from node.cluster.auth import load_or_create_secret
+from scripts.benchmarks import processes
+from scripts.benchmarks.client import RegistryClient
+from scripts.benchmarks.payload import Blob, MiB, write_random_file
+from scripts.benchmarks.processes import Server, ServerFailed
+from scripts.benchmarks.raft import Cluster
+from scripts.benchmarks.table import render, verdict
+
+GOALS = {"push": 0.8, "pull": 0.8, "pull3": 1.0}
+LABELS = {
+    "push": "(1) push through node 1, R=2  vs  push",
+    "pull": "(2) pull through a node holding no chunk  vs  pull",
+    "pull3": "(3) 3 clients, 3 nodes at once  vs  3 clients",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size-mib", type=int, default=512, help="blob size (default 512)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (median)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="Flotilla chunk size")
+    parser.add_argument("--workdir", type=Path, default=None, help="temp folder parent")
+
+
+@contextlib.contextmanager
+def _cluster(
+    workdir: Path, chunk_size: int | None
+) -> Iterator[tuple[Cluster, Callable[[], Server]]]:
+    """Three bootstrapped members, and a function that starts a fourth that joins."""
+    secret_file = workdir / "secret"
+    secret = load_or_create_secret(secret_file)
+    extra = ["--cache-bytes", "0"]
+    if chunk_size:
+        extra += ["--chunk-size", str(chunk_size)]
+    nodes = ("n1", "n2", "n3")
+    ports = {n: (processes.free_port(), processes.free_port()) for n in nodes}
+    peers = ",".join(f"{n}=127.0.0.1:{raft}" for n, (_, raft) in ports.items())
+    with contextlib.ExitStack() as stack:
+        servers = {
+            n: stack.enter_context(
+                processes.flotilla_raft_member(
+                    workdir, n, http, raft, peers, secret_file, extra=extra
+                )
+            )
+            for n, (http, raft) in ports.items()
+        }
+        cluster = Cluster(secret, servers)
+
+        def join() -> Server:
+            http, raft = processes.free_port(), processes.free_port()
+            server = stack.enter_context(
+                processes.flotilla_raft_member(
+                    workdir, "n4", http, raft, "", secret_file,
+                    extra=[*extra, "--join", servers["n1"].url],
+                )
+            )
+            servers["n4"] = server
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                members = cluster.status("n1")["members"]
+                if any(m["node_id"] == "n4" and m.get("http") and m["voter"] for m in members):
+                    return server
+                time.sleep(0.2)
+            raise ServerFailed("n4 did not join in time")
+
+        yield cluster, join
+
+
+def _wait_until_writable(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with RegistryClient(url, repo="bench-warmup") as client:
+        attempt = 0
+        while client.push_bytes(f"warm-up {attempt}".encode()) != 201:
+            attempt += 1
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"{url} cannot store a blob")
+            time.sleep(0.2)
+
+
+def _timed(action: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _pull_at_once(urls: list[str], blob: Blob) -> float:
+    """Wall time for one pull through each URL, all started together."""
+    clients = [RegistryClient(url) for url in urls]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(clients) + 1)
+
+    def pull(client: RegistryClient) -> None:
+        barrier.wait()
+        try:
+            client.pull(blob)
+        except BaseException as exc:  # reported after the join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pull, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    for c in clients:
+        c.close()
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+def run(args: argparse.Namespace) -> int:
+    size = args.size_mib * MiB
+    workdir = Path(tempfile.mkdtemp(prefix="flotilla-bench-cluster-", dir=args.workdir))
+    seconds: dict[tuple[str, str], list[float]] = {}
+    try:
+        random_file = workdir / "random.bin"
+        print(f"bench cluster: temp folder {workdir}", file=sys.stderr)
+        write_random_file(random_file, size)
+        with contextlib.ExitStack() as stack:
+            cluster, join = stack.enter_context(_cluster(workdir, args.chunk_size))
+            dist = stack.enter_context(processes.distribution(workdir))
+            cluster.wait_for_leader()
+            for url in [s.url for s in cluster.servers.values()] + [dist.url]:
+                _wait_until_writable(url)
+            n1 = cluster.servers["n1"].url
+            blobs = []
+            for run_no in range(args.repeat):
+                blob = Blob.salted(random_file, f"cluster run {run_no}", run_no + 1)
+                blobs.append(blob)
+                for system, url in (("Flotilla", n1), ("Distribution", dist.url)):
+                    with RegistryClient(url) as client:
+                        seconds.setdefault(("push", system), []).append(
+                            _timed(lambda c=client, b=blob: c.push_monolithic(b))
+                        )
+            n4 = join().url
+            print(f"  n4 joined at {n4}", file=sys.stderr)
+            for blob in blobs:
+                for system, url in (("Flotilla", n4), ("Distribution", dist.url)):
+                    with RegistryClient(url) as client:
+                        seconds.setdefault(("pull", system), []).append(
+                            _timed(lambda c=client, b=blob: c.pull(b))
+                        )
+            three = [cluster.servers[n].url for n in ("n2", "n3", "n4")]
+            for blob in blobs:
+                seconds.setdefault(("pull3", "Flotilla"), []).append(_pull_at_once(three, blob))
+                seconds.setdefault(("pull3", "Distribution"), []).append(
+                    _pull_at_once([dist.url] * 3, blob)
+                )
+        rows = []
+        for op, label in LABELS.items():
+            volume = size * (3 if op == "pull3" else 1) / 1e6
+            f = volume / statistics.median(seconds[(op, "Flotilla")])
+            d = volume / statistics.median(seconds[(op, "Distribution")])
+            rows.append([label, f"{f:.1f}", f"{d:.1f}", f"{f / d:.2f}",
+                         f"≥ {GOALS[op]} {verdict(f / d >= GOALS[op])}"])
+        print(
+            f"scripts/bench cluster — 3 Flotilla nodes (R=2, no chunk cache) + a 4th that joins,"
+            f" vs one CNCF Distribution; {args.size_mib} MiB random blob, median of "
+            f"{args.repeat}, MB/s = 10^6 bytes/s (aggregate for 3 clients)\n"
+        )
+        print(render(["operation", "Flotilla MB/s", "Distribution MB/s", "ratio F/D", "goal"],
+                     rows))
+        return 0
+    except (ServerFailed, OSError) as exc:
+        print(f"bench cluster: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
