@@ -39,9 +39,18 @@ class BoundedBody(TrioBody):
         self._discarded = 0
 
     async def __anext__(self) -> bytes:
-        data = await super().__anext__()
+        # As Quart's, but the buffer itself is handed over instead of a copy of it:
+        # blob bodies are large, and every consumer here takes any bytes-like value.
+        if self._must_raise is not None:
+            raise self._must_raise
+        if not self._complete.is_set():
+            await self._has_data.wait()
+        if self._complete.is_set() and len(self._data) == 0:
+            raise StopAsyncIteration()
+        data, self._data = self._data, bytearray()
+        self._has_data.clear()
         self._drained.set()
-        return data
+        return data  # type: ignore[return-value]
 
     def append(self, data: bytes) -> None:
         if self._abandoned:

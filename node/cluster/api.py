@@ -55,12 +55,13 @@ def _authenticate(rt: NodeRuntime) -> str:
 
 
 async def _read_body(limit: int) -> bytes:
-    body = bytearray()
+    pieces, size = [], 0
     async for piece in request.body:
-        body += piece
-        if len(body) > limit:
+        pieces.append(piece)
+        size += len(piece)
+        if size > limit:
             raise BadRequest("body too large")
-    return bytes(body)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 async def _authenticated_json_body(body_digest: str) -> bytes:

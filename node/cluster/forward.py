@@ -43,7 +43,7 @@ async def forward_upload(rt: NodeRuntime, owner: str) -> Response:
 
     async def body():  # type: ignore[no-untyped-def]
         async for piece in request.body:
-            yield piece
+            yield bytes(piece)
 
     try:
         upstream = await rt.peers.client.send(
