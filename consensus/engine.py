@@ -30,7 +30,8 @@ __all__ = [
 
 class Engine(Protocol):
     queries: Queries
-    http_advertise: str | None
+    http_advertise: str | None  # set by the node once its HTTP port is bound
+    raft_advertise: str | None  # known once the Raft transport listens
 
     async def propose(self, command: Command) -> Result: ...
 

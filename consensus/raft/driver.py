@@ -636,7 +636,6 @@ class RaftEngine:
 
 
 __all__ = [
-    "ConfChangeEntry",
     "MembershipRefused",
     "NoQuorum",
     "RaftEngine",

@@ -120,7 +120,7 @@ async def status(rt: NodeRuntime, body: bytes) -> Response:
     doc["chunks"] = {
         "stored": rt.chunks.stored_chunks,
         "stored_bytes": rt.chunks.stored_bytes,
-        "cached": len(rt.chunks._cache),
+        "cached": rt.chunks.cached_chunks,
         "cached_bytes": rt.chunks.cached_bytes,
         "cache_limit_bytes": rt.chunks.cache_bytes,
         "corrupt_reads": rt.chunks.corrupt_reads,
@@ -199,11 +199,11 @@ async def dispatch(rt: NodeRuntime, method: str, path: str) -> Response:
 async def join_cluster(rt: NodeRuntime, url: str) -> None:
     """Ask a member at `url` to add this node, until it says yes."""
     engine = rt.engine
-    while engine.http_advertise is None or getattr(engine, "raft_advertise", None) is None:
+    while engine.http_advertise is None or engine.raft_advertise is None:
         await trio.sleep(0.05)
     payload = {
         "node_id": rt.config.node_id,
-        "raft": engine.raft_advertise,  # type: ignore[attr-defined]
+        "raft": engine.raft_advertise,
         "http": engine.http_advertise,
         "zone": rt.config.zone,
     }

@@ -69,11 +69,7 @@ class Transfers:
         """A placement for one upload, over the membership as it is now."""
         return Placement(self)
 
-    async def place(self, blob: SpooledBlob) -> None:
-        """Give every chunk of a verified upload to W or more of its holders; Unavailable if not."""
-        await self.placement().finish(blob)
-
-    async def _place_chunk(
+    async def place_chunk(
         self, cid: str, path: Path, order: list[Placed], replication: int,
         adopt: list[tuple[str, Path]],
     ) -> int:
@@ -249,7 +245,7 @@ class Placement:
         try:
             async with self.limiter:
                 order = preference(cid, self.members, self.replication)
-                self.holders[cid] = await self.transfers._place_chunk(
+                self.holders[cid] = await self.transfers.place_chunk(
                     cid, path, order, self.replication, self.adopt
                 )
         except (OSError, PeerError) as exc:

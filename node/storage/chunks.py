@@ -62,6 +62,10 @@ class ChunkStore:
             self._cache[cid] = size
 
     @property
+    def cached_chunks(self) -> int:
+        return len(self._cache)
+
+    @property
     def cached_bytes(self) -> int:
         return sum(self._cache.values())
 
