@@ -96,13 +96,23 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def export_snapshot(conn: sqlite3.Connection, target: Path) -> None:
-    """Copy the whole state, consistently, into a new database file at `target`."""
+def export_snapshot(source: Path, target: Path) -> int:
+    """Copy the whole state at `source`, consistently, into a new database file at
+    `target`; returns the applied index the copy holds.
+
+    The copy is taken through a connection of its own, in one step (one read
+    transaction), so it never sees half of a command and the writer goes on
+    applying meanwhile.
+    """
+    conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     out = sqlite3.connect(target)
     try:
         conn.backup(out)
+        row = out.execute("SELECT value FROM meta WHERE key = 'applied'").fetchone()
+        return row[0] if row else 0
     finally:
         out.close()
+        conn.close()
 
 
 def import_snapshot(conn: sqlite3.Connection, source: Path) -> None:

@@ -37,6 +37,7 @@ from consensus import commands as c
 from consensus.raft.core import RaftNode, Role
 from consensus.raft.errors import (
     ConfChangeInProgress,
+    InvalidCompaction,
     InvalidConfChange,
     MalformedMessage,
     NotLeader,
@@ -117,7 +118,7 @@ class RaftEngine:
         self._incoming_dir = raft_dir / "incoming"
         shutil.rmtree(self._incoming_dir, ignore_errors=True)
         self._incoming_dir.mkdir(parents=True)
-        db = state_dir / "state.sqlite"
+        db = self._db_path = state_dir / "state.sqlite"
         self._machine = StateMachine(connect(db))
         self.queries = Queries(connect(db, readonly=True))
 
@@ -176,6 +177,8 @@ class RaftEngine:
         self._incoming: dict[str, tuple[Path, Any]] = {}
         self._nursery: trio.Nursery | None = None
         self._wal_lock = trio.Lock()
+        self._snapshotting = False
+        self._snapshot_files = trio.Lock()  # one snapshot file written at a time
         self._save_seconds = 0.0  # moving average of the time a WAL save takes
         self.http_advertise: str | None = None  # set by the node once its HTTP port is bound
         self.raft_advertise: str | None = None
@@ -516,27 +519,58 @@ class RaftEngine:
     # -- snapshots ------------------------------------------------------------------
 
     async def _maybe_snapshot(self) -> None:
+        """Start a snapshot in the background once enough entries were applied since the last."""
+        if self._snapshotting or self._nursery is None:
+            return
         if self._applied - self._snapshot_index < self.settings.snapshot_every:
             return
-        index = self._applied
-        fd, name = tempfile.mkstemp(dir=self._incoming_dir, prefix="export-")
-        os.close(fd)
-        copy = Path(name)
+        self._snapshotting = True
+        self._nursery.start_soon(self._take_snapshot)
+
+    async def _take_snapshot(self) -> None:
+        """Copy the state, let the core drop the log it covers, make both durable.
+
+        The copy runs beside the loop (a database of any size must not hold up
+        heartbeats); the core is asked to compact from the loop, like every
+        other call into it. Until the snapshot file is durable, a follower that
+        needs it is simply asked again later.
+        """
+        copy = self._incoming_dir / f"export-{os.urandom(6).hex()}"
         try:
-            await trio.to_thread.run_sync(export_snapshot, self._machine.conn, copy)
-            meta = self._core.compact(index)
+            index = await trio.to_thread.run_sync(export_snapshot, self._db_path, copy)
+            compacted = trio.Event()
+            metas: list[SnapshotMeta] = []
+
+            def compact() -> None:
+                try:
+                    metas.append(self._core.compact(index))
+                except InvalidCompaction as exc:
+                    log.warning("snapshot at %d not taken: %s", index, exc)
+                compacted.set()
+
+            self._submit(compact)
+            await compacted.wait()
+            if not metas:
+                return
+            meta = metas[0]
 
             def persist() -> None:
                 with open(copy, "rb") as source:
                     save_snapshot(self._snap_dir, meta, lambda f: shutil.copyfileobj(source, f))
-                self._wal.compact(meta)
 
-            async with self._wal_lock:
+            # Writing the snapshot file leaves the log alone; only the short
+            # compaction of the log itself waits its turn with the loop's saves.
+            async with self._snapshot_files:
                 await trio.to_thread.run_sync(persist)
-            self._snapshot_index = index
+            async with self._wal_lock:
+                await trio.to_thread.run_sync(self._wal.compact, meta)
+            self._snapshot_index = max(self._snapshot_index, index)
             log.info("snapshot at index %d; log compacted", index)
+        except OSError as exc:
+            log.error("snapshot at %d failed, will try again: %r", self._applied, exc)
         finally:
             copy.unlink(missing_ok=True)
+            self._snapshotting = False
 
     async def _send_snapshot(self, msg: Message) -> None:
         latest = await trio.to_thread.run_sync(
@@ -582,7 +616,8 @@ class RaftEngine:
                 with open(path, "rb") as source:
                     save_snapshot(self._snap_dir, meta, lambda f: shutil.copyfileobj(source, f))
 
-            await trio.to_thread.run_sync(persist)
+            async with self._snapshot_files:
+                await trio.to_thread.run_sync(persist)
             self._submit(lambda: self._core.step(msg))
         except BaseException:
             handle.close()

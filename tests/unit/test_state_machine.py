@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from consensus import commands as c
 from consensus.state import StateMachine
-from consensus.store import Queries, connect
+from consensus.store import Queries, connect, export_snapshot, import_snapshot
 
 
 def digest(n: int) -> str:
@@ -158,3 +158,20 @@ def test_undecodable_command_is_recorded_as_applied_without_effect(tmp_path: Pat
     result = machine.apply(1, b"\xc1not msgpack")
     assert result.error == "COMMAND_INVALID"
     assert machine.applied_index == 1
+
+
+def test_snapshot_export_and_import_reproduce_the_state(tmp_path: Path) -> None:
+    source, _ = open_machine(tmp_path / "source")
+    for i in range(1, 30):
+        source.apply(i, c.PutManifest(repo="r", digest=digest(i), media_type="m", body=b"{}",
+                                      tag=f"t{i}").encode())
+    copy = tmp_path / "copy.sqlite"
+    assert export_snapshot(tmp_path / "source" / "state.sqlite", copy) == 29
+    target, queries = open_machine(tmp_path / "target")
+    target.apply(1, c.PutBlob(repo="other", digest=digest(99), size=0, chunk_size=8,
+                              chunks=[]).encode())
+    import_snapshot(target.conn, copy)
+    assert dump(target) == dump(source)
+    assert target.applied_index == 29
+    assert queries.repo_blob("other", digest(99)) is None
+    assert queries.tag("r", "t7") == digest(7)
