@@ -300,6 +300,11 @@ class RaftEngine:
             self._nursery = nursery
             await nursery.start(self.transport.run)
             self.raft_advertise = f"{self.settings.advertise_host}:{self.transport.port}"
+            if self._core.voters == (self.node_id,):
+                # Alone in the group: nobody else can lead, so do not sit out an
+                # election timeout before taking writes.
+                for _ in range(2 * self.settings.election_ticks):
+                    self._submit(self._core.tick)
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._loop)
             nursery.start_soon(self._register_self)

@@ -53,6 +53,9 @@ async def _receive_body(rt: NodeRuntime, session: UploadSession) -> int:
     buffer: copying every byte twice more (and faulting in fresh pages for
     the copies) cost more than the extra calls.
     """
+    if session.placement is None:
+        session.placement = rt.transfers.placement()
+        session.keep_local = session.placement.owns
     received = 0
     batch: list[bytes] = []
     batched = 0
@@ -72,8 +75,6 @@ async def _receive_body(rt: NodeRuntime, session: UploadSession) -> int:
 
 def _offer_complete_chunks(rt: NodeRuntime, session: UploadSession) -> None:
     """Start copying chunks that filled up to their holders while the upload goes on."""
-    if session.placement is None:
-        session.placement = rt.transfers.placement()
     placement = session.placement
     closed = session.closed_chunks
     for cid, path in closed[placement.offered :]:

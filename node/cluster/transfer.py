@@ -29,7 +29,7 @@ import trio
 from consensus.store import Recipe
 from node.api.errors import ContentCorrupt, Unavailable
 from node.cluster.peers import PeerError, Peers
-from node.cluster.placement import Placed, preference
+from node.cluster.placement import Placed, owners, preference
 from node.config import Config
 from node.storage.chunks import ChunkCorrupt, ChunkMissing, ChunkStore, chunk_id
 from node.storage.spool import SpooledBlob
@@ -232,6 +232,11 @@ class Placement:
         self.holders: dict[str, int] = {}
         self.pending: dict[str, trio.Event] = {}
         self.offered = 0  # how many of the upload's chunks, in order, were offered
+
+    def owns(self, cid: str) -> bool:
+        """Whether placement gives this node a copy of the chunk (thread-safe, pure)."""
+        me = self.transfers.node_id
+        return any(m.node_id == me for m in owners(cid, self.members, self.replication))
 
     def offer(self, cid: str, path: Path, nursery: trio.Nursery | None = None) -> None:
         """Start copying one complete chunk (once; later offers of it are ignored)."""

@@ -78,7 +78,8 @@ class ChunkStore:
         return self.has(cid) or cid in self._cache
 
     def adopt(self, files: list[tuple[str, Path]]) -> None:
-        """Move fsynced spool files into the store, then fsync each touched folder.
+        """Move spool files into the store: fsync each (nearly free when the spool
+        already did), rename it into place, then fsync each touched folder.
 
         A chunk that is already stored keeps its file: content addressing
         makes the two identical, and the spool copy is dropped.
@@ -89,6 +90,11 @@ class ChunkStore:
             if target.exists():
                 source.unlink(missing_ok=True)
                 continue
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             size = source.stat().st_size
             os.replace(source, target)
             folders.add(target.parent)

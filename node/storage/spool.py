@@ -23,7 +23,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +79,9 @@ class UploadSession:
     state: UploadState = UploadState.RECEIVING
     lock: trio.Lock = field(default_factory=trio.Lock)  # one request at a time
     placement: Any = None  # the cluster's placement of this upload's chunks, once started
+    # Whether a finished chunk will stay on this node (None: assume it will). A chunk
+    # that only passes through on its way to its holders is not fsynced here.
+    keep_local: Callable[[str], bool] | None = None
     size: int = 0
     _sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
     _cutter: ChunkCutter | None = None
@@ -168,11 +171,15 @@ class UploadSession:
 
     def _close_chunk(self) -> None:
         assert self._chunk_fd is not None and self._chunk_hash is not None
-        self._wait_for_fsyncs(FSYNCS_IN_FLIGHT - 1)
-        self._fsyncs.append(_fsync_threads.submit(_fsync_and_close, self._chunk_fd))
+        cid = self._chunk_hash.hexdigest()
+        if self.keep_local is None or self.keep_local(cid):
+            self._wait_for_fsyncs(FSYNCS_IN_FLIGHT - 1)
+            self._fsyncs.append(_fsync_threads.submit(_fsync_and_close, self._chunk_fd))
+        else:
+            os.close(self._chunk_fd)
         self._chunk_fd = None
         index = len(self._closed_chunks)
-        self._closed_chunks.append((self._chunk_hash.hexdigest(), self._chunk_file(index)))
+        self._closed_chunks.append((cid, self._chunk_file(index)))
         self._chunk_hash = None
 
     def _wait_for_fsyncs(self, allowed: int) -> None:
