@@ -96,17 +96,6 @@ def _cluster(
         yield cluster, join
 
 
-def _wait_until_writable(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    with RegistryClient(url, repo="bench-warmup") as client:
-        attempt = 0
-        while client.push_bytes(f"warm-up {attempt}".encode()) != 201:
-            attempt += 1
-            if time.monotonic() > deadline:
-                raise ServerFailed(f"{url} cannot store a blob")
-            time.sleep(0.2)
-
-
 def _timed(action: Callable[[], None]) -> float:
     started = time.perf_counter()
     action()
@@ -153,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
             cluster, join = stack.enter_context(_cluster(workdir, args.chunk_size))
             dist = stack.enter_context(processes.distribution(workdir))
             cluster.wait_for_leader()
-            for url in [s.url for s in cluster.servers.values()] + [dist.url]:
-                _wait_until_writable(url)
+            for server in [*cluster.servers.values(), dist]:
+                processes.wait_until_writable(server.url, server.name)
             n1 = cluster.servers["n1"].url
             blobs = []
             for run_no in range(args.repeat):

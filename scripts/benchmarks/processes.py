@@ -273,3 +273,21 @@ class PeakMemory:
                 return
             self.polled_mib = max(self.polled_mib, rss)
             self._stop.wait(self.every)
+
+
+def wait_until_writable(url: str, name: str, timeout: float = 30.0) -> None:
+    """Push tiny blobs until one is stored: a Flotilla node answers /v2/ before its
+    Raft group has a leader, and the first timed push must not wait for the election."""
+    from scripts.benchmarks.client import RegistryClient
+
+    deadline = time.monotonic() + timeout
+    with RegistryClient(url, repo="bench-warmup") as client:
+        attempt = 0
+        while True:
+            attempt += 1
+            status = client.push_bytes(f"warm-up {attempt}".encode())
+            if status == 201:
+                return
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"{name} still cannot store a blob (last status {status})")
+            time.sleep(0.2)

@@ -29,7 +29,7 @@ from pathlib import Path
 from scripts.benchmarks import processes
 from scripts.benchmarks.client import FlowFailed, RegistryClient
 from scripts.benchmarks.payload import Blob, MiB, write_random_file
-from scripts.benchmarks.processes import PeakMemory, Server, ServerFailed
+from scripts.benchmarks.processes import PeakMemory, Server, ServerFailed, wait_until_writable
 from scripts.benchmarks.table import render, verdict
 
 PATCH_PIECE = 16 * MiB
@@ -125,24 +125,6 @@ class Measurements:
             )
         ]
         return statistics.median(rates)
-
-
-def _wait_until_writable(server: Server, timeout: float = 30.0) -> None:
-    """Push tiny blobs until one is stored: a Flotilla node answers /v2/ before its
-    Raft group has a leader, and the first timed push must not wait for the election."""
-    deadline = time.monotonic() + timeout
-    with RegistryClient(server.url, repo="bench-warmup") as client:
-        attempt = 0
-        while True:
-            attempt += 1
-            status = client.push_bytes(f"warm-up {attempt}".encode())
-            if status == 201:
-                return
-            if time.monotonic() > deadline:
-                raise ServerFailed(
-                    f"{server.name} still cannot store a blob (last status {status})"
-                )
-            time.sleep(0.2)
 
 
 def _measure(
@@ -254,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
             for name, server in servers.items():
                 print(f"  {name} at {server.url} (pid {server.pid})", file=sys.stderr)
             for server in servers.values():
-                _wait_until_writable(server)
+                wait_until_writable(server.url, server.name)
             results = Measurements()
             _measure(servers, random_file, args.repeat, results)
             rss_blob = Blob.salted(random_file, "rss", 0, size=args.rss_size_mib * MiB)
