@@ -138,7 +138,10 @@ class RaftEngine:
             import_snapshot(self._machine.conn, latest[1])
         self._snapshot_index = recovered.snapshot.index if recovered.snapshot else 0
 
-        if settings.join:
+        if settings.join or (settings.peers and settings.node_id not in settings.peers):
+            # Joining: `--join`, or peers that do not list this node. It starts with
+            # no configuration and waits to be added (it learns the group from the
+            # leader), instead of forming a group of its own.
             bootstrap: tuple[str, ...] = ()
         else:
             bootstrap = tuple(sorted({*settings.peers, settings.node_id}))

@@ -44,6 +44,7 @@ class Cluster:
         for node_id, (http, raft) in ports.items():
             args = self.node_args(node_id, raft, peers) + (per_node or {}).get(node_id, [])
             node = NodeProcess(self.root / node_id, http, args)
+            node.raft = f"127.0.0.1:{raft}"  # type: ignore[attr-defined]
             self.nodes[node_id] = node
         for node in self.nodes.values():
             node.start()
@@ -62,11 +63,16 @@ class Cluster:
         raise AssertionError("members did not register their addresses in time")
 
     def add_process(self, node_id: str, *, join_via: str | None = None) -> NodeProcess:
-        """Start a fresh node that is not (yet) a member."""
+        """Start a fresh node that is not (yet) a member: with `--join URL`, or with
+        `--peers` naming the current members (not itself), waiting to be added."""
         http, raft = free_port(), free_port()
-        args = self.node_args(node_id, raft, None)
         if join_via:
-            args += ["--join", join_via]
+            args = [*self.node_args(node_id, raft, None), "--join", join_via]
+        else:
+            members = ",".join(
+                f"{n}={p.raft}" for n, p in self.nodes.items() if p.proc and p.proc.poll() is None
+            )
+            args = self.node_args(node_id, raft, members)
         node = NodeProcess(self.root / node_id, http, args)
         node.raft = f"127.0.0.1:{raft}"  # type: ignore[attr-defined]
         self.nodes[node_id] = node

@@ -38,6 +38,9 @@ def test_node_added_with_the_cli_catches_up_and_removed_node_leaves(cluster_fact
     assert put_manifest(n1, "m", "before", body).status_code == 201
 
     n4 = cluster.add_process("n4")
+    # Waiting to be added, it must not form a group of its own, however long it waits.
+    time.sleep(2.5)
+    assert cluster.status("n4")["voters"] == [] and cluster.status("n4")["leader"] is None
     added = flotilla_cluster(cluster, "add", "--url", n1, "--node-id", "n4",
                              "--raft", n4.raft, "--http", n4.address)  # type: ignore[attr-defined]
     assert added.returncode == 0, added.stdout + added.stderr
