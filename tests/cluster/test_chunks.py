@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -176,3 +177,31 @@ def test_internal_api_without_the_secret_is_401(cluster_factory, method: str, pa
     forged = httpx.request(method, f"{url}{path}", timeout=10, headers={
         "X-Flotilla-Time": f"{time.time():.3f}", "X-Flotilla-Signature": "0" * 64})
     assert forged.status_code == 401
+
+
+def test_concurrent_pulls_through_one_node_share_each_chunk_fetch(cluster_factory) -> None:
+    """With no cache to hide it, six clients pulling at once through a node that lacks
+    the chunks must not cost six fetches of each chunk from its holders."""
+    cluster = cluster_factory(3, "--chunk-size", str(MiB), "--replication", "1",
+                              "--cache-bytes", "0")
+    data = os.urandom(16 * MiB)
+    digest = push_blob(cluster.nodes["n1"].url, "share", data)
+    reader = min(cluster.nodes, key=lambda n: len(chunk_files(cluster, n)))
+    lacking = 16 - len(chunk_files(cluster, reader))
+    assert lacking > 0
+    url = cluster.nodes[reader].url
+    start = threading.Barrier(6)
+    results: list[bytes] = []
+
+    def client() -> None:
+        start.wait()
+        results.append(pull(url, "share", digest))
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [data] * 6
+    fetched = cluster.status(reader)["counters"].get("chunks_fetched", 0)
+    assert lacking <= fetched < 6 * lacking, (fetched, lacking)
