@@ -75,10 +75,12 @@ async def _receive_body(rt: NodeRuntime, session: UploadSession) -> int:
 
 def _offer_complete_chunks(rt: NodeRuntime, session: UploadSession) -> None:
     """Start copying chunks that filled up to their holders while the upload goes on."""
-    placement = session.placement
+    placement, nursery = session.placement, rt.transfers.nursery
+    if nursery is None:
+        return  # not running under serve(): `finish` copies every chunk itself
     closed = session.closed_chunks
     for cid, path in closed[placement.offered :]:
-        placement.offer(cid, path)
+        placement.offer(cid, path, nursery)
     placement.offered = len(closed)
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import trio
 
@@ -35,6 +36,8 @@ from node.storage.chunks import ChunkCorrupt, ChunkMissing, ChunkStore, chunk_id
 from node.storage.spool import SpooledBlob
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_HEDGE = 0.5  # seconds before a second holder is asked, until fetch times are known
 MIN_HEDGE = 0.02
@@ -59,6 +62,10 @@ class Transfers:
     counters: dict[str, int] = field(default_factory=dict)
     nursery: trio.Nursery | None = None  # the node's root nursery, once it runs
     _inflight: dict[str, _Fetch] = field(default_factory=dict)
+
+    async def on_disk(self, fn: Callable[..., T], *args: Any) -> T:
+        """Blocking disk work in a worker thread, bounded by the node's disk limiter."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.disk)
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -87,7 +94,7 @@ class Transfers:
             batch, queue = queue[: replication - holders], queue[replication - holders :]
             remote = [n for n in batch if n != me]
             if remote and data is None:
-                data = await trio.to_thread.run_sync(path.read_bytes, limiter=self.disk)
+                data = await self.on_disk(path.read_bytes)
             results: dict[str, bool] = {}
             async with trio.open_nursery() as nursery:
                 for node_id in remote:
@@ -117,7 +124,7 @@ class Transfers:
         """The chunk's verified bytes, from this node's disk or from its holders."""
         damaged = False
         try:
-            return await trio.to_thread.run_sync(self.chunks.read, cid, limiter=self.disk)
+            return await self.on_disk(self.chunks.read, cid)
         except ChunkMissing:
             pass
         except ChunkCorrupt:
@@ -145,10 +152,10 @@ class Transfers:
         """Cache what was fetched; rewrite a damaged copy this node stores."""
         try:
             if repair:
-                await trio.to_thread.run_sync(self.chunks.put, cid, data, limiter=self.disk)
+                await self.on_disk(self.chunks.put, cid, data)
                 log.info("repaired damaged local copy of chunk %s", cid)
             else:
-                await trio.to_thread.run_sync(self.chunks.cache_put, cid, data, limiter=self.disk)
+                await self.on_disk(self.chunks.cache_put, cid, data)
         except OSError as exc:
             log.warning("could not keep chunk %s: %r", cid, exc)
 
@@ -238,10 +245,9 @@ class Placement:
         me = self.transfers.node_id
         return any(m.node_id == me for m in owners(cid, self.members, self.replication))
 
-    def offer(self, cid: str, path: Path, nursery: trio.Nursery | None = None) -> None:
-        """Start copying one complete chunk (once; later offers of it are ignored)."""
-        nursery = nursery or self.transfers.nursery
-        if cid in self.pending or nursery is None:
+    def offer(self, cid: str, path: Path, nursery: trio.Nursery) -> None:
+        """Start copying one complete chunk in `nursery` (once; later offers are ignored)."""
+        if cid in self.pending:
             return
         done = self.pending[cid] = trio.Event()
         nursery.start_soon(self._copy, cid, path, done)
@@ -263,13 +269,11 @@ class Placement:
         """Every chunk on W or more holders and this node's share adopted; else Unavailable."""
         async with trio.open_nursery() as nursery:
             for cid, path in blob.chunks:
-                self.offer(cid, path, nursery if self.transfers.nursery is None else None)
+                self.offer(cid, path, nursery)
         for done in list(self.pending.values()):
             await done.wait()
         if self.adopt:
-            await trio.to_thread.run_sync(
-                self.transfers.chunks.adopt, self.adopt, limiter=self.transfers.disk
-            )
+            await self.transfers.on_disk(self.transfers.chunks.adopt, self.adopt)
         failures = [cid for cid, _ in blob.chunks if self.holders.get(cid, 0) < self.quorum]
         if failures:
             raise Unavailable(

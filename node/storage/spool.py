@@ -95,13 +95,6 @@ class UploadSession:
 
     # The methods below block (disk writes, fsync, hashing): run them in a thread.
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes to the blob; one pass writes them and feeds both hashes."""
-        if self.state is not UploadState.RECEIVING:
-            raise BlobUploadUnknown()
-        self._sha256.update(data)
-        self._store(data)
-
     def write_all(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
         """Append several pieces, feeding the whole-blob digest from a second thread meanwhile.
 
@@ -136,7 +129,7 @@ class UploadSession:
                 self._close_chunk()
         self.size += len(data)
 
-    def finish(self, expected: Digest, *, verify_against: Digest | None = None) -> SpooledBlob:
+    def finish(self, expected: Digest) -> SpooledBlob:
         """Close the last chunk and check the digest; DigestInvalid leaves nothing stored."""
         if self.state is not UploadState.RECEIVING:
             raise BlobUploadUnknown()
