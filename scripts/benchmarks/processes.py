@@ -115,24 +115,23 @@ def _running(name: str, argv: list[str], url: str, log_path: Path) -> Iterator[S
         _stop(process)
 
 
+def _serve_argv(data: Path, port: int, *extra: str) -> list[str]:
+    """`flotilla serve` with quiet logs, its data in `data`, HTTP on 127.0.0.1:`port`."""
+    return [
+        sys.executable, "-m", "node.cli", "serve",
+        "--data", str(data),
+        "--listen", f"127.0.0.1:{port}",
+        "--log-level", "warning",
+        *extra,
+    ]
+
+
 @contextlib.contextmanager
 def flotilla_node(workdir: Path, *, chunk_size: int | None = None) -> Iterator[Server]:
     """`flotilla serve` on a free loopback port with its data under `workdir`."""
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "node.cli",
-        "serve",
-        "--data",
-        str(workdir / "flotilla-data"),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--log-level",
-        "warning",
-    ]
-    if chunk_size is not None:
-        argv += ["--chunk-size", str(chunk_size)]
+    extra = ["--chunk-size", str(chunk_size)] if chunk_size is not None else []
+    argv = _serve_argv(workdir / "flotilla-data", port, *extra)
     with _running("Flotilla", argv, f"http://127.0.0.1:{port}", workdir / "flotilla.log") as s:
         yield s
 
@@ -145,27 +144,14 @@ def flotilla_raft_member(
     """One member of a bootstrapped Raft group: `flotilla serve --node-id … --peers …`,
     data in `workdir/<node_id>`, log in `workdir/<node_id>.log`. Ready once it answers
     /v2/, which comes before the group has a leader."""
-    argv = [
-        sys.executable,
-        "-m",
-        "node.cli",
-        "serve",
-        "--data",
-        str(workdir / node_id),
-        "--listen",
-        f"127.0.0.1:{http_port}",
-        "--node-id",
-        node_id,
-        "--raft",
-        f"127.0.0.1:{raft_port}",
-        "--peers",
-        peers,
-        "--secret-file",
-        str(secret_file),
-        "--log-level",
-        "warning",
+    argv = _serve_argv(
+        workdir / node_id, http_port,
+        "--node-id", node_id,
+        "--raft", f"127.0.0.1:{raft_port}",
+        "--peers", peers,
+        "--secret-file", str(secret_file),
         *(extra or []),
-    ]
+    )
     url = f"http://127.0.0.1:{http_port}"
     with _running(f"Flotilla {node_id}", argv, url, workdir / f"{node_id}.log") as s:
         yield s
