@@ -98,8 +98,9 @@ class Peers:
         peer = self.state.get(node_id)
         return peer is not None and peer.up
 
-    def read_order(self, candidates: list[Placed]) -> list[str]:
-        """Holders to ask, best first: live before down, same zone, then lowest round trip.
+    def read_order(self, candidates: list[Placed], owners: int) -> list[str]:
+        """Holders to ask, best first: live before down, the first `owners` candidates
+        (the chunk's owners) before the rest, same zone, then lowest round trip.
         Candidates keep their relative (placement) order where health says nothing."""
         ranked = []
         for position, member in enumerate(candidates):
@@ -110,6 +111,7 @@ class Peers:
                 continue
             ranked.append((
                 not peer.up,
+                position >= owners,
                 peer.zone != self.zone,
                 peer.rtt if peer.rtt is not None else 1.0,
                 position,

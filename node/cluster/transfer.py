@@ -168,7 +168,7 @@ class Transfers:
     async def _fetch(self, cid: str) -> bytes:
         members = self.peers.placed()
         replication, _ = replication_factors(self.config, len(members))
-        holders = self.peers.read_order(preference(cid, members, replication))
+        holders = self.peers.read_order(preference(cid, members, replication), replication)
         if not holders:
             raise ContentCorrupt("no intact copy of the chunk is reachable", detail={"chunk": cid})
         result: list[bytes] = []
