@@ -196,6 +196,17 @@ def distribution(workdir: Path) -> Iterator[Server]:
         yield s
 
 
+@contextlib.contextmanager
+def noop_hypercorn(workdir: Path) -> Iterator[Server]:
+    """Hypercorn configured as a node's, serving an app that does nothing."""
+    port = free_port()
+    argv = [sys.executable, "-m", "scripts.benchmarks.noop_asgi", f"127.0.0.1:{port}"]
+    with _running(
+        "Hypercorn (no-op app)", argv, f"http://127.0.0.1:{port}", workdir / "noop.log"
+    ) as s:
+        yield s
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process (all its threads) has used so far."""
     with open(f"/proc/{pid}/stat") as f:

@@ -11,6 +11,10 @@ each issued on the leader and on a follower, which forwards to the leader.
 The client's own CPU is reported, so a saturated client is not mistaken for
 a slow cluster; `--client-processes` spreads the writers over processes.
 A bare write+fdatasync loop on the same disk gives the floor a commit pays.
+Two reference rows use the same concurrent clients without Raft: GETs of one
+tag on the leader (the node's HTTP path alone), and Hypercorn, configured as
+a node's, serving an app that does nothing (the floor of the HTTP server
+every node runs on): a leader cannot commit faster than that server answers.
 Goals (issue 3): p50 ≤ 3 ms on the leader, ≥ 3,000 commits/s with 64 writers.
 """
 
@@ -235,7 +239,7 @@ class WriterShare:
     latencies: list[float]
 
 
-async def _write_concurrently(
+async def _request_concurrently(
     url: str,
     body: bytes,
     label: str,
@@ -243,7 +247,9 @@ async def _write_concurrently(
     start_at: float,
     seconds: float,
     max_writes: int,
+    read_path: str | None,
 ) -> WriterShare:
+    """Each writer PUTs a manifest under a new tag, or GETs `read_path` when given."""
     headers = {"Content-Type": MANIFEST_TYPE}
     latencies: list[float] = []
     serial = 0
@@ -259,6 +265,11 @@ async def _write_concurrently(
         ]
 
         async def put(http: httpx.AsyncClient, tag: str) -> None:
+            if read_path is not None:
+                response = await http.get(read_path, headers={"Accept": MANIFEST_TYPE})
+                if response.status_code != 200:
+                    raise FlowFailed(f"GET {read_path}: expected 200, got {response.status_code}")
+                return
             response = await http.put(f"/v2/{REPO}/manifests/{tag}", content=body, headers=headers)
             _check(response)
 
@@ -296,8 +307,12 @@ def _writer_process(
     start_at: float,
     seconds: float,
     max_writes: int,
+    read_path: str | None,
 ) -> WriterShare:
-    return trio.run(_write_concurrently, url, body, label, writers, start_at, seconds, max_writes)
+    return trio.run(
+        _request_concurrently,
+        url, body, label, writers, start_at, seconds, max_writes, read_path,
+    )
 
 
 @dataclass
@@ -320,10 +335,13 @@ def concurrent_writes(
     seconds: float,
     max_writes: int,
     client_processes: int,
+    read_path: str | None = None,
 ) -> Throughput:
     if client_processes <= 1:
         shares = [
-            _writer_process(url, body, label, writers, time.time() + 0.5, seconds, max_writes)
+            _writer_process(
+                url, body, label, writers, time.time() + 0.5, seconds, max_writes, read_path
+            )
         ]
     else:
         # Spawned, not forked: a fork of this process would inherit its server handles.
@@ -344,6 +362,7 @@ def concurrent_writes(
                     start_at,
                     seconds,
                     max_writes // client_processes,
+                    read_path,
                 )
                 for i, n in enumerate(split)
             ]
@@ -388,10 +407,10 @@ class ServerCpu:
     by_node: dict[str, float]
 
     @classmethod
-    def during(cls, cluster: Cluster, action: Any) -> tuple[Any, ServerCpu]:
-        before = {n: processes.cpu_seconds(s.pid) for n, s in cluster.servers.items()}
+    def during(cls, servers: dict[str, Server], action: Any) -> tuple[Any, ServerCpu]:
+        before = {n: processes.cpu_seconds(s.pid) for n, s in servers.items()}
         result = action()
-        after = {n: processes.cpu_seconds(s.pid) for n, s in cluster.servers.items()}
+        after = {n: processes.cpu_seconds(s.pid) for n, s in servers.items()}
         return result, cls({n: after[n] - before[n] for n in before})
 
 
@@ -437,24 +456,36 @@ def _report(
             ]
         )
     thr_rows = []
-    for where, node in (("leader", leader), ("follower", follower)):
+    for where, node in (
+        ("leader", leader), ("follower", follower), ("read", leader), ("noop", "")
+    ):
         thr, cpu = conc[where]
-        goal = (
-            f"≥ {COMMITS_GOAL:,.0f}/s: {verdict(thr.per_second >= COMMITS_GOAL)}"
-            if (where == "leader")
-            else "(no goal)"
+        cpu_cell = _cpu_cell(cpu, leader, thr.commits) if where != "noop" else (
+            f"{cpu.by_node['noop'] / thr.commits * 1e6:.0f} (that server)"
         )
+        goal = {
+            "leader": f"≥ {COMMITS_GOAL:,.0f}/s: {verdict(thr.per_second >= COMMITS_GOAL)}",
+            "follower": "(no goal)",
+            "read": "(HTTP alone, no Raft)",
+            "noop": "(Hypercorn's floor)",
+        }[where]
+        label = {
+            "leader": f"(c/d) {args.writers} writers on leader ({node})",
+            "follower": f"(c/d) {args.writers} writers on follower ({node})",
+            "read": f"(ref) {args.writers} readers of one tag on leader ({node})",
+            "noop": f"(ref) {args.writers} readers, Hypercorn + no-op app",
+        }[where]
         ordered = sorted(thr.latencies)
         thr_rows.append(
             [
-                f"(c/d) {args.writers} writers on {where} ({node})",
+                label,
                 str(thr.commits),
                 f"{thr.wall:.1f}",
                 f"{thr.per_second:,.0f}",
                 f"{statistics.median(ordered) * 1000:.1f}",
                 f"{ordered[int(0.99 * len(ordered))] * 1000:.1f}",
                 f"{thr.client_cpu / thr.wall * 100:.0f}%",
-                _cpu_cell(cpu, leader, thr.commits),
+                cpu_cell,
                 goal,
             ]
         )
@@ -528,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
             seq: dict[str, tuple[Latencies, ServerCpu]] = {}
             for where, url in urls.items():
                 seq[where] = ServerCpu.during(
-                    cluster,
+                    cluster.servers,
                     lambda u=url, w=where: sequential_writes(
                         u, body, f"seq-{w}", args.writes, args.warmup
                     ),
@@ -537,13 +568,13 @@ def run(args: argparse.Namespace) -> int:
                     f"  sequential on {where}: p50 {seq[where][0].p50_ms:.2f} ms", file=sys.stderr
                 )
             seq["read"] = ServerCpu.during(
-                cluster,
+                cluster.servers,
                 lambda: sequential_reads(urls["leader"], "seq-leader-0", args.writes, args.warmup),
             )
             conc: dict[str, tuple[Throughput, ServerCpu]] = {}
             for where, url in urls.items():
                 conc[where] = ServerCpu.during(
-                    cluster,
+                    cluster.servers,
                     lambda u=url, w=where: concurrent_writes(
                         u,
                         body,
@@ -559,6 +590,26 @@ def run(args: argparse.Namespace) -> int:
                     f"{conc[where][0].per_second:,.0f} commits/s",
                     file=sys.stderr,
                 )
+            # The same clients on paths without Raft: a GET of one tag on the leader,
+            # then Hypercorn alone serving an app that does nothing.
+            conc["read"] = ServerCpu.during(
+                cluster.servers,
+                lambda: concurrent_writes(
+                    urls["leader"], body, "conc-read", args.writers, args.seconds,
+                    args.max_writes, args.client_processes, f"/v2/{REPO}/manifests/seq-leader-0",
+                ),
+            )
+            with processes.noop_hypercorn(workdir) as noop:
+                conc["noop"] = ServerCpu.during(
+                    {"noop": noop},
+                    lambda: concurrent_writes(
+                        noop.url, body, "noop", args.writers, args.seconds, args.max_writes,
+                        args.client_processes, "/v2/",
+                    ),
+                )
+            for where in ("read", "noop"):
+                print(f"  {args.writers} readers ({where}): "
+                      f"{conc[where][0].per_second:,.0f} requests/s", file=sys.stderr)
             if cluster.wait_for_leader() != leader:
                 print("  warning: leadership moved during the run", file=sys.stderr)
             print()
