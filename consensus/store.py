@@ -165,6 +165,17 @@ class ManifestRecord:
     annotations: dict[str, str] | None
 
 
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    """What the referrers listing says of one manifest with a `subject`."""
+
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
 def pack_chunk_ids(ids: list[str] | tuple[str, ...]) -> bytes:
     return b"".join(bytes.fromhex(i) for i in ids)
 
@@ -273,13 +284,32 @@ class Queries:
         )
         return [r[0] for r in rows]
 
-    def referrers(self, repo: str, subject: str) -> list[ManifestRecord]:
-        rows = self.conn.execute(
-            f"SELECT {_MANIFEST_COLUMNS} FROM manifests WHERE repo = ? AND subject = ?"
-            " ORDER BY digest",
-            (repo, subject),
+    def referrers(
+        self, repo: str, subject: str, *, artifact_type: str | None = None,
+        last: str | None = None, limit: int,
+    ) -> list[Referrer]:
+        """Manifests in `repo` whose `subject` is `subject`, by digest, after `last`.
+
+        Only what a descriptor needs is read: a subject with thousands of
+        signatures and SBOMs does not load their bodies.
+        """
+        sql = (
+            "SELECT digest, media_type, length(body), artifact_type, annotations"
+            " FROM manifests WHERE repo = ? AND subject = ?"
         )
-        return [m for m in map(_manifest, rows) if m is not None]
+        params: list[str | int] = [repo, subject]
+        if artifact_type is not None:
+            sql += " AND artifact_type = ?"
+            params.append(artifact_type)
+        if last is not None:
+            sql += " AND digest > ?"
+            params.append(last)
+        rows = self.conn.execute(sql + " ORDER BY digest LIMIT ?", (*params, limit))
+        return [
+            Referrer(digest, media_type, size, artifact_type,
+                     json.loads(annotations) if annotations else None)
+            for digest, media_type, size, artifact_type, annotations in rows
+        ]
 
     def members(self) -> list[Member]:
         rows = self.conn.execute("SELECT node_id, raft, http, zone FROM members ORDER BY node_id")

@@ -49,23 +49,34 @@ async def catalog(rt: NodeRuntime) -> Response:
 
 
 async def referrers(rt: NodeRuntime, name: str, digest: str) -> Response:
+    """Paged like the tags list (`n`, `last` by digest, a `Link` to the next page),
+    so a subject with many signatures and SBOMs never makes one huge response."""
     subject = str(parse_digest(digest))
+    page = parse_page(request.args)
     await rt.fresh_reads()
     wanted = request.args.get("artifactType")
+    found, headers = fetch_page(
+        page,
+        lambda last, limit: rt.engine.queries.referrers(
+            name, subject, artifact_type=wanted, last=last, limit=limit
+        ),
+        f"/v2/{name}/referrers/{subject}",
+        key=lambda referrer: referrer.digest,
+        keep={"artifactType": wanted} if wanted is not None else None,
+    )
     descriptors = []
-    for record in rt.engine.queries.referrers(name, subject):
-        if wanted is not None and record.artifact_type != wanted:
-            continue
+    for referrer in found:
         descriptor: dict[str, Any] = {
-            "mediaType": record.media_type,
-            "digest": record.digest,
-            "size": len(record.body),
+            "mediaType": referrer.media_type,
+            "digest": referrer.digest,
+            "size": referrer.size,
         }
-        if record.artifact_type:
-            descriptor["artifactType"] = record.artifact_type
-        if record.annotations:
-            descriptor["annotations"] = record.annotations
+        if referrer.artifact_type:
+            descriptor["artifactType"] = referrer.artifact_type
+        if referrer.annotations:
+            descriptor["annotations"] = referrer.annotations
         descriptors.append(descriptor)
-    headers = {"OCI-Filters-Applied": "artifactType"} if wanted is not None else {}
+    if wanted is not None:
+        headers["OCI-Filters-Applied"] = "artifactType"
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
     return _json(index, headers, OCI_INDEX)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from werkzeug.datastructures import MultiDict
 
 from node.api.errors import PaginationNumberInvalid
+
+T = TypeVar("T")
 
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
@@ -37,15 +40,24 @@ def parse_page(args: MultiDict[str, str]) -> Page:
 
 
 def fetch_page(
-    page: Page, fetch: Callable[[str | None, int], list[str]], path: str
-) -> tuple[list[str], dict[str, str]]:
-    """One page of items plus the `Link` header that points at the next, if any."""
+    page: Page,
+    fetch: Callable[[str | None, int], list[T]],
+    path: str,
+    *,
+    key: Callable[[T], str] = str,
+    keep: Mapping[str, str] | None = None,
+) -> tuple[list[T], dict[str, str]]:
+    """One page of items plus the `Link` header that points at the next, if any.
+
+    `key` gives the `last` an item leaves for the next page; `keep` is query
+    parameters the next page must carry too (a filter, say).
+    """
     if page.limit == 0:
         return [], {}
     items = fetch(page.last, page.limit + 1)
     headers = {}
     if len(items) > page.limit:
         items = items[: page.limit]
-        query = urlencode({"n": page.limit, "last": items[-1]})
+        query = urlencode({**(keep or {}), "n": page.limit, "last": key(items[-1])})
         headers["Link"] = f'<{path}?{query}>; rel="next"'
     return items, headers

@@ -7,6 +7,7 @@ from tests.api.content import (
     OCI_MANIFEST,
     assert_error,
     digest_of,
+    follow_pages,
     make_index,
     push_artifact,
     push_image,
@@ -118,6 +119,45 @@ async def test_artifact_type_filter_keeps_matches_and_says_so(registry: Registry
     assert none.status_code == 200
     assert none.json()["manifests"] == []
     assert none.headers["OCI-Filters-Applied"] == "artifactType"
+
+
+async def test_referrers_page_with_n_and_links_that_keep_the_filter(registry: Registry) -> None:
+    subject = await push_image(registry.client, NAME, "v1")
+    sboms = [
+        await push_artifact(registry.client, NAME, subject, artifact_type=SBOM, payload=b"%d" % i)
+        for i in range(5)
+    ]
+    signature = await push_artifact(
+        registry.client, NAME, subject, artifact_type=SIGNATURE, payload=b"sig"
+    )
+    url = f"/v2/{NAME}/referrers/{subject.digest}"
+    pages = await follow_pages(registry.client, f"{url}?n=2", "manifests")
+    assert [len(p) for p in pages] == [2, 2, 2]
+    listed = [d["digest"] for page in pages for d in page]
+    assert listed == sorted(d.digest for d in [*sboms, signature])
+
+    first = await registry.client.get(url, params={"n": 2, "artifactType": SBOM})
+    link = first.headers["Link"]
+    assert link.startswith(f"<{url}?") and link.endswith('>; rel="next"')
+    assert "artifactType=" in link
+    pages = await follow_pages(registry.client, f"{url}?n=2&artifactType={SBOM}", "manifests")
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [d["digest"] for page in pages for d in page] == sorted(d.digest for d in sboms)
+    second = await registry.client.get(link[1 : link.index(">")])
+    assert second.headers["OCI-Filters-Applied"] == "artifactType"
+
+
+async def test_referrers_with_n_0_is_an_empty_index_and_a_bad_n_is_400(
+    registry: Registry,
+) -> None:
+    subject = await push_image(registry.client, NAME, "v1")
+    await push_artifact(registry.client, NAME, subject)
+    url = f"/v2/{NAME}/referrers/{subject.digest}"
+    empty = await registry.client.get(url, params={"n": 0})
+    assert empty.status_code == 200 and empty.json()["manifests"] == []
+    assert "Link" not in empty.headers
+    bad = await registry.client.get(url, params={"n": "-1"})
+    assert_error(bad, 400, "PAGINATION_NUMBER_INVALID")
 
 
 async def test_referrer_pushed_before_its_subject_is_listed(registry: Registry) -> None:
