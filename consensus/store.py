@@ -191,6 +191,11 @@ def _recipe(row: tuple | None) -> Recipe | None:
     return Recipe(digest, size, chunk_size, unpack_chunk_ids(chunks))
 
 
+def _annotations(column: str | None) -> dict[str, str] | None:
+    """The `annotations` column (a JSON object, or NULL) as the records carry it."""
+    return json.loads(column) if column else None
+
+
 def _manifest(row: tuple | None) -> ManifestRecord | None:
     if row is None:
         return None
@@ -202,7 +207,7 @@ def _manifest(row: tuple | None) -> ManifestRecord | None:
         bytes(body),
         subject,
         artifact_type,
-        json.loads(annotations) if annotations else None,
+        _annotations(annotations),
     )
 
 
@@ -306,8 +311,7 @@ class Queries:
             params.append(last)
         rows = self.conn.execute(sql + " ORDER BY digest LIMIT ?", (*params, limit))
         return [
-            Referrer(digest, media_type, size, artifact_type,
-                     json.loads(annotations) if annotations else None)
+            Referrer(digest, media_type, size, artifact_type, _annotations(annotations))
             for digest, media_type, size, artifact_type, annotations in rows
         ]
 

@@ -26,9 +26,9 @@ import ctypes
 import ctypes.util
 import logging
 
-log = logging.getLogger(__name__)
+from node.config import MiB
 
-MiB = 1 << 20
+log = logging.getLogger(__name__)
 
 # mallopt parameter numbers from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1

@@ -264,7 +264,7 @@ async def _request_concurrently(
             for _ in range(writers)
         ]
 
-        async def put(http: httpx.AsyncClient, tag: str) -> None:
+        async def one_request(http: httpx.AsyncClient, tag: str) -> None:
             if read_path is not None:
                 response = await http.get(read_path, headers={"Accept": MANIFEST_TYPE})
                 if response.status_code != 200:
@@ -276,7 +276,7 @@ async def _request_concurrently(
         # Open every connection before the clock starts.
         async with trio.open_nursery() as nursery:
             for w, http in enumerate(clients):
-                nursery.start_soon(put, http, f"{label}-warm-{w}")
+                nursery.start_soon(one_request, http, f"{label}-warm-{w}")
         await trio.sleep(max(0.0, start_at - time.time()))
         cpu = time.process_time()
         started = time.time()
@@ -288,7 +288,7 @@ async def _request_concurrently(
                 serial += 1
                 tag = f"{label}-{serial}"
                 t0 = time.perf_counter()
-                await put(http, tag)
+                await one_request(http, tag)
                 latencies.append(time.perf_counter() - t0)
 
         async with trio.open_nursery() as nursery:
