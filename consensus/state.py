@@ -9,6 +9,7 @@ answered with its first result and changes nothing.
 
 from __future__ import annotations
 
+import enum
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -17,24 +18,38 @@ from consensus import commands as c
 from consensus.store import pack_chunk_ids
 
 
+class Refusal(enum.Enum):
+    """Why the state machine refused a command.
+
+    The values are what the `requests` table stores as a command's first
+    result, so they stay as they are; what a client sees for each is decided
+    in `node/api/errors.py`, not here.
+    """
+
+    BLOB_MISSING = "BLOB_UNKNOWN"  # mount or unlink of a blob not held (or not linked)
+    REFERENCED_BLOB_MISSING = "MANIFEST_BLOB_UNKNOWN"  # a manifest names an unlinked blob
+    MANIFEST_MISSING = "MANIFEST_UNKNOWN"  # an unknown manifest, child manifest or tag
+    COMMAND_INVALID = "COMMAND_INVALID"  # the entry does not decode to a command
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
-    """What applying a command produced: `error` names an OCI-level refusal, or is None."""
+    """What applying a command produced: a refusal with its detail, or neither."""
 
-    error: str | None = None
+    refusal: Refusal | None = None
     detail: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.refusal is None
 
     def encode(self) -> str:
-        return json.dumps([self.error, self.detail])
+        return json.dumps([self.refusal.value if self.refusal else None, self.detail])
 
     @classmethod
     def decode(cls, text: str) -> Result:
-        error, detail = json.loads(text)
-        return cls(error, detail)
+        refusal, detail = json.loads(text)
+        return cls(Refusal(refusal) if refusal is not None else None, detail)
 
 
 OK = Result()
@@ -98,7 +113,7 @@ class StateMachine:
         try:
             command = c.decode(data)
         except c.CommandInvalid as exc:
-            return None, Result("COMMAND_INVALID", str(exc))
+            return None, Result(Refusal.COMMAND_INVALID, str(exc))
         seen = self.conn.execute(
             "SELECT result FROM requests WHERE id = ?", (command.id,)
         ).fetchone()
@@ -126,7 +141,7 @@ class StateMachine:
     def _apply_mount_blob(self, cmd: c.MountBlob) -> Result:
         exists = self.conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (cmd.digest,))
         if exists.fetchone() is None:
-            return Result("BLOB_UNKNOWN", cmd.digest)
+            return Result(Refusal.BLOB_MISSING, cmd.digest)
         self._link(cmd.repo, cmd.digest)
         return OK
 
@@ -139,7 +154,7 @@ class StateMachine:
         cursor = self.conn.execute(
             "DELETE FROM repo_blobs WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
         )
-        return OK if cursor.rowcount else Result("BLOB_UNKNOWN", cmd.digest)
+        return OK if cursor.rowcount else Result(Refusal.BLOB_MISSING, cmd.digest)
 
     def _apply_put_manifest(self, cmd: c.PutManifest) -> Result:
         conn = self.conn
@@ -148,13 +163,13 @@ class StateMachine:
                 "SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?", (cmd.repo, blob)
             ).fetchone()
             if row is None:
-                return Result("MANIFEST_BLOB_UNKNOWN", blob)
+                return Result(Refusal.REFERENCED_BLOB_MISSING, blob)
         for child in cmd.manifests:
             row = conn.execute(
                 "SELECT 1 FROM manifests WHERE repo = ? AND digest = ?", (cmd.repo, child)
             ).fetchone()
             if row is None:
-                return Result("MANIFEST_UNKNOWN", child)
+                return Result(Refusal.MANIFEST_MISSING, child)
         conn.execute(
             "INSERT INTO manifests"
             " (repo, digest, media_type, body, subject, artifact_type, annotations)"
@@ -187,7 +202,7 @@ class StateMachine:
             "DELETE FROM manifests WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
         )
         if not cursor.rowcount:
-            return Result("MANIFEST_UNKNOWN", cmd.digest)
+            return Result(Refusal.MANIFEST_MISSING, cmd.digest)
         conn.execute("DELETE FROM tags WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest))
         conn.execute(
             "DELETE FROM manifest_refs WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
@@ -198,7 +213,7 @@ class StateMachine:
         cursor = self.conn.execute(
             "DELETE FROM tags WHERE repo = ? AND tag = ?", (cmd.repo, cmd.tag)
         )
-        return OK if cursor.rowcount else Result("MANIFEST_UNKNOWN", cmd.tag)
+        return OK if cursor.rowcount else Result(Refusal.MANIFEST_MISSING, cmd.tag)
 
     def _apply_register_member(self, cmd: c.RegisterMember) -> Result:
         self.conn.execute(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,3 +325,8 @@ class Queries:
             "SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag", (repo, digest)
         )
         return [r[0] for r in rows]
+
+    def blob_chunk_lists(self) -> Iterator[tuple[str, ...]]:
+        """The chunk ids of every recorded blob, one tuple a blob, in no set order."""
+        for (packed,) in self.conn.execute("SELECT chunks FROM blobs"):
+            yield unpack_chunk_ids(packed)

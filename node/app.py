@@ -21,7 +21,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from consensus.engine import Engine, RaftSettings, open_engine
+from consensus.engine import Engine, RaftSettings, StatePaths, open_engine
 from node.api.errors import (
     NotFound,
     RegistryError,
@@ -124,7 +124,7 @@ def create_app(rt: NodeRuntime) -> QuartTrio:
 def build_runtime(config: Config, engine: Engine | None = None) -> NodeRuntime:
     data = DataDir(config.data)
     data.prepare()
-    secret = load_or_create_secret(config.secret_file or data.root / "secret")
+    secret = load_or_create_secret(config.secret_file or data.secret)
     if engine is None:
         settings = RaftSettings(
             node_id=config.node_id,
@@ -137,8 +137,15 @@ def build_runtime(config: Config, engine: Engine | None = None) -> NodeRuntime:
             tick_seconds=config.tick_ms / 1000,
             snapshot_every=config.snapshot_every,
             propose_timeout=config.propose_timeout,
+            linearizable_reads=config.consistency == "linearizable",
         )
-        engine = open_engine(data.state, settings)
+        paths = StatePaths(
+            db=data.state_db,
+            wal=data.raft_wal,
+            snapshots=data.raft_snapshots,
+            incoming=data.raft_incoming,
+        )
+        engine = open_engine(paths, settings)
     cache_bytes = config.cache_bytes
     if cache_bytes < 0:
         cache_bytes = shutil.disk_usage(data.root).free // 10

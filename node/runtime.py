@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import trio
 
 from consensus.engine import Engine
-from consensus.store import connect, unpack_chunk_ids
 from node.cluster.auth import Verifier
 from node.cluster.peers import Peers
 from node.cluster.placement import owners
@@ -58,27 +57,18 @@ class NodeRuntime:
         me = self.config.node_id
 
         def scan() -> dict[str, int]:
-            conn = connect(self.data.state / "state.sqlite", readonly=True)
             owned = missing = 0
-            try:
-                for (packed,) in conn.execute("SELECT chunks FROM blobs"):
-                    for cid in unpack_chunk_ids(packed):
-                        if any(m.node_id == me for m in owners(cid, members, replication)):
-                            owned += 1
-                            if not self.chunks.has(cid):
-                                missing += 1
-            finally:
-                conn.close()
+            for chunk_ids in self.engine.blob_chunk_lists():
+                for cid in chunk_ids:
+                    if any(m.node_id == me for m in owners(cid, members, replication)):
+                        owned += 1
+                        if not self.chunks.has(cid):
+                            missing += 1
             return {"owned": owned, "missing": missing}
 
         report = await self.on_disk(scan)
         self._replication = (now, report)
         return report
-
-    async def fresh_reads(self) -> None:
-        """With `consistency = "linearizable"`, make the next local read linearizable."""
-        if self.config.consistency == "linearizable":
-            await self.engine.barrier()
 
     async def on_disk(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking disk work in a bounded worker thread."""

@@ -26,10 +26,10 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -50,8 +50,13 @@ from consensus.raft.snapshot_files import load_latest_snapshot, save_snapshot
 from consensus.raft.transport import Transport
 from consensus.raft.types import EntryKind, SnapshotMeta
 from consensus.raft.wal import WriteAheadLog
-from consensus.state import Result, StateMachine
-from consensus.store import Queries, connect, export_snapshot, import_snapshot
+from consensus.state import Refusal, Result, StateMachine
+from consensus.store import (
+    Queries,
+    connect,
+    export_snapshot,
+    import_snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,28 @@ class MembershipRefused(Exception):
     """A membership change that cannot be made (e.g. removing the last voter)."""
 
 
+class Refused(Exception):
+    """The state machine refused the command; every node refused it the same way."""
+
+    def __init__(self, refusal: Refusal, detail: str | None = None) -> None:
+        super().__init__(f"{refusal.name}: {detail}" if detail else refusal.name)
+        self.refusal = refusal
+        self.detail = detail
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Where the replicated state lives on disk; the node's data layout decides."""
+
+    db: Path  # the state machine's SQLite database
+    wal: Path  # the write-ahead log's segments
+    snapshots: Path  # durable snapshot files
+    incoming: Path  # snapshots being received or exported; emptied at start
+
+
 @dataclass(frozen=True)
 class RaftSettings:
     node_id: str
@@ -88,6 +115,7 @@ class RaftSettings:
     heartbeat_ticks: int = 1
     snapshot_every: int = 10_000
     propose_timeout: float = 5.0
+    linearizable_reads: bool = False  # every `lookup` takes a barrier first
 
 
 @dataclass
@@ -109,16 +137,15 @@ class _Proposal:
 class RaftEngine:
     """A member of a Raft group, holding the replicated metadata of this node."""
 
-    def __init__(self, state_dir: Path, settings: RaftSettings) -> None:
+    def __init__(self, paths: StatePaths, settings: RaftSettings) -> None:
         self.settings = settings
         self.node_id = settings.node_id
-        raft_dir = state_dir / "raft"
-        self._wal_dir = raft_dir / "wal"
-        self._snap_dir = raft_dir / "snapshots"
-        self._incoming_dir = raft_dir / "incoming"
+        self._wal_dir = paths.wal
+        self._snap_dir = paths.snapshots
+        self._incoming_dir = paths.incoming
         shutil.rmtree(self._incoming_dir, ignore_errors=True)
         self._incoming_dir.mkdir(parents=True)
-        db = self._db_path = state_dir / "state.sqlite"
+        db = self._db_path = paths.db
         self._machine = StateMachine(connect(db))
         self.queries = Queries(connect(db, readonly=True))
 
@@ -189,8 +216,16 @@ class RaftEngine:
 
     # -- the interface node/ uses -------------------------------------------
 
-    async def propose(self, command: c.Command) -> Result:
-        """Commit `command` and wait until it is applied here; NoQuorum on timeout."""
+    async def propose(self, command: c.Command) -> None:
+        """Commit `command` and wait until it is applied here.
+
+        Raises Refused when the state machine refused it, NoQuorum on timeout.
+        """
+        result = await self._commit(command)
+        if result.refusal is not None:
+            raise Refused(result.refusal, result.detail)
+
+    async def _commit(self, command: c.Command) -> Result:
         data = command.encode()
         waiter = self._proposals.setdefault(command.id, _Proposal())
         try:
@@ -226,6 +261,32 @@ class RaftEngine:
                     return
                 await trio.sleep(self.settings.tick_seconds)
         raise NoQuorum("leadership could not be confirmed in time")
+
+    async def lookup(self, query: Callable[[Queries], T | None]) -> T | None:
+        """`query` on the local state; a miss (None) is confirmed after a barrier.
+
+        Whatever was committed anywhere before the call is found: a node that
+        has not applied it yet catches up before answering "unknown". With
+        `linearizable_reads` a hit is vouched for by a barrier too.
+        """
+        if self.settings.linearizable_reads:
+            await self.barrier()
+        found = query(self.queries)
+        if found is None and not self.settings.linearizable_reads:
+            await self.barrier()
+            found = query(self.queries)
+        return found
+
+    def blob_chunk_lists(self) -> Iterator[tuple[str, ...]]:
+        """The chunk ids of every recorded blob, read over a private connection.
+
+        Blocking and possibly long: call it from a worker thread.
+        """
+        private = Queries(connect(self._db_path, readonly=True))
+        try:
+            yield from private.blob_chunk_lists()
+        finally:
+            private.conn.close()
 
     async def wait_applied(self, index: int) -> None:
         while self._applied < index:
@@ -272,11 +333,10 @@ class RaftEngine:
 
     async def add_member(self, node_id: str, raft: str, http: str, zone: str = "default") -> None:
         """Record the new node's addresses, then make it a voter."""
-        result = await self.propose(
-            c.RegisterMember(node_id=node_id, raft=raft, http=http, zone=zone)
-        )
-        if not result.ok:
-            raise MembershipRefused(result.error or "")
+        try:
+            await self.propose(c.RegisterMember(node_id=node_id, raft=raft, http=http, zone=zone))
+        except Refused as exc:
+            raise MembershipRefused(str(exc)) from None
         await self._change_voters(
             ConfChange.add(node_id), lambda: node_id in self._committed_voters
         )
@@ -683,4 +743,6 @@ __all__ = [
     "NoQuorum",
     "RaftEngine",
     "RaftSettings",
+    "Refused",
+    "StatePaths",
 ]

@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 
 from quart import Response, request
 
-from consensus.commands import UnlinkBlob
-from consensus.store import Recipe
-from node.api.errors import BlobUnknown, from_code
+from consensus.engine import Recipe, UnlinkBlob
+from node.api.errors import BlobUnknown
 from node.api.grammar import ByteRange, parse_digest, parse_range
 from node.cluster.transfer import chunk_pieces
 from node.runtime import NodeRuntime
@@ -17,11 +16,7 @@ from node.storage.chunker import chunk_spans
 
 async def find_blob(rt: NodeRuntime, name: str, digest: str) -> Recipe:
     """The blob `name` may serve; a miss is confirmed after a read barrier."""
-    await rt.fresh_reads()
-    recipe = rt.engine.queries.repo_blob(name, digest)
-    if recipe is None:
-        await rt.engine.barrier()
-        recipe = rt.engine.queries.repo_blob(name, digest)
+    recipe = await rt.engine.lookup(lambda q: q.repo_blob(name, digest))
     if recipe is None:
         raise BlobUnknown(detail={"digest": digest})
     return recipe
@@ -78,7 +73,5 @@ async def get_blob(rt: NodeRuntime, name: str, digest: str) -> Response:
 
 async def delete_blob(rt: NodeRuntime, name: str, digest: str) -> Response:
     parsed = str(parse_digest(digest))
-    result = await rt.engine.propose(UnlinkBlob(repo=name, digest=parsed))
-    if not result.ok:
-        raise from_code(result.error or "", result.detail)
+    await rt.engine.propose(UnlinkBlob(repo=name, digest=parsed))
     return Response(b"", status=202, headers={"Docker-Content-Digest": parsed})

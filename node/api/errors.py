@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any, ClassVar
 
-from consensus.engine import NoQuorum
+from consensus.engine import NoQuorum, Refusal, Refused
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,8 @@ def as_registry_error(exc: BaseException) -> RegistryError:
         return exc
     if isinstance(exc, NoQuorum):
         return Unavailable("the cluster cannot commit right now; retry later")
+    if isinstance(exc, Refused):
+        return _BY_REFUSAL[exc.refusal](detail=exc.detail)
     log.error("unhandled error: %r", exc, exc_info=exc)
     return Internal()
 
@@ -153,13 +155,10 @@ class ContentCorrupt(RegistryError):
     code, status, default_message = "UNKNOWN", 500, "stored content failed verification"
 
 
-# Results the state machine refuses a command with, by the OCI code it names.
-_BY_CODE: dict[str, type[RegistryError]] = {
-    cls.code: cls
-    for cls in (BlobUnknown, ManifestBlobUnknown, ManifestUnknown, NameUnknown, ManifestInvalid)
+# What a client sees when the state machine refuses a command.
+_BY_REFUSAL: dict[Refusal, type[RegistryError]] = {
+    Refusal.BLOB_MISSING: BlobUnknown,
+    Refusal.REFERENCED_BLOB_MISSING: ManifestBlobUnknown,
+    Refusal.MANIFEST_MISSING: ManifestUnknown,
+    Refusal.COMMAND_INVALID: Internal,
 }
-
-
-def from_code(code: str, detail: str | None = None) -> RegistryError:
-    """The exception for a refusal the replicated state machine answered with."""
-    return _BY_CODE.get(code, Internal)(detail=detail)

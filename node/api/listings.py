@@ -22,12 +22,9 @@ def _json(doc: dict[str, Any], headers: dict[str, str], content_type: str) -> Re
 
 async def list_tags(rt: NodeRuntime, name: str) -> Response:
     page = parse_page(request.args)
-    await rt.fresh_reads()
+    if not await rt.engine.lookup(lambda q: q.repository_exists(name) or None):
+        raise NameUnknown(detail={"name": name})
     queries = rt.engine.queries
-    if not queries.repository_exists(name):
-        await rt.engine.barrier()
-        if not queries.repository_exists(name):
-            raise NameUnknown(detail={"name": name})
     tags, headers = fetch_page(
         page,
         lambda last, limit: queries.tags(name, last=last, limit=limit),
@@ -38,13 +35,14 @@ async def list_tags(rt: NodeRuntime, name: str) -> Response:
 
 async def catalog(rt: NodeRuntime) -> Response:
     page = parse_page(request.args)
-    await rt.fresh_reads()
-    queries = rt.engine.queries
-    repos, headers = fetch_page(
-        page,
-        lambda last, limit: queries.repositories(last=last, limit=limit),
-        "/v2/_catalog",
+    # A listing is never a miss: `lookup` takes a barrier only for linearizable reads.
+    found = await rt.engine.lookup(
+        lambda q: fetch_page(
+            page, lambda last, limit: q.repositories(last=last, limit=limit), "/v2/_catalog"
+        )
     )
+    assert found is not None
+    repos, headers = found
     return _json({"repositories": repos}, headers, "application/json")
 
 
@@ -53,17 +51,20 @@ async def referrers(rt: NodeRuntime, name: str, digest: str) -> Response:
     so a subject with many signatures and SBOMs never makes one huge response."""
     subject = str(parse_digest(digest))
     page = parse_page(request.args)
-    await rt.fresh_reads()
     wanted = request.args.get("artifactType")
-    found, headers = fetch_page(
-        page,
-        lambda last, limit: rt.engine.queries.referrers(
-            name, subject, artifact_type=wanted, last=last, limit=limit
-        ),
-        f"/v2/{name}/referrers/{subject}",
-        key=lambda referrer: referrer.digest,
-        keep={"artifactType": wanted} if wanted is not None else None,
+    listed = await rt.engine.lookup(
+        lambda q: fetch_page(
+            page,
+            lambda last, limit: q.referrers(
+                name, subject, artifact_type=wanted, last=last, limit=limit
+            ),
+            f"/v2/{name}/referrers/{subject}",
+            key=lambda referrer: referrer.digest,
+            keep={"artifactType": wanted} if wanted is not None else None,
+        )
     )
+    assert listed is not None
+    found, headers = listed
     descriptors = []
     for referrer in found:
         descriptor: dict[str, Any] = {

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from quart import Response, request
 
-from consensus.commands import DeleteManifest, DeleteTag, PutManifest
-from consensus.store import ManifestRecord
-from node.api.errors import (
-    DigestInvalid,
-    ManifestUnknown,
-    TooLarge,
-    from_code,
-)
+from consensus.engine import DeleteManifest, DeleteTag, ManifestRecord, PutManifest, Queries
+from node.api.errors import DigestInvalid, ManifestUnknown, TooLarge
 from node.api.grammar import Digest, is_digest, parse_digest, parse_tag
 from node.api.manifest_format import parse_manifest
 from node.runtime import NodeRuntime
@@ -31,18 +25,22 @@ async def _read_manifest_body(limit: int) -> bytes:
 
 async def find_manifest(rt: NodeRuntime, name: str, reference: str) -> ManifestRecord:
     """The manifest a tag or digest names; a miss is confirmed after a read barrier."""
-    await rt.fresh_reads()
-    for attempt in range(2):
-        if attempt:
-            await rt.engine.barrier()
-        if is_digest(reference):
-            record = rt.engine.queries.manifest(name, str(parse_digest(reference)))
-        else:
-            digest = rt.engine.queries.tag(name, parse_tag(reference))
-            record = rt.engine.queries.manifest(name, digest) if digest else None
-        if record is not None:
-            return record
-    raise ManifestUnknown(detail={"reference": reference[:200]})
+    if is_digest(reference):
+        digest = str(parse_digest(reference))
+
+        def query(q: Queries) -> ManifestRecord | None:
+            return q.manifest(name, digest)
+    else:
+        tag = parse_tag(reference)
+
+        def query(q: Queries) -> ManifestRecord | None:
+            tagged = q.tag(name, tag)
+            return q.manifest(name, tagged) if tagged else None
+
+    record = await rt.engine.lookup(query)
+    if record is None:
+        raise ManifestUnknown(detail={"reference": reference[:200]})
+    return record
 
 
 async def get_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
@@ -69,7 +67,7 @@ async def put_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
             detail={"expected": str(claimed), "actual": str(digest)},
         )
     parsed = parse_manifest(body, request.headers.get("Content-Type"))
-    result = await rt.engine.propose(
+    await rt.engine.propose(
         PutManifest(
             repo=name,
             digest=str(digest),
@@ -83,8 +81,6 @@ async def put_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
             manifests=parsed.manifests,
         )
     )
-    if not result.ok:
-        raise from_code(result.error or "", result.detail)
     headers = {
         "Location": f"/v2/{name}/manifests/{digest}",
         "Docker-Content-Digest": str(digest),
@@ -102,7 +98,5 @@ async def delete_manifest(rt: NodeRuntime, name: str, reference: str) -> Respons
         )
     else:
         command = DeleteTag(repo=name, tag=parse_tag(reference))
-    result = await rt.engine.propose(command)
-    if not result.ok:
-        raise from_code(result.error or "", result.detail)
+    await rt.engine.propose(command)
     return Response(b"", status=202, headers={"Content-Length": "0"})

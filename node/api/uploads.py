@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from quart import Response, request
 
-from consensus.commands import MountBlob, PutBlob
-from node.api.errors import DigestInvalid, RangeInvalid, SizeInvalid, from_code
+from consensus.engine import MountBlob, PutBlob, Refused
+from node.api.errors import DigestInvalid, RangeInvalid, SizeInvalid
 from node.api.grammar import parse_digest, parse_name, parse_upload_range
 from node.cluster.forward import forward_upload, session_node
 from node.runtime import NodeRuntime
@@ -94,7 +94,7 @@ async def _finish(rt: NodeRuntime, name: str, session: UploadSession, digest_tex
         await placement.finish(blob)
     finally:
         rt.spool.close(session)
-    result = await rt.engine.propose(
+    await rt.engine.propose(
         PutBlob(
             repo=name,
             digest=str(digest),
@@ -103,8 +103,6 @@ async def _finish(rt: NodeRuntime, name: str, session: UploadSession, digest_tex
             chunks=chunk_ids,
         )
     )
-    if not result.ok:
-        raise from_code(result.error or "", result.detail)
     return _blob_created(name, str(digest))
 
 
@@ -130,12 +128,13 @@ async def start_upload(rt: NodeRuntime, name: str) -> Response:
         digest = str(parse_digest(mount))
         if source is not None and source != name:
             parse_name(source)
-            if rt.engine.queries.repo_blob(source, digest) is None:
-                await rt.engine.barrier()  # it may have been pushed through another node
-            if rt.engine.queries.repo_blob(source, digest) is not None:
-                result = await rt.engine.propose(MountBlob(repo=name, digest=digest))
-                if result.ok:
+            # It may have been pushed through another node: lookup confirms a miss.
+            if await rt.engine.lookup(lambda q: q.repo_blob(source, digest)) is not None:
+                try:
+                    await rt.engine.propose(MountBlob(repo=name, digest=digest))
                     return _blob_created(name, digest)
+                except Refused:
+                    pass  # deleted meanwhile
         elif rt.engine.queries.repo_blob(name, digest) is not None:
             return _blob_created(name, digest)
         # Not mountable: the spec says to fall back to a plain upload session.

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from consensus.store import Recipe
+from consensus.engine import Recipe
 from node.api.errors import ContentCorrupt, Unavailable
 from node.cluster.peers import PeerError, Peers
 from node.cluster.placement import Placed, owners, preference

@@ -9,7 +9,12 @@ DATA/
   uploads/<session-id>/    the spool of one upload in progress:
       0, 1, 2 …            chunk files as they fill (each fsynced when full)
   tmp/                     files being written before they are renamed into place
-  state/                   the replicated metadata (owned by `consensus`)
+  state/                   the replicated metadata (written only by `consensus`):
+      state.sqlite         the state machine's tables and the applied log index
+      raft/wal/            the write-ahead log: checksummed segments and hard state
+      raft/snapshots/      durable snapshots of state.sqlite, newest kept
+      raft/incoming/       snapshots being exported or received (emptied at start)
+  secret                   the cluster secret, when no `secret_file` is given
 ```
 
 A chunk file appears under `chunks/` only by rename of a file that was
@@ -86,6 +91,26 @@ class DataDir:
     @property
     def state(self) -> Path:
         return self.root / "state"
+
+    @property
+    def state_db(self) -> Path:
+        return self.state / "state.sqlite"
+
+    @property
+    def raft_wal(self) -> Path:
+        return self.state / "raft" / "wal"
+
+    @property
+    def raft_snapshots(self) -> Path:
+        return self.state / "raft" / "snapshots"
+
+    @property
+    def raft_incoming(self) -> Path:
+        return self.state / "raft" / "incoming"
+
+    @property
+    def secret(self) -> Path:
+        return self.root / "secret"
 
     def chunk_path(self, chunk_id: str) -> Path:
         return self.chunks / chunk_id[:2] / chunk_id

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consensus import commands as c
-from consensus.state import StateMachine
+from consensus.state import Refusal, StateMachine
 from consensus.store import Queries, connect, export_snapshot, import_snapshot
 
 
@@ -117,7 +117,7 @@ def test_manifest_with_unknown_blob_is_refused_at_apply_time(tmp_path: Path) -> 
     result = machine.apply(1, c.PutManifest(
         repo="a", digest=digest(9), media_type="m", body=b"{}", blobs=[digest(1)]
     ).encode())
-    assert result.error == "MANIFEST_BLOB_UNKNOWN"
+    assert result.refusal is Refusal.REFERENCED_BLOB_MISSING
     assert queries.manifest("a", digest(9)) is None
     assert machine.applied_index == 1
 
@@ -129,8 +129,8 @@ def test_blob_links_are_per_repository(tmp_path: Path) -> None:
     assert queries.repo_blob("b", digest(1)) is None
     assert machine.apply(2, c.MountBlob(repo="b", digest=digest(1)).encode()).ok
     assert queries.repo_blob("b", digest(1)) is not None
-    assert machine.apply(3, c.MountBlob(repo="b", digest=digest(2)).encode()).error == (
-        "BLOB_UNKNOWN"
+    assert machine.apply(3, c.MountBlob(repo="b", digest=digest(2)).encode()).refusal is (
+        Refusal.BLOB_MISSING
     )
 
 
@@ -156,7 +156,7 @@ def test_tags_sort_case_insensitively_with_ties_broken_by_case(tmp_path: Path) -
 def test_undecodable_command_is_recorded_as_applied_without_effect(tmp_path: Path) -> None:
     machine, _ = open_machine(tmp_path)
     result = machine.apply(1, b"\xc1not msgpack")
-    assert result.error == "COMMAND_INVALID"
+    assert result.refusal is Refusal.COMMAND_INVALID
     assert machine.applied_index == 1
 
 
