@@ -22,14 +22,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from consensus.engine import Engine, RaftSettings, StatePaths, open_engine
-from node.api.errors import (
-    NotFound,
-    RegistryError,
-    TooLarge,
-    Unsupported,
-    as_registry_error,
-    error_body,
-)
+from node.api.errors import API_VERSION, error_response
 from node.api.flow import BoundedHTTPConnection, BoundedRequest
 from node.api.routes import dispatch
 from node.cluster import api as cluster_api
@@ -45,38 +38,12 @@ from node.storage.spool import Spool
 
 log = logging.getLogger("flotilla")
 
-API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 class RegistryApp(QuartTrio):
     asgi_http_class = BoundedHTTPConnection
     request_class = BoundedRequest
-
-
-def error_response(error: RegistryError) -> Response:
-    body = b"" if request.method == "HEAD" else error_body(error)
-    response = Response(body, status=error.status, content_type="application/json")
-    response.headers.update(error.headers)
-    response.headers.update(API_VERSION)
-    # An error may carry the headers of the resource it concerns (an upload's
-    # Range and Location); its own length must still describe the error body.
-    response.headers["Content-Length"] = str(len(body))
-    return response
-
-
-def _from_http_exception(exc: HTTPException) -> RegistryError:
-    if exc.code == 404:
-        return NotFound()
-    if exc.code == 405:
-        return Unsupported()
-    if exc.code == 413:
-        return TooLarge()
-    if exc.code is not None and 400 <= exc.code < 500:
-        error = RegistryError(exc.description or exc.name)
-        error.status = exc.code  # type: ignore[misc]
-        return error
-    return as_registry_error(exc)
 
 
 def create_app(rt: NodeRuntime) -> QuartTrio:
@@ -106,17 +73,14 @@ def create_app(rt: NodeRuntime) -> QuartTrio:
     async def cluster(rest: str) -> Response:
         return await cluster_api.dispatch(rt, request.method, rest)
 
-    @app.errorhandler(RegistryError)
-    async def on_registry_error(error: RegistryError) -> Response:
-        return error_response(error)
-
+    # Every error, ours, a lower layer's or the framework's, takes one path.
     @app.errorhandler(HTTPException)
     async def on_http_exception(exc: HTTPException) -> Response:
-        return error_response(_from_http_exception(exc))
+        return error_response(exc)
 
     @app.errorhandler(Exception)
-    async def on_unexpected(exc: Exception) -> Response:
-        return error_response(as_registry_error(exc))
+    async def on_error(exc: Exception) -> Response:
+        return error_response(exc)
 
     return app
 

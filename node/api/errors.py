@@ -1,28 +1,55 @@
-"""Every error a client can see, and the one place that turns them into OCI responses.
+"""Every error a client can see, and the one place that turns errors into responses.
 
-Handlers and the layers below them raise typed exceptions; `error_response`
-maps each to the status and `{"errors": [{"code", "message", "detail"}]}`
-envelope the OCI Distribution spec names. Anything else that escapes a
-handler becomes a logged 500 with the same envelope and no traceback.
+Handlers raise the OCI errors below; the layers beneath them raise their own
+(`node/storage/errors.py`, `node/cluster/errors.py`, and from `consensus` a
+refusal of the state machine or a missing quorum). `as_registry_error` maps
+any of them to one of these, and `error_response` builds the response —
+status and `{"errors": [{"code", "message", "detail"}]}` — for the client API
+and the internal peer API alike. Each code is registered once: a second class
+claiming a code fails at import. Anything unmapped that escapes a handler
+becomes a logged 500 with the same envelope and no traceback.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from consensus.engine import NoQuorum, Refusal, Refused
+from quart import Response, request
+from werkzeug.exceptions import HTTPException
+
+from consensus.engine import MembershipRefused, NoQuorum, Refusal, Refused
+from node.cluster import errors as cluster
+from node.storage import errors as storage
 
 log = logging.getLogger(__name__)
 
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+# code -> the class that owns it; filled as the classes below are defined.
+CODES: dict[str, type[RegistryError]] = {}
+
 
 class RegistryError(Exception):
-    """An error with a name a client understands; subclasses set code and status."""
+    """An error with a name a client understands; subclasses set code and status.
+
+    A subclass that names a `code` in its own body registers it; one that only
+    changes the status (TooLarge) shares its parent's code.
+    """
 
     code: ClassVar[str] = "UNKNOWN"
     status: ClassVar[int] = 500
     default_message: ClassVar[str] = "unknown error"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            owner = CODES.setdefault(cls.code, cls)
+            if owner is not cls:
+                raise TypeError(f"error code {cls.code} is registered twice: "
+                                f"{owner.__name__} and {cls.__name__}")
 
     def __init__(
         self,
@@ -35,6 +62,10 @@ class RegistryError(Exception):
         self.detail = detail
         self.headers = headers or {}
         super().__init__(self.message)
+
+    @property
+    def http_status(self) -> int:
+        return self.status
 
 
 class BlobUnknown(RegistryError):
@@ -126,6 +157,112 @@ class Internal(RegistryError):
     code, status, default_message = "UNKNOWN", 500, "internal error"
 
 
+class ContentCorrupt(RegistryError):
+    """Stored bytes failed verification and no intact copy exists: serving them would
+    hand out wrong content, and retrying will not help."""
+
+    code, status, default_message = "CONTENT_CORRUPT", 500, "stored content failed verification"
+
+
+class PaginationNumberInvalid(RegistryError):
+    code, status, default_message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results"
+
+
+class RequestInvalid(RegistryError):
+    """A request the HTTP layer refused before any handler ran (bad framing, headers)."""
+
+    code, status, default_message = "REQUEST_INVALID", 400, "malformed request"
+
+    def __init__(self, message: str | None = None, *, status: int = 400) -> None:
+        super().__init__(message)
+        self._status = status
+
+    @property
+    def http_status(self) -> int:
+        return self._status
+
+
+class PeerRequestInvalid(RegistryError):
+    """A malformed request on the internal peer API."""
+
+    code, status, default_message = "PEER_REQUEST_INVALID", 400, "malformed cluster request"
+
+
+class MembershipConflict(RegistryError):
+    code, status, default_message = "MEMBERSHIP_CONFLICT", 409, "the change cannot be made"
+
+
+def _from(cls: type[RegistryError]) -> Callable[[Exception], RegistryError]:
+    """Map a lower layer's error to `cls`, keeping its message and detail."""
+
+    def convert(exc: Exception) -> RegistryError:
+        message = str(exc) if exc.args and exc.args[0] else None
+        return cls(message, detail=getattr(exc, "detail", None))
+
+    return convert
+
+
+# What a client sees when the state machine refuses a command.
+REFUSALS: dict[Refusal, type[RegistryError]] = {
+    Refusal.BLOB_MISSING: BlobUnknown,
+    Refusal.REFERENCED_BLOB_MISSING: ManifestBlobUnknown,
+    Refusal.MANIFEST_MISSING: ManifestUnknown,
+    Refusal.COMMAND_INVALID: Internal,
+}
+
+
+def _refused(exc: Exception) -> RegistryError:
+    assert isinstance(exc, Refused)
+    return REFUSALS[exc.refusal](detail=exc.detail)
+
+
+# Lower layers' errors, by class. A subclass without an entry of its own takes
+# its nearest mapped ancestor's, so the base classes are listed too.
+DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], RegistryError]] = {
+    storage.StorageError: _from(Internal),
+    storage.UploadUnknown: _from(BlobUploadUnknown),
+    storage.DigestMismatch: _from(DigestInvalid),
+    storage.ChunkMissing: _from(Unavailable),
+    storage.ChunkCorrupt: _from(Unavailable),
+    cluster.ClusterError: _from(Unavailable),
+    cluster.PeerError: _from(Unavailable),
+    cluster.NoHolderReachable: _from(Unavailable),
+    cluster.ChunkLost: _from(ContentCorrupt),
+    cluster.TooFewHolders: _from(Unavailable),
+    cluster.UploadNodeUnreachable: _from(BlobUploadUnknown),
+    cluster.PeerRequestInvalid: _from(PeerRequestInvalid),
+    cluster.PeerAuthFailed: _from(Unauthorized),
+    cluster.MembershipConflict: _from(MembershipConflict),
+    cluster.UnknownMember: _from(NotFound),
+    cluster.PeerEndpointUnknown: _from(NotFound),
+    cluster.PeerMethodUnsupported: _from(Unsupported),
+    NoQuorum: lambda exc: Unavailable("the cluster cannot commit right now; retry later"),
+    MembershipRefused: _from(MembershipConflict),
+    Refused: _refused,
+}
+
+# Status codes the HTTP framework raises itself, before a handler could.
+_HTTP_STATUSES: dict[int, type[RegistryError]] = {404: NotFound, 405: Unsupported, 413: TooLarge}
+
+
+def as_registry_error(exc: BaseException) -> RegistryError:
+    """The error a client sees for `exc`: a mapped one, else an opaque, logged 500."""
+    if isinstance(exc, RegistryError):
+        return exc
+    if isinstance(exc, HTTPException):
+        if exc.code in _HTTP_STATUSES:
+            return _HTTP_STATUSES[exc.code]()
+        if exc.code is not None and 400 <= exc.code < 500:
+            return RequestInvalid(exc.description or exc.name, status=exc.code)
+    for cls in type(exc).__mro__:
+        convert = DOMAIN_ERRORS.get(cls)
+        if convert is not None:
+            assert isinstance(exc, Exception)
+            return convert(exc)
+    log.error("unhandled error: %r", exc, exc_info=exc)
+    return Internal()
+
+
 def error_body(error: RegistryError) -> bytes:
     entry: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.detail is not None:
@@ -133,32 +270,14 @@ def error_body(error: RegistryError) -> bytes:
     return json.dumps({"errors": [entry]}).encode()
 
 
-def as_registry_error(exc: BaseException) -> RegistryError:
-    """The error a client sees for `exc`: itself when it is ours, else an opaque 500."""
-    if isinstance(exc, RegistryError):
-        return exc
-    if isinstance(exc, NoQuorum):
-        return Unavailable("the cluster cannot commit right now; retry later")
-    if isinstance(exc, Refused):
-        return _BY_REFUSAL[exc.refusal](detail=exc.detail)
-    log.error("unhandled error: %r", exc, exc_info=exc)
-    return Internal()
-
-
-class PaginationNumberInvalid(RegistryError):
-    code, status, default_message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results"
-
-
-class ContentCorrupt(RegistryError):
-    """Stored bytes failed verification; serving them would hand out wrong content."""
-
-    code, status, default_message = "UNKNOWN", 500, "stored content failed verification"
-
-
-# What a client sees when the state machine refuses a command.
-_BY_REFUSAL: dict[Refusal, type[RegistryError]] = {
-    Refusal.BLOB_MISSING: BlobUnknown,
-    Refusal.REFERENCED_BLOB_MISSING: ManifestBlobUnknown,
-    Refusal.MANIFEST_MISSING: ManifestUnknown,
-    Refusal.COMMAND_INVALID: Internal,
-}
+def error_response(exc: BaseException) -> Response:
+    """The response for any error that escaped a handler, on the client or peer API."""
+    error = as_registry_error(exc)
+    body = b"" if request.method == "HEAD" else error_body(error)
+    response = Response(body, status=error.http_status, content_type="application/json")
+    response.headers.update(error.headers)
+    response.headers.update(API_VERSION)
+    # An error may carry the headers of the resource it concerns (an upload's
+    # Range and Location); its own length must still describe the error body.
+    response.headers["Content-Length"] = str(len(body))
+    return response

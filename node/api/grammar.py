@@ -7,11 +7,13 @@ malformed name or a path trick never reaches the store.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
 from node.api.errors import DigestInvalid, NameInvalid, RangeInvalid, TagInvalid
+from node.storage.digest import Digest
+
+__all__ = ["ByteRange", "Digest", "parse_digest", "parse_name", "parse_range", "parse_tag"]
 
 NAME_MAX = 255
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
@@ -38,24 +40,6 @@ def parse_tag(tag: str) -> str:
     if not is_tag(tag):
         raise TagInvalid("invalid tag", detail={"tag": tag[:200]})
     return tag
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """A content digest, `algorithm:hex`, always lowercase hex of the right length."""
-
-    algorithm: str
-    hex: str
-
-    def __str__(self) -> str:
-        return f"{self.algorithm}:{self.hex}"
-
-    def hasher(self) -> hashlib._Hash:
-        return hashlib.new(self.algorithm)
-
-    @classmethod
-    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
-        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
 
 def parse_digest(text: str) -> Digest:

@@ -20,24 +20,22 @@ import trio
 from quart import Response, request
 
 from consensus.engine import MembershipRefused
-from node.api.errors import NotFound, RegistryError, Unauthorized, Unsupported
-from node.cluster.auth import PeerAuthFailed
 from node.cluster.client import call
+from node.cluster.errors import (
+    MembershipConflict,
+    PeerAuthFailed,
+    PeerEndpointUnknown,
+    PeerMethodUnsupported,
+    PeerRequestInvalid,
+    UnknownMember,
+)
 from node.config import NODE_ID_RE
 from node.runtime import NodeRuntime
-from node.storage.chunks import ChunkCorrupt, ChunkMissing
+from node.storage.errors import ChunkCorrupt, ChunkMissing
 
 log = logging.getLogger(__name__)
 MAX_ADMIN_BODY = 64 * 1024
 MAX_CHUNK_BODY = 256 << 20
-
-
-class BadRequest(RegistryError):
-    code, status, default_message = "BAD_REQUEST", 400, "malformed cluster request"
-
-
-class Conflict(RegistryError):
-    code, status, default_message = "CONFLICT", 409, "the change cannot be made"
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -51,7 +49,7 @@ def _authenticate(rt: NodeRuntime) -> str:
         return rt.peer_auth.verify(request.method, target, request.headers)
     except PeerAuthFailed as exc:
         log.warning("refused %s %s: %s", request.method, request.path, exc)
-        raise Unauthorized("cluster secret required") from None
+        raise PeerAuthFailed("cluster secret required") from None
 
 
 async def _read_body(limit: int) -> bytes:
@@ -60,7 +58,7 @@ async def _read_body(limit: int) -> bytes:
         pieces.append(piece)
         size += len(piece)
         if size > limit:
-            raise BadRequest("body too large")
+            raise PeerRequestInvalid("body too large")
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
@@ -69,7 +67,7 @@ async def _authenticated_json_body(body_digest: str) -> bytes:
         return b""
     body = await _read_body(MAX_ADMIN_BODY)
     if hashlib.sha256(body).hexdigest() != body_digest:
-        raise Unauthorized("body does not match its signature")
+        raise PeerAuthFailed("body does not match its signature")
     return body
 
 
@@ -78,16 +76,16 @@ _CHUNK_ID = re.compile(r"[0-9a-f]{64}")
 
 async def chunk(rt: NodeRuntime, method: str, cid: str, body_digest: str) -> Response:
     if not _CHUNK_ID.fullmatch(cid):
-        raise BadRequest("not a chunk id")
+        raise PeerRequestInvalid("not a chunk id")
     if method == "PUT":
         if body_digest != cid:
-            raise Unauthorized("a chunk must be signed over its id")
+            raise PeerAuthFailed("a chunk must be signed over its id")
         data = await _read_body(MAX_CHUNK_BODY)
         try:
             await rt.on_disk(rt.chunks.put, cid, data)
         except ChunkCorrupt:
             rt.counters["chunk_put_mismatch"] += 1
-            raise BadRequest("chunk bytes do not match the id") from None
+            raise PeerRequestInvalid("chunk bytes do not match the id") from None
         return Response(b"", status=201)
     if method == "HEAD":
         held = await rt.on_disk(rt.chunks.holds, cid)
@@ -106,9 +104,9 @@ async def chunk(rt: NodeRuntime, method: str, cid: str, body_digest: str) -> Res
 def _field(doc: dict[str, Any], name: str, *, address: bool = False) -> str:
     value = doc.get(name)
     if not isinstance(value, str) or not value:
-        raise BadRequest(f"{name} is required")
+        raise PeerRequestInvalid(f"{name} is required")
     if address and (":" not in value or not value.rsplit(":", 1)[1].isdigit()):
-        raise BadRequest(f"{name} must be HOST:PORT")
+        raise PeerRequestInvalid(f"{name} must be HOST:PORT")
     return value
 
 
@@ -135,12 +133,12 @@ async def add_member(rt: NodeRuntime, body: bytes) -> Response:
     try:
         doc = json.loads(body or b"null")
     except ValueError:
-        raise BadRequest("body is not JSON") from None
+        raise PeerRequestInvalid("body is not JSON") from None
     if not isinstance(doc, dict):
-        raise BadRequest("body must be a JSON object")
+        raise PeerRequestInvalid("body must be a JSON object")
     node_id = _field(doc, "node_id")
     if not NODE_ID_RE.fullmatch(node_id):
-        raise BadRequest("node_id: use 1-64 of A-Z a-z 0-9 _ -")
+        raise PeerRequestInvalid("node_id: use 1-64 of A-Z a-z 0-9 _ -")
     zone = doc.get("zone") or "default"
     try:
         await rt.engine.add_member(
@@ -148,17 +146,17 @@ async def add_member(rt: NodeRuntime, body: bytes) -> Response:
             str(zone),
         )
     except MembershipRefused as exc:
-        raise Conflict(str(exc)) from None
+        raise MembershipConflict(str(exc)) from None
     return _json({"added": node_id, "voters": list(rt.engine.voters())})
 
 
 async def remove_member(rt: NodeRuntime, body: bytes, node_id: str) -> Response:
     if node_id not in rt.engine.voters():
-        raise NotFound(f"{node_id} is not a member")
+        raise UnknownMember(f"{node_id} is not a member")
     try:
         await rt.engine.remove_member(node_id)
     except MembershipRefused as exc:
-        raise Conflict(str(exc)) from None
+        raise MembershipConflict(str(exc)) from None
     return _json({"removed": node_id, "voters": list(rt.engine.voters())})
 
 
@@ -166,12 +164,12 @@ async def transfer_leader(rt: NodeRuntime, body: bytes) -> Response:
     try:
         doc = json.loads(body or b"null")
     except ValueError:
-        raise BadRequest("body is not JSON") from None
+        raise PeerRequestInvalid("body is not JSON") from None
     to = _field(doc if isinstance(doc, dict) else {}, "to")
     try:
         await rt.engine.transfer_leader(to)
     except MembershipRefused as exc:
-        raise Conflict(str(exc)) from None
+        raise MembershipConflict(str(exc)) from None
     return _json({"leader": rt.engine.leader()})
 
 
@@ -192,8 +190,8 @@ async def dispatch(rt: NodeRuntime, method: str, path: str) -> Response:
     if parts == ["leader"] and method == "POST":
         return await transfer_leader(rt, body)
     if parts[0] in ("status", "members", "leader", "chunks", "health"):
-        raise Unsupported()
-    raise NotFound()
+        raise PeerMethodUnsupported()
+    raise PeerEndpointUnknown()
 
 
 async def join_cluster(rt: NodeRuntime, url: str) -> None:

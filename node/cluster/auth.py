@@ -17,15 +17,13 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from node.cluster.errors import PeerAuthFailed
+
 TIME_HEADER = "X-Flotilla-Time"
 BODY_HEADER = "X-Flotilla-Body-Digest"
 SIGNATURE_HEADER = "X-Flotilla-Signature"
 REPLAY_WINDOW = 10.0
 SECRET_BYTES = 32
-
-
-class PeerAuthFailed(Exception):
-    """The request does not prove knowledge of the cluster secret."""
 
 
 def _mac(secret: bytes, method: str, target: str, timestamp: str, body_digest: str) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import httpx
 from quart import Response, request
 
-from node.api.errors import BlobUploadUnknown
 from node.cluster.auth import sign
+from node.cluster.errors import UploadNodeUnreachable
 from node.runtime import NodeRuntime
 
 FORWARDED = "X-Flotilla-Forwarded"
@@ -31,11 +31,11 @@ def session_node(session_id: str) -> str:
 
 
 async def forward_upload(rt: NodeRuntime, owner: str) -> Response:
-    """Relay this upload request to `owner`; BlobUploadUnknown when it cannot be reached."""
+    """Relay this upload request to `owner`; UploadNodeUnreachable when it cannot be."""
     peer = rt.peers.get(owner)
     if peer is None or request.headers.get(FORWARDED):
         # Unknown node, or a request that was already relayed once: no loops.
-        raise BlobUploadUnknown(detail={"session_node": owner[:64]})
+        raise UploadNodeUnreachable(session_node=owner[:64])
     target = request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
     headers = {name: request.headers[name] for name in PASS_REQUEST if name in request.headers}
     headers.update(sign(rt.secret, request.method, target))
@@ -53,9 +53,8 @@ async def forward_upload(rt: NodeRuntime, owner: str) -> Response:
         )
     except httpx.HTTPError:
         rt.peers.mark_failure(owner)
-        raise BlobUploadUnknown(
-            "the node holding this upload session cannot be reached",
-            detail={"session_node": owner[:64]},
+        raise UploadNodeUnreachable(
+            "the node holding this upload session cannot be reached", session_node=owner[:64]
         ) from None
     rt.counters["uploads_forwarded"] += 1
     response = Response(upstream.content, status=upstream.status_code)

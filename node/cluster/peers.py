@@ -20,6 +20,7 @@ from httpcore._async.http11 import AsyncHTTP11Connection
 
 from consensus.engine import Engine
 from node.cluster.auth import sign
+from node.cluster.errors import PeerError
 from node.cluster.placement import Placed
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,6 @@ AsyncHTTP11Connection.READ_NUM_BYTES = 1 << 20
 HEALTH_EVERY = 1.0
 DOWN_AFTER_FAILURES = 2
 EWMA = 0.3
-
-
-class PeerError(Exception):
-    """A peer did not give what was asked (down, refused, or not holding it)."""
 
 
 @dataclass

@@ -28,11 +28,12 @@ from typing import Any, TypeVar
 import trio
 
 from consensus.engine import Recipe
-from node.api.errors import ContentCorrupt, Unavailable
-from node.cluster.peers import PeerError, Peers
+from node.cluster.errors import ChunkLost, NoHolderReachable, PeerError, TooFewHolders
+from node.cluster.peers import Peers
 from node.cluster.placement import Placed, owners, preference
 from node.config import Config
-from node.storage.chunks import ChunkCorrupt, ChunkMissing, ChunkStore, chunk_id
+from node.storage.chunks import ChunkStore, chunk_id
+from node.storage.errors import ChunkCorrupt, ChunkMissing
 from node.storage.spool import SpooledBlob
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class Transfers:
         else:
             await fetch.done.wait()
         if fetch.data is None:
-            raise Unavailable("no holder could provide a chunk of this blob", detail={"chunk": cid})
+            raise NoHolderReachable("no holder could provide a chunk of this blob", chunk=cid)
         return fetch.data
 
     async def _keep(self, cid: str, data: bytes, *, repair: bool) -> None:
@@ -170,7 +171,7 @@ class Transfers:
         replication, _ = replication_factors(self.config, len(members))
         holders = self.peers.read_order(preference(cid, members, replication), replication)
         if not holders:
-            raise ContentCorrupt("no intact copy of the chunk is reachable", detail={"chunk": cid})
+            raise ChunkLost("no intact copy of the chunk exists on any member", chunk=cid)
         result: list[bytes] = []
         finished = 0
         progress = trio.Event()
@@ -214,7 +215,7 @@ class Transfers:
             await settle()
             nursery.cancel_scope.cancel()
         if not result:
-            raise Unavailable("no holder could provide a chunk of this blob", detail={"chunk": cid})
+            raise NoHolderReachable("no holder could provide a chunk of this blob", chunk=cid)
         return result[0]
 
 
@@ -266,7 +267,7 @@ class Placement:
             done.set()
 
     async def finish(self, blob: SpooledBlob) -> None:
-        """Every chunk on W or more holders and this node's share adopted; else Unavailable."""
+        """Every chunk on W or more holders and this node's share adopted; else TooFewHolders."""
         async with trio.open_nursery() as nursery:
             for cid, path in blob.chunks:
                 self.offer(cid, path, nursery)
@@ -276,9 +277,9 @@ class Placement:
             await self.transfers.on_disk(self.transfers.chunks.adopt, self.adopt)
         failures = [cid for cid, _ in blob.chunks if self.holders.get(cid, 0) < self.quorum]
         if failures:
-            raise Unavailable(
+            raise TooFewHolders(
                 f"fewer than {self.quorum} holders could store {len(failures)} chunk(s)",
-                detail={"chunks": failures[:5]},
+                chunks=failures[:5],
             )
 
 

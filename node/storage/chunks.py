@@ -18,17 +18,10 @@ from pathlib import Path
 
 import blake3
 
+from node.storage.errors import ChunkCorrupt, ChunkMissing
 from node.storage.layout import DataDir, fsync_dir, write_durably
 
 log = logging.getLogger(__name__)
-
-
-class ChunkMissing(Exception):
-    """The chunk is not on this node's disk."""
-
-
-class ChunkCorrupt(Exception):
-    """The chunk's bytes do not hash to its id."""
 
 
 def chunk_id(data: bytes | memoryview) -> str:

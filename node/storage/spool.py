@@ -32,9 +32,9 @@ from typing import Any
 import blake3
 import trio
 
-from node.api.errors import BlobUploadUnknown, DigestInvalid
-from node.api.grammar import Digest
 from node.storage.chunker import ChunkCutter
+from node.storage.digest import Digest
+from node.storage.errors import DigestMismatch, UploadUnknown
 
 FSYNCS_IN_FLIGHT = 4  # full chunks of one session being flushed while it goes on
 _fsync_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flotilla-fsync")
@@ -103,7 +103,7 @@ class UploadSession:
         it leaves the upload's critical path.
         """
         if self.state is not UploadState.RECEIVING:
-            raise BlobUploadUnknown()
+            raise UploadUnknown()
         digesting = _digest_threads.submit(_update_all, self._sha256, pieces)
         try:
             for data in pieces:
@@ -130,9 +130,9 @@ class UploadSession:
         self.size += len(data)
 
     def finish(self, expected: Digest) -> SpooledBlob:
-        """Close the last chunk and check the digest; DigestInvalid leaves nothing stored."""
+        """Close the last chunk and check the digest; DigestMismatch leaves nothing stored."""
         if self.state is not UploadState.RECEIVING:
-            raise BlobUploadUnknown()
+            raise UploadUnknown()
         if self._chunk_fd is not None:
             self._close_chunk()
         self._wait_for_fsyncs(0)
@@ -141,9 +141,9 @@ class UploadSession:
         else:
             actual = self._rehash(expected.algorithm)
         if actual != expected.hex:
-            raise DigestInvalid(
+            raise DigestMismatch(
                 "provided digest did not match uploaded content",
-                detail={"expected": str(expected), "size": self.size},
+                expected=str(expected), size=self.size,
             )
         return SpooledBlob(expected, self.size, self.chunk_size, list(self._closed_chunks))
 
@@ -211,7 +211,7 @@ class Spool:
     def get(self, repo: str, session_id: str) -> UploadSession:
         session = self._sessions.get(session_id)
         if session is None or session.repo != repo or session.state is not UploadState.RECEIVING:
-            raise BlobUploadUnknown(detail={"session": session_id[:100]})
+            raise UploadUnknown(session=session_id[:100])
         session.touched = time.monotonic()
         return session
 

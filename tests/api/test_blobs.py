@@ -237,7 +237,7 @@ async def test_corrupt_first_chunk_fails_the_request_cleanly_and_is_reported(
     digest = await push_blob(registry.client, NAME, BIG)
     corrupt_chunk(registry, BIG[:CHUNK])
     response = await registry.client.get(f"/v2/{NAME}/blobs/{digest}")
-    assert_error(response, 500, "UNKNOWN")
+    assert_error(response, 500, "CONTENT_CORRUPT")
     assert BIG[:100] not in response.content
     assert registry.node.runtime.counters["chunk_corrupt"] == 1
     assert any(
@@ -279,4 +279,4 @@ async def test_missing_chunk_file_fails_the_request_cleanly(registry: Registry) 
     cid = blake3.blake3(BIG[:CHUNK]).hexdigest()
     (registry.data / "chunks" / cid[:2] / cid).unlink()
     response = await registry.client.get(f"/v2/{NAME}/blobs/{digest}")
-    assert_error(response, 500, "UNKNOWN")
+    assert_error(response, 500, "CONTENT_CORRUPT")

@@ -205,3 +205,19 @@ def test_concurrent_pulls_through_one_node_share_each_chunk_fetch(cluster_factor
     assert results == [data] * 6
     fetched = cluster.status(reader)["counters"].get("chunks_fetched", 0)
     assert lacking <= fetched < 6 * lacking, (fetched, lacking)
+
+
+def test_a_chunk_whose_holders_are_all_down_is_503_unavailable_not_a_500(
+    cluster_factory,
+) -> None:
+    cluster = cluster_factory(5, "--chunk-size", str(MiB))
+    data = os.urandom(MiB // 2)
+    digest = push_blob(cluster.nodes["n1"].url, "gone", data)
+    holders = [n for n in cluster.nodes if chunk_files(cluster, n)]
+    assert len(holders) == 2
+    for node_id in holders:
+        cluster.nodes[node_id].kill()
+    reader = next(n for n in cluster.nodes if n not in holders)
+    response = httpx.get(f"{cluster.nodes[reader].url}/v2/gone/blobs/{digest}", timeout=60)
+    assert response.status_code == 503, response.text[:300]
+    assert response.json()["errors"][0]["code"] == "UNAVAILABLE"
