@@ -43,6 +43,7 @@ from consensus.raft.errors import (
 from consensus.raft.log import RaftLog
 from consensus.raft.membership import ConfChange, ConfChangeEntry
 from consensus.raft.messages import TRANSFER_CONTEXT, Message, MessageType
+from consensus.raft.progress import FollowerProgress, Progress, ProgressState
 from consensus.raft.types import Entry, EntryKind, HardState, SnapshotMeta
 
 MT = MessageType
@@ -53,16 +54,6 @@ class Role(enum.Enum):
     PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
-
-
-class ProgressState(enum.Enum):
-    """How the leader replicates to one follower: PROBE sends one append at a
-    time until it finds where the logs match, REPLICATE streams optimistically,
-    SNAPSHOT waits for the follower to install a snapshot."""
-
-    PROBE = "probe"
-    REPLICATE = "replicate"
-    SNAPSHOT = "snapshot"
 
 
 class _Election(enum.Enum):
@@ -104,14 +95,6 @@ class Ready:
 
 
 @dataclass(frozen=True, slots=True)
-class FollowerProgress:
-    match: int
-    next: int
-    state: ProgressState
-    recent_active: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Status:
     id: str
     role: Role
@@ -122,75 +105,6 @@ class Status:
     last_index: int
     voters: tuple[str, ...]
     progress: dict[str, FollowerProgress] = field(default_factory=dict)
-
-
-class _Progress:
-    """The leader's view of one voter's log."""
-
-    __slots__ = (
-        "match",
-        "next",
-        "state",
-        "paused",
-        "pending_snapshot",
-        "snapshot_ticks",
-        "last_heard",
-    )
-
-    def __init__(self, next_index: int) -> None:
-        self.match = 0
-        self.next = next_index
-        self.state = ProgressState.PROBE
-        self.paused = False
-        self.pending_snapshot = 0
-        self.snapshot_ticks = 0
-        # The leader's tick count when this voter last answered (see _Progress users).
-        self.last_heard = 0
-
-    def is_paused(self) -> bool:
-        if self.state is ProgressState.PROBE:
-            return self.paused
-        return self.state is ProgressState.SNAPSHOT
-
-    def maybe_update(self, index: int) -> bool:
-        """An acknowledgement up to `index`; False if it tells us nothing new."""
-        updated = index > self.match
-        if updated:
-            self.match = index
-            self.paused = False
-        self.next = max(self.next, index + 1)
-        return updated
-
-    def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
-        """A rejection of the append at `rejected`; False if it is stale."""
-        if self.state is ProgressState.REPLICATE:
-            if rejected <= self.match:
-                return False
-            self.next = self.match + 1
-            return True
-        if self.next - 1 != rejected:
-            return False
-        self.next = max(min(rejected, match_hint + 1), self.match + 1)
-        self.paused = False
-        return True
-
-    def become_probe(self) -> None:
-        if self.state is ProgressState.SNAPSHOT:
-            self.next = max(self.match + 1, self.pending_snapshot + 1)
-        else:
-            self.next = self.match + 1
-        self.state = ProgressState.PROBE
-        self.paused = False
-        self.pending_snapshot = 0
-
-    def become_replicate(self) -> None:
-        self.state = ProgressState.REPLICATE
-        self.next = self.match + 1
-
-    def become_snapshot(self, index: int) -> None:
-        self.state = ProgressState.SNAPSHOT
-        self.pending_snapshot = index
-        self.snapshot_ticks = 0
 
 
 @dataclass(slots=True)
@@ -245,7 +159,7 @@ class RaftNode:
 
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
-        self._progress: dict[str, _Progress] = {}
+        self._progress: dict[str, Progress] = {}
         self._votes: dict[str, bool] = {}
         self._pending_reads: list[_PendingRead] = []
         self._reads_awaiting_commit: list[tuple[bytes, str]] = []
@@ -501,7 +415,7 @@ class RaftNode:
         self.role = Role.LEADER
         last = self._log.last_index()
         for voter in self._voters:
-            self._progress[voter] = _Progress(last + 1)  # last_heard 0: one timeout to answer
+            self._progress[voter] = Progress(last + 1)  # last_heard 0: one timeout to answer
         if self.id in self._progress:
             self._progress[self.id].match = last
         # Entries of earlier terms commit only through one of our own (§5.4.2).
@@ -577,7 +491,7 @@ class RaftNode:
             context = self._pending_reads[-1].context if self._pending_reads else b""
             self._broadcast_heartbeat(context)
 
-    def _recently_heard(self, pr: _Progress) -> bool:
+    def _recently_heard(self, pr: Progress) -> bool:
         return self._leader_ticks - pr.last_heard < self._election_ticks
 
     def _quorum_active(self) -> bool:
@@ -897,7 +811,7 @@ class RaftNode:
         last = self._log.last_index()
         for voter in self._voters:
             if voter not in self._progress:
-                pr = _Progress(last + 1)
+                pr = Progress(last + 1)
                 pr.last_heard = self._leader_ticks  # a new voter gets one timeout to answer
                 self._progress[voter] = pr
         # A removed peer keeps receiving appends until its removal commits, so
