@@ -44,6 +44,7 @@ from consensus.raft.log import RaftLog
 from consensus.raft.membership import ConfChange, ConfChangeEntry
 from consensus.raft.messages import TRANSFER_CONTEXT, Message, MessageType
 from consensus.raft.progress import FollowerProgress, Progress, ProgressState
+from consensus.raft.quorum import VoteResult, committed_index, vote_result
 from consensus.raft.types import Entry, EntryKind, HardState, SnapshotMeta
 
 MT = MessageType
@@ -54,12 +55,6 @@ class Role(enum.Enum):
     PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
-
-
-class _Election(enum.Enum):
-    WON = "won"
-    LOST = "lost"
-    PENDING = "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +107,7 @@ class _PendingRead:
     context: bytes
     index: int
     requester: str
-    acks: set[str]
+    acks: dict[str, bool]  # voter -> True, in the shape quorum.vote_result counts
 
 
 class RaftNode:
@@ -432,7 +427,7 @@ class RaftNode:
             self._become_candidate()
             vote_type, term = MT.VOTE, self.term
         self._votes[self.id] = True
-        if self._tally() is _Election.WON:
+        if vote_result(self._voters, self._votes) is VoteResult.WON:
             if pre_vote:
                 self._campaign(pre_vote=False)
             else:
@@ -452,16 +447,6 @@ class RaftNode:
                         context=context,
                     )
                 )
-
-    def _tally(self) -> _Election:
-        quorum = len(self._voters) // 2 + 1
-        granted = sum(1 for v in self._voters if self._votes.get(v) is True)
-        rejected = sum(1 for v in self._voters if self._votes.get(v) is False)
-        if granted >= quorum:
-            return _Election.WON
-        if rejected >= quorum:
-            return _Election.LOST
-        return _Election.PENDING
 
     # -- ticking -----------------------------------------------------------
 
@@ -495,12 +480,12 @@ class RaftNode:
         return self._leader_ticks - pr.last_heard < self._election_ticks
 
     def _quorum_active(self) -> bool:
-        active = sum(
-            1
+        active = {
+            v: True
             for v in self._voters
             if v == self.id or (v in self._progress and self._recently_heard(self._progress[v]))
-        )
-        return active >= len(self._voters) // 2 + 1
+        }
+        return vote_result(self._voters, active) is VoteResult.WON
 
     # -- message handling ----------------------------------------------------
 
@@ -537,14 +522,14 @@ class RaftNode:
             msg.type is MT.VOTE_RESP and self.role is Role.CANDIDATE
         ):
             self._votes.setdefault(msg.from_id, not msg.reject)
-            outcome = self._tally()
-            if outcome is _Election.WON:
+            outcome = vote_result(self._voters, self._votes)
+            if outcome is VoteResult.WON:
                 if self.role is Role.PRE_CANDIDATE:
                     self._campaign(pre_vote=False)
                 else:
                     self._become_leader()
                     self._broadcast_append()
-            elif outcome is _Election.LOST:
+            elif outcome is VoteResult.LOST:
                 self._become_follower(self.term, None)
 
     def _step_follower(self, msg: Message) -> None:
@@ -735,19 +720,18 @@ class RaftNode:
     def _maybe_commit(self) -> bool:
         """Advance the commit index to what a quorum holds, if it is an entry
         of our term; returns whether it moved."""
-        matches = sorted(
-            (self._progress[v].match for v in self._voters if v in self._progress), reverse=True
-        )
-        quorum = len(self._voters) // 2 + 1
-        if len(matches) < quorum:
-            return False
-        candidate = matches[quorum - 1]
+        candidate = committed_index(self._voters, self._match_of)
         log = self._log
         if candidate <= log.committed or log.term(candidate) != self.term:
             return False
         log.commit_to(candidate)
         self._after_commit()
         return True
+
+    def _match_of(self, voter: str) -> int:
+        """What `voter` is known to hold; nothing while it has no progress yet."""
+        pr = self._progress.get(voter)
+        return pr.match if pr is not None else 0
 
     def _after_commit(self) -> None:
         if self._reads_awaiting_commit and self._log.term(self._log.committed) == self.term:
@@ -833,16 +817,15 @@ class RaftNode:
         if self._voters == (self.id,):
             self._respond_read(context, log.committed, requester)
             return
-        self._pending_reads.append(_PendingRead(context, log.committed, requester, {self.id}))
+        self._pending_reads.append(_PendingRead(context, log.committed, requester, {self.id: True}))
         self._broadcast_heartbeat(context)
 
     def _acknowledge_read(self, context: bytes, peer: str) -> None:
         for position, read in enumerate(self._pending_reads):
             if read.context != context:
                 continue
-            read.acks.add(peer)
-            granted = sum(1 for v in self._voters if v in read.acks)
-            if granted >= len(self._voters) // 2 + 1:
+            read.acks[peer] = True
+            if vote_result(self._voters, read.acks) is VoteResult.WON:
                 # A heartbeat round confirming this read confirms all earlier ones.
                 done = self._pending_reads[: position + 1]
                 self._pending_reads = self._pending_reads[position + 1 :]
