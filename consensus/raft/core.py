@@ -9,6 +9,9 @@ entries (a new leader appends a NOOP), single-server membership changes,
 snapshots, ReadIndex and leadership transfer. Nothing here touches a socket,
 a disk, a clock or global randomness: time is `tick()`, randomness is the
 `random.Random` the caller passes in, and all I/O is described in `Ready`.
+The bookkeeping it leans on lives beside it, as in etcd: follower progress in
+`progress.py`, majority arithmetic in `quorum.py`, the queue of ReadIndex
+reads in `read_only.py`.
 
 Membership changes take effect when appended, not when applied (dissertation
 §4.1): every node uses the latest configuration in its log, committed or not,
@@ -45,6 +48,7 @@ from consensus.raft.membership import ConfChange, ConfChangeEntry
 from consensus.raft.messages import TRANSFER_CONTEXT, Message, MessageType
 from consensus.raft.progress import FollowerProgress, Progress, ProgressState
 from consensus.raft.quorum import VoteResult, committed_index, vote_result
+from consensus.raft.read_only import PendingReads
 from consensus.raft.types import Entry, EntryKind, HardState, SnapshotMeta
 
 MT = MessageType
@@ -102,14 +106,6 @@ class Status:
     progress: dict[str, FollowerProgress] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _PendingRead:
-    context: bytes
-    index: int
-    requester: str
-    acks: dict[str, bool]  # voter -> True, in the shape quorum.vote_result counts
-
-
 class RaftNode:
     """One Raft peer, restored from what its driver persisted."""
 
@@ -156,7 +152,7 @@ class RaftNode:
         self._read_states: list[ReadState] = []
         self._progress: dict[str, Progress] = {}
         self._votes: dict[str, bool] = {}
-        self._pending_reads: list[_PendingRead] = []
+        self._pending_reads = PendingReads()
         self._reads_awaiting_commit: list[tuple[bytes, str]] = []
         self._transferee: str | None = None
         self._broadcast_due = False
@@ -382,7 +378,7 @@ class RaftNode:
         self._transferee = None
         self._votes = {}
         self._progress = {}
-        self._pending_reads = []
+        self._pending_reads = PendingReads()
         self._reads_awaiting_commit = []
         self._broadcast_due = False
         self._leader_ticks = 0
@@ -473,8 +469,7 @@ class RaftNode:
             self._transferee = None  # a transfer gets one election timeout
         if self._heartbeat_elapsed >= self._heartbeat_ticks:
             self._heartbeat_elapsed = 0
-            context = self._pending_reads[-1].context if self._pending_reads else b""
-            self._broadcast_heartbeat(context)
+            self._broadcast_heartbeat(self._pending_reads.last_context())
 
     def _recently_heard(self, pr: Progress) -> bool:
         return self._leader_ticks - pr.last_heard < self._election_ticks
@@ -812,26 +807,20 @@ class RaftNode:
             # Until our NOOP commits we do not know the true commit index (§6.4).
             self._reads_awaiting_commit.append((context, requester))
             return
-        if any(r.context == context for r in self._pending_reads):
+        if context in self._pending_reads:
             return
         if self._voters == (self.id,):
             self._respond_read(context, log.committed, requester)
             return
-        self._pending_reads.append(_PendingRead(context, log.committed, requester, {self.id: True}))
+        self._pending_reads.add_request(context, log.committed, requester, self.id)
         self._broadcast_heartbeat(context)
 
     def _acknowledge_read(self, context: bytes, peer: str) -> None:
-        for position, read in enumerate(self._pending_reads):
-            if read.context != context:
-                continue
-            read.acks[peer] = True
-            if vote_result(self._voters, read.acks) is VoteResult.WON:
-                # A heartbeat round confirming this read confirms all earlier ones.
-                done = self._pending_reads[: position + 1]
-                self._pending_reads = self._pending_reads[position + 1 :]
-                for r in done:
-                    self._respond_read(r.context, r.index, r.requester)
+        acks = self._pending_reads.recv_ack(context, peer)
+        if acks is None or vote_result(self._voters, acks) is not VoteResult.WON:
             return
+        for read in self._pending_reads.advance(context):
+            self._respond_read(read.context, read.index, read.requester)
 
     def _respond_read(self, context: bytes, index: int, requester: str) -> None:
         if requester == self.id:
