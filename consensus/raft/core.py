@@ -9,6 +9,9 @@ entries (a new leader appends a NOOP), single-server membership changes,
 snapshots, ReadIndex and leadership transfer. Nothing here touches a socket,
 a disk, a clock or global randomness: time is `tick()`, randomness is the
 `random.Random` the caller passes in, and all I/O is described in `Ready`.
+The bookkeeping it leans on lives beside it, as in etcd: follower progress in
+`progress.py`, majority arithmetic in `quorum.py`, the queue of ReadIndex
+reads in `read_only.py`.
 
 Membership changes take effect when appended, not when applied (dissertation
 §4.1): every node uses the latest configuration in its log, committed or not,
@@ -43,6 +46,9 @@ from consensus.raft.errors import (
 from consensus.raft.log import RaftLog
 from consensus.raft.membership import ConfChange, ConfChangeEntry
 from consensus.raft.messages import TRANSFER_CONTEXT, Message, MessageType
+from consensus.raft.progress import FollowerProgress, Progress, ProgressState
+from consensus.raft.quorum import VoteResult, committed_index, vote_result
+from consensus.raft.read_only import PendingReads
 from consensus.raft.types import Entry, EntryKind, HardState, SnapshotMeta
 
 MT = MessageType
@@ -53,22 +59,6 @@ class Role(enum.Enum):
     PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
-
-
-class ProgressState(enum.Enum):
-    """How the leader replicates to one follower: PROBE sends one append at a
-    time until it finds where the logs match, REPLICATE streams optimistically,
-    SNAPSHOT waits for the follower to install a snapshot."""
-
-    PROBE = "probe"
-    REPLICATE = "replicate"
-    SNAPSHOT = "snapshot"
-
-
-class _Election(enum.Enum):
-    WON = "won"
-    LOST = "lost"
-    PENDING = "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +94,6 @@ class Ready:
 
 
 @dataclass(frozen=True, slots=True)
-class FollowerProgress:
-    match: int
-    next: int
-    state: ProgressState
-    recent_active: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Status:
     id: str
     role: Role
@@ -122,83 +104,6 @@ class Status:
     last_index: int
     voters: tuple[str, ...]
     progress: dict[str, FollowerProgress] = field(default_factory=dict)
-
-
-class _Progress:
-    """The leader's view of one voter's log."""
-
-    __slots__ = (
-        "match",
-        "next",
-        "state",
-        "paused",
-        "pending_snapshot",
-        "snapshot_ticks",
-        "last_heard",
-    )
-
-    def __init__(self, next_index: int) -> None:
-        self.match = 0
-        self.next = next_index
-        self.state = ProgressState.PROBE
-        self.paused = False
-        self.pending_snapshot = 0
-        self.snapshot_ticks = 0
-        # The leader's tick count when this voter last answered (see _Progress users).
-        self.last_heard = 0
-
-    def is_paused(self) -> bool:
-        if self.state is ProgressState.PROBE:
-            return self.paused
-        return self.state is ProgressState.SNAPSHOT
-
-    def maybe_update(self, index: int) -> bool:
-        """An acknowledgement up to `index`; False if it tells us nothing new."""
-        updated = index > self.match
-        if updated:
-            self.match = index
-            self.paused = False
-        self.next = max(self.next, index + 1)
-        return updated
-
-    def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
-        """A rejection of the append at `rejected`; False if it is stale."""
-        if self.state is ProgressState.REPLICATE:
-            if rejected <= self.match:
-                return False
-            self.next = self.match + 1
-            return True
-        if self.next - 1 != rejected:
-            return False
-        self.next = max(min(rejected, match_hint + 1), self.match + 1)
-        self.paused = False
-        return True
-
-    def become_probe(self) -> None:
-        if self.state is ProgressState.SNAPSHOT:
-            self.next = max(self.match + 1, self.pending_snapshot + 1)
-        else:
-            self.next = self.match + 1
-        self.state = ProgressState.PROBE
-        self.paused = False
-        self.pending_snapshot = 0
-
-    def become_replicate(self) -> None:
-        self.state = ProgressState.REPLICATE
-        self.next = self.match + 1
-
-    def become_snapshot(self, index: int) -> None:
-        self.state = ProgressState.SNAPSHOT
-        self.pending_snapshot = index
-        self.snapshot_ticks = 0
-
-
-@dataclass(slots=True)
-class _PendingRead:
-    context: bytes
-    index: int
-    requester: str
-    acks: set[str]
 
 
 class RaftNode:
@@ -245,9 +150,9 @@ class RaftNode:
 
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
-        self._progress: dict[str, _Progress] = {}
+        self._progress: dict[str, Progress] = {}
         self._votes: dict[str, bool] = {}
-        self._pending_reads: list[_PendingRead] = []
+        self._pending_reads = PendingReads()
         self._reads_awaiting_commit: list[tuple[bytes, str]] = []
         self._transferee: str | None = None
         self._broadcast_due = False
@@ -473,7 +378,7 @@ class RaftNode:
         self._transferee = None
         self._votes = {}
         self._progress = {}
-        self._pending_reads = []
+        self._pending_reads = PendingReads()
         self._reads_awaiting_commit = []
         self._broadcast_due = False
         self._leader_ticks = 0
@@ -501,7 +406,7 @@ class RaftNode:
         self.role = Role.LEADER
         last = self._log.last_index()
         for voter in self._voters:
-            self._progress[voter] = _Progress(last + 1)  # last_heard 0: one timeout to answer
+            self._progress[voter] = Progress(last + 1)  # last_heard 0: one timeout to answer
         if self.id in self._progress:
             self._progress[self.id].match = last
         # Entries of earlier terms commit only through one of our own (§5.4.2).
@@ -518,7 +423,7 @@ class RaftNode:
             self._become_candidate()
             vote_type, term = MT.VOTE, self.term
         self._votes[self.id] = True
-        if self._tally() is _Election.WON:
+        if vote_result(self._voters, self._votes) is VoteResult.WON:
             if pre_vote:
                 self._campaign(pre_vote=False)
             else:
@@ -538,16 +443,6 @@ class RaftNode:
                         context=context,
                     )
                 )
-
-    def _tally(self) -> _Election:
-        quorum = len(self._voters) // 2 + 1
-        granted = sum(1 for v in self._voters if self._votes.get(v) is True)
-        rejected = sum(1 for v in self._voters if self._votes.get(v) is False)
-        if granted >= quorum:
-            return _Election.WON
-        if rejected >= quorum:
-            return _Election.LOST
-        return _Election.PENDING
 
     # -- ticking -----------------------------------------------------------
 
@@ -574,19 +469,18 @@ class RaftNode:
             self._transferee = None  # a transfer gets one election timeout
         if self._heartbeat_elapsed >= self._heartbeat_ticks:
             self._heartbeat_elapsed = 0
-            context = self._pending_reads[-1].context if self._pending_reads else b""
-            self._broadcast_heartbeat(context)
+            self._broadcast_heartbeat(self._pending_reads.last_context())
 
-    def _recently_heard(self, pr: _Progress) -> bool:
+    def _recently_heard(self, pr: Progress) -> bool:
         return self._leader_ticks - pr.last_heard < self._election_ticks
 
     def _quorum_active(self) -> bool:
-        active = sum(
-            1
+        active = {
+            v: True
             for v in self._voters
             if v == self.id or (v in self._progress and self._recently_heard(self._progress[v]))
-        )
-        return active >= len(self._voters) // 2 + 1
+        }
+        return vote_result(self._voters, active) is VoteResult.WON
 
     # -- message handling ----------------------------------------------------
 
@@ -623,14 +517,14 @@ class RaftNode:
             msg.type is MT.VOTE_RESP and self.role is Role.CANDIDATE
         ):
             self._votes.setdefault(msg.from_id, not msg.reject)
-            outcome = self._tally()
-            if outcome is _Election.WON:
+            outcome = vote_result(self._voters, self._votes)
+            if outcome is VoteResult.WON:
                 if self.role is Role.PRE_CANDIDATE:
                     self._campaign(pre_vote=False)
                 else:
                     self._become_leader()
                     self._broadcast_append()
-            elif outcome is _Election.LOST:
+            elif outcome is VoteResult.LOST:
                 self._become_follower(self.term, None)
 
     def _step_follower(self, msg: Message) -> None:
@@ -821,19 +715,18 @@ class RaftNode:
     def _maybe_commit(self) -> bool:
         """Advance the commit index to what a quorum holds, if it is an entry
         of our term; returns whether it moved."""
-        matches = sorted(
-            (self._progress[v].match for v in self._voters if v in self._progress), reverse=True
-        )
-        quorum = len(self._voters) // 2 + 1
-        if len(matches) < quorum:
-            return False
-        candidate = matches[quorum - 1]
+        candidate = committed_index(self._voters, self._match_of)
         log = self._log
         if candidate <= log.committed or log.term(candidate) != self.term:
             return False
         log.commit_to(candidate)
         self._after_commit()
         return True
+
+    def _match_of(self, voter: str) -> int:
+        """What `voter` is known to hold; nothing while it has no progress yet."""
+        pr = self._progress.get(voter)
+        return pr.match if pr is not None else 0
 
     def _after_commit(self) -> None:
         if self._reads_awaiting_commit and self._log.term(self._log.committed) == self.term:
@@ -897,7 +790,7 @@ class RaftNode:
         last = self._log.last_index()
         for voter in self._voters:
             if voter not in self._progress:
-                pr = _Progress(last + 1)
+                pr = Progress(last + 1)
                 pr.last_heard = self._leader_ticks  # a new voter gets one timeout to answer
                 self._progress[voter] = pr
         # A removed peer keeps receiving appends until its removal commits, so
@@ -914,27 +807,20 @@ class RaftNode:
             # Until our NOOP commits we do not know the true commit index (§6.4).
             self._reads_awaiting_commit.append((context, requester))
             return
-        if any(r.context == context for r in self._pending_reads):
+        if context in self._pending_reads:
             return
         if self._voters == (self.id,):
             self._respond_read(context, log.committed, requester)
             return
-        self._pending_reads.append(_PendingRead(context, log.committed, requester, {self.id}))
+        self._pending_reads.add_request(context, log.committed, requester, self.id)
         self._broadcast_heartbeat(context)
 
     def _acknowledge_read(self, context: bytes, peer: str) -> None:
-        for position, read in enumerate(self._pending_reads):
-            if read.context != context:
-                continue
-            read.acks.add(peer)
-            granted = sum(1 for v in self._voters if v in read.acks)
-            if granted >= len(self._voters) // 2 + 1:
-                # A heartbeat round confirming this read confirms all earlier ones.
-                done = self._pending_reads[: position + 1]
-                self._pending_reads = self._pending_reads[position + 1 :]
-                for r in done:
-                    self._respond_read(r.context, r.index, r.requester)
+        acks = self._pending_reads.recv_ack(context, peer)
+        if acks is None or vote_result(self._voters, acks) is not VoteResult.WON:
             return
+        for read in self._pending_reads.advance(context):
+            self._respond_read(read.context, read.index, read.requester)
 
     def _respond_read(self, context: bytes, index: int, requester: str) -> None:
         if requester == self.id:
