@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from consensus.engine import Engine, RaftSettings, StatePaths, open_engine
 from node.api.errors import API_VERSION, error_response
-from node.api.flow import BoundedHTTPConnection, BoundedRequest
+from node.api.request_bodies import BoundedHTTPConnection, BoundedRequest
 from node.api.routes import dispatch
 from node.cluster.auth import Verifier, load_or_create_secret
 from node.cluster.join import join_cluster
