@@ -17,7 +17,6 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.trio import tcp_server as hypercorn_tcp
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -36,6 +35,7 @@ from node.runtime import NodeRuntime
 from node.storage.chunks import ChunkStore
 from node.storage.layout import DataDir
 from node.storage.spool import Spool
+from node.tuning import tune_process
 
 log = logging.getLogger("flotilla")
 
@@ -153,12 +153,6 @@ async def expire_uploads(rt: NodeRuntime, *, every: float = 60.0) -> None:
                 rt.spool.close(session)
 
 
-# Blob bodies are megabytes: reading the socket 1 MiB at a time instead of
-# Hypercorn's 64 KiB cuts the per-event work (h11, ASGI messages, body
-# buffering) sixteen-fold for uploads and chunk transfers.
-hypercorn_tcp.MAX_RECV = 1 << 20
-
-
 def hypercorn_config(config: Config) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = [config.listen]
@@ -185,6 +179,7 @@ async def serve(
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one node until cancelled."""
+    tune_process()
     rt = build_runtime(config)
     app = create_app(rt)
     try:
