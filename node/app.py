@@ -11,23 +11,23 @@ import logging
 import shutil
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.trio import tcp_server as hypercorn_tcp
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from consensus.engine import Engine, RaftSettings, StatePaths, open_engine
 from node.api.errors import API_VERSION, error_response
-from node.api.flow import BoundedHTTPConnection, BoundedRequest
+from node.api.request_bodies import BoundedHTTPConnection, BoundedRequest
 from node.api.routes import dispatch
-from node.cluster import api as cluster_api
-from node.cluster.api import join_cluster
 from node.cluster.auth import Verifier, load_or_create_secret
+from node.cluster.join import join_cluster
+from node.cluster.peer_api import PeerAPI
 from node.cluster.peers import Peers
 from node.cluster.transfer import Transfers
 from node.config import Config
@@ -35,6 +35,7 @@ from node.runtime import NodeRuntime
 from node.storage.chunks import ChunkStore
 from node.storage.layout import DataDir
 from node.storage.spool import Spool
+from node.tuning import tune_process
 
 log = logging.getLogger("flotilla")
 
@@ -56,6 +57,17 @@ def create_app(rt: NodeRuntime) -> QuartTrio:
     )
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False
+    peer_api = PeerAPI(
+        config=rt.config,
+        engine=rt.engine,
+        chunks=rt.chunks,
+        spool=rt.spool,
+        peers=rt.peers,
+        verifier=rt.peer_auth,
+        counters=rt.counters,
+        on_disk=rt.on_disk,
+        replication_report=rt.replication_report,
+    )
 
     @app.route("/v2", methods=["GET", "HEAD"])
     @app.route("/v2/", methods=["GET", "HEAD"])
@@ -71,7 +83,7 @@ def create_app(rt: NodeRuntime) -> QuartTrio:
 
     @app.route("/_cluster/<path:rest>", methods=ALL_METHODS)
     async def cluster(rest: str) -> Response:
-        return await cluster_api.dispatch(rt, request.method, rest)
+        return await peer_api.dispatch(request.method, rest)
 
     # Every error, ours, a lower layer's or the framework's, takes one path.
     @app.errorhandler(HTTPException)
@@ -141,12 +153,6 @@ async def expire_uploads(rt: NodeRuntime, *, every: float = 60.0) -> None:
                 rt.spool.close(session)
 
 
-# Blob bodies are megabytes: reading the socket 1 MiB at a time instead of
-# Hypercorn's 64 KiB cuts the per-event work (h11, ASGI messages, body
-# buffering) sixteen-fold for uploads and chunk transfers.
-hypercorn_tcp.MAX_RECV = 1 << 20
-
-
 def hypercorn_config(config: Config) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = [config.listen]
@@ -173,6 +179,7 @@ async def serve(
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one node until cancelled."""
+    tune_process()
     rt = build_runtime(config)
     app = create_app(rt)
     try:
@@ -186,7 +193,12 @@ async def serve(
             port = url.rsplit(":", 1)[1]
             rt.engine.http_advertise = f"{config.advertise_host or config.host}:{port}"
             if config.join:
-                nursery.start_soon(join_cluster, rt, config.join)
+                nursery.start_soon(
+                    partial(
+                        join_cluster, rt.engine, node_id=config.node_id, zone=config.zone,
+                        secret=rt.secret, url=config.join,
+                    )
+                )
             log.info("node %s serving on %s", config.node_id, url)
             task_status.started(RunningNode(rt, url, nursery.cancel_scope))
     finally:

@@ -11,7 +11,6 @@ from pathlib import Path
 import trio
 
 from node.config import Config, ConfigError, load_config
-from node.memory import keep_big_buffers_mapped
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,7 +106,6 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    keep_big_buffers_mapped()
     try:
         trio.run(_run_until_signalled, config)
     except OSError as exc:

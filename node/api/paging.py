@@ -1,13 +1,20 @@
-"""Pagination of listings (`?n=` and `?last=`), shared by tags, catalog and referrers."""
+"""Pagination of listings (`?n=` and `?last=`), shared by tags, catalog and referrers.
+
+A page is one query of the local state for at most `n` + 1 items: the extra
+one only says whether a `Link` to the next page is due. `page_response` is
+how each listing sends its page.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from quart import Response
 from werkzeug.datastructures import MultiDict
 
 from node.api.errors import PaginationNumberInvalid
@@ -61,3 +68,10 @@ def fetch_page(
         query = urlencode({**(keep or {}), "n": page.limit, "last": key(items[-1])})
         headers["Link"] = f'<{path}?{query}>; rel="next"'
     return items, headers
+
+
+def page_response(doc: dict[str, Any], headers: dict[str, str], content_type: str) -> Response:
+    """A 200 carrying one page as JSON, with the page's `Link` (if any) among `headers`."""
+    return Response(
+        json.dumps(doc), status=200, headers={**headers, "Content-Type": content_type}
+    )

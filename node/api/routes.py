@@ -13,7 +13,7 @@ from typing import Any
 
 from quart import Response
 
-from node.api import blobs, listings, manifests, uploads
+from node.api import blobs, catalog, manifests, referrers, tags, uploads
 from node.api.errors import NotFound, Unsupported
 from node.api.grammar import parse_name
 from node.runtime import NodeRuntime
@@ -21,7 +21,7 @@ from node.runtime import NodeRuntime
 Handler = Callable[..., Awaitable[Response]]
 
 ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-    (re.compile(r"_catalog"), {"GET": listings.catalog}),
+    (re.compile(r"_catalog"), {"GET": catalog.catalog}),
     (re.compile(r"(?P<name>.+)/blobs/uploads/?"), {"POST": uploads.start_upload}),
     (
         re.compile(r"(?P<name>.+)/blobs/uploads/(?P<session_id>[^/]+)"),
@@ -45,8 +45,8 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             "DELETE": manifests.delete_manifest,
         },
     ),
-    (re.compile(r"(?P<name>.+)/tags/list"), {"GET": listings.list_tags}),
-    (re.compile(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)"), {"GET": listings.referrers}),
+    (re.compile(r"(?P<name>.+)/tags/list"), {"GET": tags.list_tags}),
+    (re.compile(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)"), {"GET": referrers.referrers}),
 ]
 
 

@@ -115,7 +115,7 @@ def on_session_node(handler: SessionHandler) -> Callable[..., Awaitable[Response
     @functools.wraps(handler)
     async def run(rt: NodeRuntime, name: str, session_id: str) -> Response:
         if (owner := session_node(session_id)) != rt.config.node_id:
-            return await forward_upload(rt, owner)
+            return await forward_upload(rt.peers, owner, rt.counters)
         return await handler(rt, name, rt.spool.get(name, session_id))
 
     return run

@@ -9,12 +9,16 @@ answer, so the client never sees "blob upload unknown" for a live session.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import AsyncIterator
+
 import httpx
 from quart import Response, request
 
 from node.cluster.auth import sign
 from node.cluster.errors import UploadNodeUnreachable
-from node.runtime import NodeRuntime
+from node.cluster.peer_api import request_target
+from node.cluster.peers import Peers
 
 FORWARDED = "X-Flotilla-Forwarded"
 # Request headers the session's node needs; everything else stays here.
@@ -30,33 +34,33 @@ def session_node(session_id: str) -> str:
     return session_id.split(".", 1)[0]
 
 
-async def forward_upload(rt: NodeRuntime, owner: str) -> Response:
+async def forward_upload(peers: Peers, owner: str, counters: Counter[str]) -> Response:
     """Relay this upload request to `owner`; UploadNodeUnreachable when it cannot be."""
-    peer = rt.peers.get(owner)
+    peer = peers.get(owner)
     if peer is None or request.headers.get(FORWARDED):
         # Unknown node, or a request that was already relayed once: no loops.
         raise UploadNodeUnreachable(session_node=owner[:64])
-    target = request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
+    target = request_target()
     headers = {name: request.headers[name] for name in PASS_REQUEST if name in request.headers}
-    headers.update(sign(rt.secret, request.method, target))
-    headers[FORWARDED] = rt.config.node_id
+    headers.update(sign(peers.secret, request.method, target))
+    headers[FORWARDED] = peers.node_id
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         async for piece in request.body:
             yield bytes(piece)
 
     try:
-        upstream = await rt.peers.client.send(
-            rt.peers.client.build_request(
+        upstream = await peers.client.send(
+            peers.client.build_request(
                 request.method, f"http://{peer.http}{target}", headers=headers, content=body()
             )
         )
     except httpx.HTTPError:
-        rt.peers.mark_failure(owner)
+        peers.mark_failure(owner)
         raise UploadNodeUnreachable(
             "the node holding this upload session cannot be reached", session_node=owner[:64]
         ) from None
-    rt.counters["uploads_forwarded"] += 1
+    counters["uploads_forwarded"] += 1
     response = Response(upstream.content, status=upstream.status_code)
     for name in PASS_RESPONSE:
         if name in upstream.headers:

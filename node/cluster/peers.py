@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import httpx
 import trio
-from httpcore._async.http11 import AsyncHTTP11Connection
 
 from consensus.engine import Engine
 from node.cluster.auth import sign
@@ -24,9 +23,6 @@ from node.cluster.errors import PeerError
 from node.cluster.placement import Placed
 
 log = logging.getLogger(__name__)
-
-# Chunks are megabytes: read peer responses 1 MiB at a time, not 64 KiB.
-AsyncHTTP11Connection.READ_NUM_BYTES = 1 << 20
 
 HEALTH_EVERY = 1.0
 DOWN_AFTER_FAILURES = 2

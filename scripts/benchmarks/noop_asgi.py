@@ -3,8 +3,8 @@
 `scripts/bench raft` runs it beside the nodes and drives it exactly as it
 drives the leader, so the CPU one request costs the server that every node
 is built on is measured in the same run as the commits. Every request gets
-200 with a two-byte JSON body; the server is configured as a node's is
-(`node.app.hypercorn_config`), access log off.
+200 with a two-byte JSON body; the server and the process are configured as
+a node's are (`node.app.hypercorn_config`, `node.tuning`), access log off.
 
     python -m scripts.benchmarks.noop_asgi 127.0.0.1:PORT
 """
@@ -20,6 +20,7 @@ from hypercorn.trio import serve
 
 from node.app import hypercorn_config
 from node.config import Config
+from node.tuning import tune_process
 
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"2")]
 
@@ -38,6 +39,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def main() -> None:
     config = Config(data=Path("/nonexistent"), listen=sys.argv[1], access_log=False)
+    tune_process()
     trio.run(serve, app, hypercorn_config(config))
 
 

@@ -1,7 +1,7 @@
 """A node's memory stays bounded while blobs far larger than it stream through.
 
 Bytes move in chunk-sized buffers, and the allocator is told to keep reusing
-them (`node.memory`); a node that instead kept every worker thread's buffers,
+them (`node.tuning`); a node that instead kept every worker thread's buffers,
 or held a blob whole, would show it here as a high-water mark that grows with
 the blob. The node is a real `flotilla serve` process; its peak resident
 size (`VmHWM`) is read from /proc after pushes and concurrent pulls.

@@ -31,7 +31,9 @@ DRAIN_SECONDS = 2.0
 
 
 class BoundedBody(TrioBody):
-    def __init__(self, expected_content_length: int | None, max_content_length: int | None):
+    def __init__(
+        self, expected_content_length: int | None, max_content_length: int | None
+    ) -> None:
         super().__init__(expected_content_length, max_content_length)
         self._drained = trio.Event()
         self._arrived = trio.Event()

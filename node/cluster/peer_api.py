@@ -1,0 +1,213 @@
+"""`/_cluster/…`: the internal API on the client port, open only to holders of the secret.
+
+Chunk transfer between peers (GET, HEAD, PUT of one chunk), health, status,
+membership changes and leadership transfer. Every request must be signed
+(`node.cluster.auth`); one that is not gets 401 and its body is never read.
+A chunk PUT is signed over the chunk's id, and its bytes must hash to it
+before the chunk becomes visible. `PeerAPI` is built from the few objects
+these endpoints serve from, not from the whole node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from quart import Response, request
+
+from consensus.engine import Engine, MembershipRefused
+from node.cluster.auth import Verifier
+from node.cluster.errors import (
+    MembershipConflict,
+    PeerAuthFailed,
+    PeerEndpointUnknown,
+    PeerMethodUnsupported,
+    PeerRequestInvalid,
+    UnknownMember,
+)
+from node.cluster.peers import Peers
+from node.config import NODE_ID_RE, Config
+from node.storage.chunks import ChunkStore
+from node.storage.errors import ChunkCorrupt, ChunkMissing
+from node.storage.spool import Spool
+
+log = logging.getLogger(__name__)
+MAX_ADMIN_BODY = 64 * 1024
+MAX_CHUNK_BODY = 256 << 20
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(json.dumps(doc), status=status, content_type="application/json")
+
+
+def request_target() -> str:
+    """The current request's path and query: what a peer request is signed over."""
+    return request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
+
+
+async def _read_body(limit: int) -> bytes:
+    pieces, size = [], 0
+    async for piece in request.body:
+        pieces.append(piece)
+        size += len(piece)
+        if size > limit:
+            raise PeerRequestInvalid("body too large")
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+async def _authenticated_json_body(body_digest: str) -> bytes:
+    if not body_digest:
+        return b""
+    body = await _read_body(MAX_ADMIN_BODY)
+    if hashlib.sha256(body).hexdigest() != body_digest:
+        raise PeerAuthFailed("body does not match its signature")
+    return body
+
+
+def _field(doc: dict[str, Any], name: str, *, address: bool = False) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not value:
+        raise PeerRequestInvalid(f"{name} is required")
+    if address and (":" not in value or not value.rsplit(":", 1)[1].isdigit()):
+        raise PeerRequestInvalid(f"{name} must be HOST:PORT")
+    return value
+
+
+_CHUNK_ID = re.compile(r"[0-9a-f]{64}")
+
+DiskWork = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class PeerAPI:
+    """The internal endpoints, over the parts of the node they serve from."""
+
+    config: Config
+    engine: Engine
+    chunks: ChunkStore
+    spool: Spool
+    peers: Peers
+    verifier: Verifier
+    counters: Counter[str]
+    on_disk: DiskWork  # runs blocking disk work in a bounded worker thread
+    replication_report: Callable[[], Awaitable[dict[str, int]]]
+
+    async def dispatch(self, method: str, path: str) -> Response:
+        body_digest = self._authenticate()
+        parts = path.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "chunks" and method in ("GET", "HEAD", "PUT"):
+            return await self.chunk(method, parts[1], body_digest)
+        if parts == ["health"] and method == "GET":
+            return _json({"node_id": self.config.node_id, "ok": True})
+        body = await _authenticated_json_body(body_digest)
+        if parts == ["status"] and method == "GET":
+            return await self.status()
+        if parts == ["members"] and method == "POST":
+            return await self.add_member(body)
+        if len(parts) == 2 and parts[0] == "members" and method == "DELETE":
+            return await self.remove_member(parts[1])
+        if parts == ["leader"] and method == "POST":
+            return await self.transfer_leader(body)
+        if parts[0] in ("status", "members", "leader", "chunks", "health"):
+            raise PeerMethodUnsupported()
+        raise PeerEndpointUnknown()
+
+    def _authenticate(self) -> str:
+        """Check the request's proof of the secret; returns the body digest it signed."""
+        try:
+            return self.verifier.verify(request.method, request_target(), request.headers)
+        except PeerAuthFailed as exc:
+            log.warning("refused %s %s: %s", request.method, request.path, exc)
+            raise PeerAuthFailed("cluster secret required") from None
+
+    async def chunk(self, method: str, cid: str, body_digest: str) -> Response:
+        if not _CHUNK_ID.fullmatch(cid):
+            raise PeerRequestInvalid("not a chunk id")
+        if method == "PUT":
+            if body_digest != cid:
+                raise PeerAuthFailed("a chunk must be signed over its id")
+            data = await _read_body(MAX_CHUNK_BODY)
+            try:
+                await self.on_disk(self.chunks.put, cid, data)
+            except ChunkCorrupt:
+                self.counters["chunk_put_mismatch"] += 1
+                raise PeerRequestInvalid("chunk bytes do not match the id") from None
+            return Response(b"", status=201)
+        if method == "HEAD":
+            held = await self.on_disk(self.chunks.holds, cid)
+            return Response(b"", status=200 if held else 404)
+        try:
+            data = await self.on_disk(self.chunks.read, cid)
+        except ChunkMissing:
+            return Response(b"", status=404)
+        except ChunkCorrupt:
+            self.counters["chunk_corrupt"] += 1
+            return Response(b"", status=404)
+        self.counters["chunks_served_to_peers"] += 1
+        return Response(data, status=200, content_type="application/octet-stream")
+
+    async def status(self) -> Response:
+        doc = self.engine.status()
+        doc["http"] = self.engine.http_advertise
+        doc["zone"] = self.config.zone
+        doc["uploads_in_progress"] = len(self.spool)
+        chunks = self.chunks
+        doc["chunks"] = {
+            "stored": chunks.stored_chunks,
+            "stored_bytes": chunks.stored_bytes,
+            "cached": chunks.cached_chunks,
+            "cached_bytes": chunks.cached_bytes,
+            "cache_limit_bytes": chunks.cache_bytes,
+            "corrupt_reads": chunks.corrupt_reads,
+        }
+        doc["under_replicated"] = await self.replication_report()
+        doc["peers"] = self.peers.status()
+        doc["counters"] = dict(self.counters)
+        return _json(doc)
+
+    async def add_member(self, body: bytes) -> Response:
+        try:
+            doc = json.loads(body or b"null")
+        except ValueError:
+            raise PeerRequestInvalid("body is not JSON") from None
+        if not isinstance(doc, dict):
+            raise PeerRequestInvalid("body must be a JSON object")
+        node_id = _field(doc, "node_id")
+        if not NODE_ID_RE.fullmatch(node_id):
+            raise PeerRequestInvalid("node_id: use 1-64 of A-Z a-z 0-9 _ -")
+        zone = doc.get("zone") or "default"
+        try:
+            await self.engine.add_member(
+                node_id, _field(doc, "raft", address=True), _field(doc, "http", address=True),
+                str(zone),
+            )
+        except MembershipRefused as exc:
+            raise MembershipConflict(str(exc)) from None
+        return _json({"added": node_id, "voters": list(self.engine.voters())})
+
+    async def remove_member(self, node_id: str) -> Response:
+        if node_id not in self.engine.voters():
+            raise UnknownMember(f"{node_id} is not a member")
+        try:
+            await self.engine.remove_member(node_id)
+        except MembershipRefused as exc:
+            raise MembershipConflict(str(exc)) from None
+        return _json({"removed": node_id, "voters": list(self.engine.voters())})
+
+    async def transfer_leader(self, body: bytes) -> Response:
+        try:
+            doc = json.loads(body or b"null")
+        except ValueError:
+            raise PeerRequestInvalid("body is not JSON") from None
+        to = _field(doc if isinstance(doc, dict) else {}, "to")
+        try:
+            await self.engine.transfer_leader(to)
+        except MembershipRefused as exc:
+            raise MembershipConflict(str(exc)) from None
+        return _json({"leader": self.engine.leader()})
