@@ -4,7 +4,8 @@ Each member is a `RaftEngine` with its real write-ahead log, snapshot files
 and SQLite state in the test's temporary folder; only the transport is
 replaced, by `MemoryTransport`, which carries the same frames (msgpack-encoded
 and decoded again) over trio memory channels and can cut a member off.
-Ticks are short, so elections take a fraction of a second.
+Ticks are short, so elections take a fraction of a second. The last test
+runs bare `RaftDriver`s over an applier that is no registry at all.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 import trio
 
 from consensus.engine import PutBlob, RaftEngine, RaftSettings, StatePaths
+from consensus.raft.driver import RaftDriver
 from consensus.raft.transport import FrameHandler, SendFrame
 
 SECRET = b"s" * 32
@@ -366,3 +368,65 @@ async def test_every_raft_worker_thread_counts_against_the_engines_limiter(
     assert limiters
     assert all(isinstance(lim, trio.CapacityLimiter) for lim in limiters)
     assert {lim.total_tokens for lim in limiters} == {3}
+
+
+class PayloadList:
+    """An application Raft knows nothing about: the payloads applied, in log order."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self.applied_index = 0
+
+    def apply_batch(self, entries: list[tuple[int, bytes | None]]) -> list[Any]:
+        for index, data in entries:
+            if index > self.applied_index and data is not None:
+                self.payloads.append(data)
+            self.applied_index = max(self.applied_index, index)
+        return [None] * len(entries)
+
+    def export_snapshot(self, target: Path) -> int:
+        applied, payloads = self.applied_index, list(self.payloads)
+        target.write_bytes(msgpack.packb([applied, payloads]))
+        return applied
+
+    def import_snapshot(self, source: Path) -> None:
+        self.applied_index, self.payloads = msgpack.unpackb(source.read_bytes())
+
+    def raft_addresses(self) -> dict[str, str]:
+        return {}  # the bootstrap addresses are all there is
+
+
+async def test_the_driver_replicates_an_application_it_knows_nothing_about(
+    tmp_path: Path,
+) -> None:
+    network = MemoryNetwork()
+    ids = ["n1", "n2", "n3"]
+    apps = {node_id: PayloadList() for node_id in ids}
+    drivers = []
+    for node_id in ids:
+        (tmp_path / node_id / "incoming").mkdir(parents=True)
+        drivers.append(RaftDriver(
+            node_id,
+            applier=apps[node_id],
+            transport=MemoryTransport(network, node_id, port_of(node_id)),
+            wal_dir=tmp_path / node_id / "wal",
+            snapshot_dir=tmp_path / node_id / "snapshots",
+            incoming_dir=tmp_path / node_id / "incoming",
+            limiter=trio.CapacityLimiter(1),
+            peers={i: f"memory:{port_of(i)}" for i in ids},
+            tick_seconds=0.01,
+        ))
+    async with trio.open_nursery() as nursery:
+        for driver in drivers:
+            await nursery.start(driver.run)
+        await eventually(lambda: len({d.leader for d in drivers}) == 1 and drivers[0].leader)
+        follower = next(d for d in drivers if d.leader != d.node_id)
+        with trio.fail_after(10):
+            while b"hello" not in apps[follower.node_id].payloads:
+                follower.propose(b"hello")  # forwarded; asked again if a leader change lost it
+                with trio.move_on_after(0.5):
+                    await follower.wait_applied(follower.applied + 1)
+        await eventually(lambda: all(a.payloads == apps["n1"].payloads for a in apps.values()))
+        nursery.cancel_scope.cancel()
+    for driver in drivers:
+        driver.close()
