@@ -1,11 +1,15 @@
-"""The one interface `node` has to the replicated metadata.
+"""The one interface `node` has to the replicated metadata, and the Raft member behind it.
 
 `propose` changes state (answered only once the command is committed and
 applied on this node, or refused the same way on every node), `lookup` reads
 the local copy and confirms a miss with a read barrier, `queries` reads the
 local copy as it is, and membership and status describe the group. Every
 cluster size, one node included, is a Raft group: `open_engine` builds the
-Raft member that implements this interface.
+`RaftEngine` that implements this interface over a `RaftDriver`, to which it
+lends the state machine as the driver's applier. A request waits for its own
+command id to be applied here, and a follower's driver forwards the command
+to the leader; when nothing comes back in time it is submitted again, and
+the state machine applies an id once, so a retry is harmless.
 
 `node` imports from `consensus` only through this module: the commands, the
 record types the queries return and the errors are re-exported here.
@@ -13,7 +17,10 @@ record types the queries return and the errors are re-exported here.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -29,16 +36,20 @@ from consensus.commands import (
     UnlinkBlob,
     UnregisterMember,
 )
-from consensus.raft.driver import (
-    MembershipRefused,
-    NoQuorum,
-    RaftEngine,
-    RaftSettings,
-    Refused,
-    StatePaths,
+from consensus.raft.driver import RaftDriver
+from consensus.raft.membership import ConfChange
+from consensus.raft.transport import PeerTransport, Transport
+from consensus.state import Refusal, Result, StateMachine
+from consensus.store import (
+    ManifestRecord,
+    Member,
+    Queries,
+    Recipe,
+    Referrer,
+    connect,
+    export_snapshot,
+    import_snapshot,
 )
-from consensus.state import Refusal
-from consensus.store import ManifestRecord, Member, Queries, Recipe, Referrer
 
 __all__ = [
     "Command",
@@ -66,6 +77,54 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# How long one submission of a request waits for its effect before it is made again.
+RESUBMIT_SECONDS = 1.0
+
+
+class NoQuorum(Exception):
+    """The group could not commit (or confirm leadership) in time: retry later."""
+
+
+class MembershipRefused(Exception):
+    """A membership change that cannot be made (e.g. removing the last voter)."""
+
+
+class Refused(Exception):
+    """The state machine refused the command; every node refused it the same way."""
+
+    def __init__(self, refusal: Refusal, detail: str | None = None) -> None:
+        super().__init__(f"{refusal.name}: {detail}" if detail else refusal.name)
+        self.refusal = refusal
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Where the replicated state lives on disk; the node's data layout decides."""
+
+    db: Path  # the state machine's SQLite database
+    wal: Path  # the write-ahead log's segments
+    snapshots: Path  # durable snapshot files
+    incoming: Path  # snapshots being received or exported; emptied at start
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    node_id: str
+    raft_listen: str  # where this node's transport listens (port 0: any free port)
+    advertise_host: str  # the host peers dial and clients reach
+    secret: bytes
+    peers: dict[str, str] = field(default_factory=dict)  # bootstrap: id -> raft address
+    join: bool = False  # start with no configuration and wait to be added
+    zone: str = "default"
+    tick_seconds: float = 0.1
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    snapshot_every: int = 10_000
+    propose_timeout: float = 5.0
+    linearizable_reads: bool = False  # every `lookup` takes a barrier first
+    disk_threads: int = 2  # worker threads Raft's disk work may hold at once
 
 
 class Engine(Protocol):
@@ -111,3 +170,285 @@ class Engine(Protocol):
 def open_engine(paths: StatePaths, settings: RaftSettings) -> Engine:
     """Open (or create) this node's Raft member over its state files."""
     return RaftEngine(paths, settings)
+
+
+class StateApplier:
+    """The state machine and its database, as the Raft driver applies to them."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.machine = StateMachine(connect(db))  # first: it creates the database
+        self.queries = Queries(connect(db, readonly=True))
+
+    @property
+    def applied_index(self) -> int:
+        return self.machine.applied_index
+
+    def apply_batch(self, entries: list[tuple[int, bytes | None]]) -> list[Any]:
+        """(command id, Result) for each entry, as the state machine answers."""
+        return self.machine.apply_batch(entries)
+
+    def export_snapshot(self, target: Path) -> int:
+        return export_snapshot(self.db, target)
+
+    def import_snapshot(self, source: Path) -> None:
+        import_snapshot(self.machine.conn, source)
+
+    def raft_addresses(self) -> dict[str, str]:
+        return {m.node_id: m.raft for m in self.queries.members()}
+
+    def close(self) -> None:
+        self.machine.conn.close()
+        self.queries.conn.close()
+
+
+@dataclass
+class _Proposal:
+    """A request waiting for its command: `wake` is set when the result is in
+    (`done`) or the leader changed, one event per request instead of a nursery."""
+
+    wake: trio.Event = field(default_factory=trio.Event)
+    done: bool = False
+    result: Any = None
+
+
+class RaftEngine:
+    """A member of a Raft group, holding the replicated metadata of this node.
+
+    `transport` replaces the TCP transport `settings` describe (tests run
+    whole groups in memory).
+    """
+
+    def __init__(
+        self, paths: StatePaths, settings: RaftSettings, transport: PeerTransport | None = None
+    ) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        shutil.rmtree(paths.incoming, ignore_errors=True)
+        paths.incoming.mkdir(parents=True)
+        self._db_path = paths.db
+        self._applier = StateApplier(paths.db)
+        self.queries = self._applier.queries
+        if transport is None:
+            transport = Transport(
+                settings.node_id, settings.secret, settings.raft_listen,
+                advertise_host=settings.advertise_host,
+            )
+        self._proposals: dict[str, _Proposal] = {}
+        self._driver = RaftDriver(
+            settings.node_id,
+            applier=self._applier,
+            transport=transport,
+            wal_dir=paths.wal,
+            snapshot_dir=paths.snapshots,
+            incoming_dir=paths.incoming,
+            limiter=trio.CapacityLimiter(settings.disk_threads),
+            peers=settings.peers,
+            join=settings.join,
+            tick_seconds=settings.tick_seconds,
+            election_ticks=settings.election_ticks,
+            heartbeat_ticks=settings.heartbeat_ticks,
+            snapshot_every=settings.snapshot_every,
+            on_applied=self._settle_proposals,
+            on_leader_change=self._resubmit_proposals,
+        )
+        self.http_advertise: str | None = None  # set by the node once its HTTP port is bound
+        self.raft_advertise: str | None = None
+
+    # -- the interface node/ uses -------------------------------------------
+
+    async def propose(self, command: Command) -> None:
+        """Commit `command` and wait until it is applied here.
+
+        Raises Refused when the state machine refused it, NoQuorum on timeout.
+        """
+        result = await self._commit(command)
+        if result.refusal is not None:
+            raise Refused(result.refusal, result.detail)
+
+    async def _commit(self, command: Command) -> Result:
+        data = command.encode()
+        waiter = self._proposals.setdefault(command.id, _Proposal())
+        try:
+            with trio.move_on_after(self.settings.propose_timeout):
+                while True:
+                    if waiter.wake.is_set():
+                        waiter.wake = trio.Event()
+                    self._driver.propose(data)
+                    with trio.move_on_after(RESUBMIT_SECONDS):
+                        await waiter.wake.wait()
+                    if waiter.done:
+                        return waiter.result
+                    if self._driver.leader is None:
+                        await trio.sleep(self.settings.tick_seconds)
+            raise NoQuorum("the proposal was not committed in time")
+        finally:
+            self._proposals.pop(command.id, None)
+
+    async def barrier(self) -> None:
+        """Wait until this node has applied everything committed before the call."""
+        with trio.move_on_after(self.settings.propose_timeout):
+            while True:
+                index = await self._driver.read_index()
+                if index is not None:
+                    await self._driver.wait_applied(index)
+                    return
+                await trio.sleep(self.settings.tick_seconds)
+        raise NoQuorum("leadership could not be confirmed in time")
+
+    async def lookup(self, query: Callable[[Queries], T | None]) -> T | None:
+        """`query` on the local state; a miss (None) is confirmed after a barrier.
+
+        Whatever was committed anywhere before the call is found: a node that
+        has not applied it yet catches up before answering "unknown". With
+        `linearizable_reads` a hit is vouched for by a barrier too.
+        """
+        if self.settings.linearizable_reads:
+            await self.barrier()
+        found = query(self.queries)
+        if found is None and not self.settings.linearizable_reads:
+            await self.barrier()
+            found = query(self.queries)
+        return found
+
+    def blob_chunk_lists(self) -> Iterator[tuple[str, ...]]:
+        """The chunk ids of every recorded blob, read over a private connection.
+
+        Blocking and possibly long: call it from a worker thread.
+        """
+        private = Queries(connect(self._db_path, readonly=True))
+        try:
+            yield from private.blob_chunk_lists()
+        finally:
+            private.conn.close()
+
+    def members(self) -> list[RegisterMember]:
+        return [
+            RegisterMember(node_id=m.node_id, raft=m.raft, http=m.http, zone=m.zone)
+            for m in self.queries.members()
+        ]
+
+    def leader(self) -> str | None:
+        return self._driver.leader
+
+    def voters(self) -> tuple[str, ...]:
+        return self._driver.voters
+
+    def status(self) -> dict[str, Any]:
+        st = self._driver.status()
+        addresses = {m.node_id: m for m in self.queries.members()}
+        members = []
+        for node_id in sorted(set(st.voters) | set(addresses)):
+            entry: dict[str, Any] = {"node_id": node_id, "voter": node_id in st.voters}
+            if node_id in addresses:
+                m = addresses[node_id]
+                entry.update(raft=m.raft, http=m.http, zone=m.zone)
+            if node_id in st.progress:
+                pr = st.progress[node_id]
+                entry.update(match=pr.match, next=pr.next, active=pr.recent_active)
+            members.append(entry)
+        transport = self._driver.transport
+        return {
+            "node_id": self.node_id,
+            "role": st.role.value,
+            "term": st.term,
+            "leader": st.leader,
+            "commit_index": st.commit,
+            "applied_index": self._driver.applied,
+            "last_index": st.last_index,
+            "snapshot_index": self._driver.snapshot_index,
+            "voters": list(st.voters),
+            "members": members,
+            "transport": {"rejected": transport.rejected, "dropped": transport.dropped},
+        }
+
+    async def add_member(self, node_id: str, raft: str, http: str, zone: str = "default") -> None:
+        """Record the new node's addresses, then make it a voter."""
+        try:
+            await self.propose(RegisterMember(node_id=node_id, raft=raft, http=http, zone=zone))
+        except Refused as exc:
+            raise MembershipRefused(str(exc)) from None
+        await self._change_voters(
+            ConfChange.add(node_id), lambda: node_id in self._driver.committed_voters
+        )
+
+    async def remove_member(self, node_id: str) -> None:
+        await self._change_voters(
+            ConfChange.remove(node_id), lambda: node_id not in self._driver.committed_voters
+        )
+        await self.propose(UnregisterMember(node_id=node_id))
+
+    async def transfer_leader(self, to: str) -> None:
+        if to not in self._driver.voters:
+            raise MembershipRefused(f"{to} is not a voter")
+        with trio.move_on_after(self.settings.propose_timeout):
+            while self._driver.leader != to:
+                self._driver.transfer_leadership(to)
+                with trio.move_on_after(RESUBMIT_SECONDS):
+                    await self._driver.wait_leader_change()
+            return
+        raise NoQuorum(f"leadership did not move to {to} in time")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._driver.run)
+            port = self._driver.transport.port
+            self.raft_advertise = f"{self.settings.advertise_host}:{port}"
+            nursery.start_soon(self._register_self)
+            task_status.started()
+
+    def close(self) -> None:
+        self._driver.close()
+        self._applier.close()
+
+    # -- what the driver reports ------------------------------------------------
+
+    def _settle_proposals(self, results: list[tuple[str | None, Result]]) -> None:
+        for command_id, result in results:
+            if command_id is None:
+                continue
+            proposal = self._proposals.get(command_id)
+            if proposal is not None:
+                proposal.result = result
+                proposal.done = True
+                proposal.wake.set()
+
+    def _resubmit_proposals(self) -> None:
+        for proposal in self._proposals.values():
+            proposal.wake.set()  # submit again, to the new leader
+
+    # -- membership ---------------------------------------------------------------
+
+    async def _change_voters(self, change: ConfChange, done: Callable[[], bool]) -> None:
+        if change.kind.value == "remove" and self._driver.voters == (change.node_id,):
+            raise MembershipRefused("cannot remove the last voter")
+        with trio.move_on_after(self.settings.propose_timeout * 2):
+            while not done():
+                self._driver.change_voters(change)
+                with trio.move_on_after(0.5):
+                    await self._driver.wait_applied(self._driver.applied + 1)
+            return
+        raise NoQuorum(f"membership change {change.kind.value} {change.node_id} timed out")
+
+    async def _register_self(self) -> None:
+        """Make sure the replicated member list has this node's current addresses."""
+        while self.http_advertise is None or self.raft_advertise is None:
+            await trio.sleep(0.05)
+        me = RegisterMember(
+            node_id=self.node_id,
+            raft=self.raft_advertise,
+            http=self.http_advertise,
+            zone=self.settings.zone,
+        )
+        while True:
+            known = {m.node_id: m for m in self.queries.members()}.get(self.node_id)
+            current = known is not None and (known.raft, known.http, known.zone) == (
+                me.raft, me.http, me.zone
+            )
+            if current or self.node_id not in self._driver.voters:
+                await trio.sleep(1.0)
+                continue
+            try:
+                await self.propose(me)
+            except NoQuorum:
+                await trio.sleep(1.0)

@@ -10,6 +10,8 @@ node keeps running. Nothing is ever unpickled: frames are plain msgpack.
 
 Delivery is best effort, which is what Raft expects: a full send queue or a
 broken connection drops frames, and the protocol retries on its own.
+`PeerTransport` is what the driver needs of a transport; `Transport` is the
+TCP one, and tests drive the driver over one in memory.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import logging
 import os
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import trio
@@ -36,6 +38,39 @@ HANDSHAKE_TIMEOUT = 5.0
 _LENGTH = struct.Struct(">I")
 
 FrameHandler = Callable[[str, Any], Awaitable[None]]
+SendFrame = Callable[[Any], Awaitable[None]]
+
+
+class PeerTransport(Protocol):
+    """Frames to and from the other members, by node id.
+
+    The driver attaches itself before `run`: it sets `on_frame`, which gets
+    every frame received (raising in it drops the connection that brought
+    the frame), and `on_learned`, called when a peer not in `set_peers` has
+    reached us and its address landed in `learned`.
+    """
+
+    on_frame: FrameHandler
+    on_learned: Callable[[], None] | None
+    learned: dict[str, str]  # peers that reached us: id -> the address they listen on
+    port: int | None  # where we listen, once `run` has started
+    rejected: int  # connections refused or dropped for bad frames
+    dropped: int  # frames dropped on full send queues
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        ...
+
+    def set_peers(self, peers: dict[str, str]) -> None:
+        """The peers to send to from now on, id -> `host:port`."""
+        ...
+
+    def send(self, to: str, obj: Any) -> bool:
+        """Queue a frame, best effort; False when it was dropped."""
+        ...
+
+    def stream_to(self, peer_id: str) -> AbstractAsyncContextManager[SendFrame]:
+        """A connection of its own for a bulk transfer; `send` waits for the peer."""
+        ...
 
 
 class HandshakeFailed(Exception):
@@ -44,6 +79,10 @@ class HandshakeFailed(Exception):
 
 class FrameInvalid(Exception):
     """Bytes on the wire that are not a well-formed frame."""
+
+
+async def _no_receiver(sender: str, frame: Any) -> None:
+    raise FrameInvalid("no receiver attached to this transport yet")
 
 
 def _proof(secret: bytes, role: bytes, *parts: bytes) -> bytes:
@@ -146,7 +185,7 @@ class Transport:
         node_id: str,
         secret: bytes,
         listen: str,
-        on_frame: FrameHandler,
+        on_frame: FrameHandler = _no_receiver,
         *,
         queue_frames: int = 8192,
         max_frame: int = MAX_FRAME,
@@ -211,7 +250,7 @@ class Transport:
         return True
 
     @asynccontextmanager
-    async def stream_to(self, peer_id: str) -> AsyncIterator[Callable[[Any], Awaitable[None]]]:
+    async def stream_to(self, peer_id: str) -> AsyncIterator[SendFrame]:
         """A dedicated connection for a bulk transfer (a snapshot), with TCP's back-pressure.
 
         Yields `send(obj)`, which returns once the frame is written; frames on

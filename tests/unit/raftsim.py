@@ -3,13 +3,14 @@
 One seed drives everything: the network drops, delays (and so reorders) and
 duplicates messages, partitions nodes, crashes and restarts them, and clients
 propose commands, change membership, compact logs, transfer leadership and
-issue ReadIndex reads. Each node has a simulated driver that does what the
-real one must: persist the Ready's snapshot, entries and hard state to its
-`Disk`, then send messages, then apply committed entries to a state machine
-that is persisted together with its applied index. A crash throws away the
-RaftNode and everything not yet on the Disk (including a Ready that was
-persisted but whose messages were never sent); a restart rebuilds the node
-from the Disk alone.
+issue ReadIndex reads. Each node's simulated driver executes the same plan
+of a Ready as the real driver (`consensus/raft/ready.py`): install the
+snapshot, send a leader's early appends, persist entries and hard state to
+its `Disk`, send the rest, apply committed entries to a state machine that is
+persisted together with its applied index, deliver read states. A crash
+throws away the RaftNode and everything not yet on the Disk (including a
+Ready that was persisted but whose messages were never sent); a restart
+rebuilds the node from the Disk alone.
 
 After every delivery round the simulator checks the Raft safety properties
 (one leader per term, log matching, leader completeness, state-machine
@@ -31,6 +32,15 @@ from consensus.raft.core import RaftNode, Ready, Role
 from consensus.raft.errors import RaftError
 from consensus.raft.membership import ConfChange, ConfChangeEntry, ConfChangeKind
 from consensus.raft.messages import Message, MessageType
+from consensus.raft.ready import (
+    ApplyCommitted,
+    DeliverReads,
+    InstallSnapshot,
+    SaveToLog,
+    SendMessages,
+    Step,
+    plan_ready,
+)
 from consensus.raft.types import Entry, EntryKind, HardState, SnapshotMeta
 
 ELECTION_TICKS = 8
@@ -412,9 +422,23 @@ class Simulation:
                 self._handle_ready(node, raft, raft.ready())
 
     def _handle_ready(self, node: SimNode, raft: RaftNode, rd: Ready) -> None:
+        if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
+            # Checked on the core as the Ready finds it, before any crash can intervene.
+            self._on_new_leader(node, raft)
+        for step in plan_ready(rd, node.disk.hard_state.term):
+            if not self._execute(node, raft, step):
+                return  # crashed half-way: the rest of the Ready never happens
+        raft.advance(rd)
+
+    def _execute(self, node: SimNode, raft: RaftNode, step: Step) -> bool:
+        """Do one step of a Ready's plan on the simulated disk and network.
+
+        Returns False when the node crashed instead: the faults strike exactly
+        where a real driver can be half-way through a Ready.
+        """
         disk = node.disk
-        if rd.snapshot is not None:
-            snap = rd.snapshot
+        if isinstance(step, InstallSnapshot):
+            snap = step.meta
             data = node.snapshots.get(snap.index)
             if data is None:
                 self.fail(f"{node.id} asked to install snapshot {snap} it never received")
@@ -425,43 +449,33 @@ class Simulation:
             disk.sm_index, disk.sm_hash = snap.index, data
             self.stats.snapshots_installed += 1
             self._log(f"{node.id} installs snapshot {snap.index}/{snap.term}")
-        messages = rd.messages
-        if rd.must_sync:
-            durable_term = disk.hard_state.term
-            # As the driver does: a leader's appends and heartbeats of a durable term
-            # go out before its own save.
-            early = [
-                m for m in messages
-                if m.type in (MessageType.APPEND, MessageType.HEARTBEAT)
-                and m.term == durable_term
-            ]
-            if early:
-                for msg in early:
-                    self._send(node, msg)
-                messages = tuple(m for m in messages if m not in early)
-                if self.faults_on and self.rng.random() < self.plan.mid_ready_crash:
-                    self._crash(node, "after sending appends early, before persisting")
-                    return
-        if rd.entries:
-            self._check_new_entries(node, raft, rd.entries)
-            first = rd.entries[0].index
-            while disk.entries and disk.entries[-1].index >= first:
-                disk.entries.pop()
-            disk.entries.extend(rd.entries)
-        if rd.hard_state is not None and rd.must_sync:
-            disk.hard_state = rd.hard_state
-        if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
-            self._on_new_leader(node, raft)
-        if self.faults_on and self.rng.random() < self.plan.mid_ready_crash:
-            self._crash(node, "after persisting, before sending")
-            return
-        for msg in messages:
-            self._send(node, msg)
-        for read in rd.read_states:
-            self._check_read(node, read.context, read.index)
-        for entry in rd.committed_entries:
-            self._apply(node, entry)
-        raft.advance(rd)
+        elif isinstance(step, SendMessages):
+            crash_now = self.faults_on and self.rng.random() < self.plan.mid_ready_crash
+            if crash_now and not step.before_save:
+                self._crash(node, "after persisting, before sending")
+                return False
+            for msg in step.messages:
+                self._send(node, msg)
+            if crash_now:
+                self._crash(node, "after sending appends early, before persisting")
+                return False
+        elif isinstance(step, SaveToLog):
+            if step.entries:
+                self._check_new_entries(node, raft, step.entries)
+                first = step.entries[0].index
+                while disk.entries and disk.entries[-1].index >= first:
+                    disk.entries.pop()
+                disk.entries.extend(step.entries)
+            if step.hard_state is not None:
+                disk.hard_state = step.hard_state
+        elif isinstance(step, ApplyCommitted):
+            for entry in step.entries:
+                self._apply(node, entry)
+        elif isinstance(step, DeliverReads):
+            for read in step.read_states:
+                self._check_read(node, read.context, read.index)
+        # ObserveRole: simulated clients look for the leader themselves.
+        return True
 
     # -- invariants -------------------------------------------------------------
 

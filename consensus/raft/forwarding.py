@@ -1,0 +1,88 @@
+"""Requests only the leader can take, taken here or forwarded to the leader.
+
+A proposal, a membership change and a leadership transfer are handed to the
+core; when the core says it is not the leader but knows who is, the request
+travels to that leader as a frame of its own (`propose`, `conf`,
+`transfer`), and the leader's driver hands it to its core the same way. A
+forwarded request is best effort like every frame: whoever asked retries
+until it sees the effect (an applied entry, a new voter set, a new leader),
+so a lost frame or a leader that changed meanwhile costs only a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from consensus.raft.core import RaftNode
+from consensus.raft.errors import (
+    ConfChangeInProgress,
+    InvalidConfChange,
+    MalformedMessage,
+    NotLeader,
+    ProposalDropped,
+    TransferRefused,
+)
+from consensus.raft.membership import ConfChange, ConfChangeKind
+from consensus.raft.transport import PeerTransport
+
+log = logging.getLogger(__name__)
+
+# The frame types a follower sends its leader.
+FORWARDED = frozenset({"propose", "conf", "transfer"})
+
+
+class Forwarder:
+    """Hands leader-only requests to the core, or to the leader it names.
+
+    Every method touches the core, so it runs on the loop that owns it.
+    """
+
+    def __init__(self, node_id: str, core: RaftNode, transport: PeerTransport) -> None:
+        self.node_id = node_id
+        self.core = core
+        self.transport = transport
+
+    def propose(self, data: bytes) -> None:
+        try:
+            self.core.propose(data)
+        except NotLeader as exc:
+            self._forward(exc, {"t": "propose", "d": data})
+        except ProposalDropped:
+            pass  # a transfer is under way; the proposer submits again
+
+    def change_voters(self, change: ConfChange) -> None:
+        try:
+            self.core.propose_conf_change(change)
+        except NotLeader as exc:
+            self._forward(exc, {"t": "conf", "op": change.kind.value, "node": change.node_id})
+        except (ConfChangeInProgress, InvalidConfChange, ProposalDropped) as exc:
+            log.debug("membership change %s deferred: %s", change, exc)
+
+    def transfer_leadership(self, to: str) -> None:
+        try:
+            self.core.transfer_leadership(to)
+        except NotLeader as exc:
+            self._forward(exc, {"t": "transfer", "to": to})
+        except TransferRefused as exc:
+            log.warning("leadership transfer to %s refused: %s", to, exc)
+
+    def action_for(self, frame: dict[str, Any]) -> Callable[[], None]:
+        """What a forwarded frame asks of this node, as an action for the loop."""
+        kind = frame.get("t")
+        if kind == "propose":
+            data = bytes(frame["d"])
+            return lambda: self.propose(data)
+        if kind == "conf":
+            change = ConfChange(ConfChangeKind(frame["op"]), str(frame["node"]))
+            return lambda: self.change_voters(change)
+        if kind == "transfer":
+            to = str(frame["to"])
+            return lambda: self.transfer_leadership(to)
+        raise MalformedMessage(f"{kind!r} is not a forwarded request")
+
+    def _forward(self, refusal: NotLeader, frame: dict[str, Any]) -> None:
+        leader = refusal.leader_id
+        if leader is not None and leader != self.node_id:
+            self.transport.send(leader, frame)

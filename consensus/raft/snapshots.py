@@ -1,0 +1,204 @@
+"""Snapshots of the applied state: taken here, streamed to followers, received, installed.
+
+Every `snapshot_every` applied entries the applier copies its state into a
+file beside the loop; the core then compacts its log to the copy's index,
+the copy becomes a durable snapshot file (`snapshot_files.py`) and only then
+is the write-ahead log compacted. A follower too far behind is sent the
+newest snapshot file over a connection of its own, in pieces, with TCP's
+back-pressure; the receiver writes the pieces to a temporary file, makes it a
+durable snapshot file and only then steps the snapshot message into its
+core, which asks for the install in a later Ready. At start, `open_log`
+reconciles the log with the newest snapshot file, so a crash between saving
+a snapshot and compacting the log, or before the state took in a received
+snapshot, is finished on the way up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import trio
+
+from consensus.raft.applier import Applier
+from consensus.raft.disk_threads import DiskThreads
+from consensus.raft.errors import MalformedMessage
+from consensus.raft.messages import Message
+from consensus.raft.snapshot_files import load_latest_snapshot, save_snapshot
+from consensus.raft.transport import PeerTransport
+from consensus.raft.types import SnapshotMeta
+from consensus.raft.wal import Recovered, WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_PIECE = 1 << 20
+
+
+def open_log(
+    wal_dir: Path, snapshot_dir: Path, applier: Applier
+) -> tuple[WriteAheadLog, Recovered]:
+    """Open the write-ahead log, finishing whatever a crash left of a snapshot."""
+    wal, recovered = WriteAheadLog.open(wal_dir)
+    latest = load_latest_snapshot(snapshot_dir)
+    if latest is not None and (
+        recovered.snapshot is None or latest[0].index > recovered.snapshot.index
+    ):
+        # A crash came between saving a snapshot and compacting the log.
+        wal.compact(latest[0])
+        wal.close()
+        wal, recovered = WriteAheadLog.open(wal_dir)
+    if recovered.snapshot is not None and applier.applied_index < recovered.snapshot.index:
+        assert latest is not None
+        applier.import_snapshot(latest[1])
+    return wal, recovered
+
+
+def _save_copy(directory: Path, meta: SnapshotMeta, copy: Path) -> None:
+    """Make the file at `copy` the durable snapshot at `meta`."""
+    with open(copy, "rb") as source:
+        save_snapshot(directory, meta, lambda target: shutil.copyfileobj(source, target))
+
+
+class Snapshots:
+    """This member's snapshot files and the transfers of them.
+
+    `wal_lock` is the driver's: a compaction of the log waits its turn with
+    the loop's saves. `compact_core(index)` asks the core, on its loop, to
+    drop the log up to `index`, and returns the snapshot's metadata, or None
+    when the core refused.
+    """
+
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        incoming: Path,
+        applier: Applier,
+        wal: WriteAheadLog,
+        wal_lock: trio.Lock,
+        threads: DiskThreads,
+        transport: PeerTransport,
+        compact_core: Callable[[int], Awaitable[SnapshotMeta | None]],
+        index: int,
+    ) -> None:
+        self.directory = directory
+        self.incoming = incoming
+        self.applier = applier
+        self.wal = wal
+        self.wal_lock = wal_lock
+        self.threads = threads
+        self.transport = transport
+        self.compact_core = compact_core
+        self.index = index  # the newest snapshot the log is compacted to
+        self._taking = False
+        self._files = trio.Lock()  # one snapshot file written at a time
+        self._receiving: dict[str, tuple[Path, BinaryIO]] = {}
+
+    def start_if_due(self, nursery: trio.Nursery, applied: int, every: int) -> None:
+        """Take a snapshot in the background once `every` entries were applied since the last."""
+        if self._taking or applied - self.index < every:
+            return
+        self._taking = True
+        nursery.start_soon(self._take, applied)
+
+    async def _take(self, applied: int) -> None:
+        """Copy the state, let the core drop the log it covers, make both durable.
+
+        The copy runs beside the loop (a database of any size must not hold up
+        heartbeats); the core is asked to compact from the loop, like every
+        other call into it. Until the snapshot file is durable, a follower that
+        needs it is simply asked again later.
+        """
+        copy = self.incoming / f"export-{os.urandom(6).hex()}"
+        try:
+            index = await self.threads.run_beside_loop(self.applier.export_snapshot, copy)
+            meta = await self.compact_core(index)
+            if meta is None:
+                return
+            # Writing the snapshot file leaves the log alone; only the short
+            # compaction of the log itself waits its turn with the loop's saves.
+            async with self._files:
+                await self.threads.run_beside_loop(_save_copy, self.directory, meta, copy)
+            async with self.wal_lock:
+                await self.threads.run(self.wal.compact, meta)
+            self.index = max(self.index, index)
+            log.info("snapshot at index %d; log compacted", index)
+        except OSError as exc:
+            log.error("snapshot at %d failed, will try again: %r", applied, exc)
+        finally:
+            copy.unlink(missing_ok=True)
+            self._taking = False
+
+    async def send(self, msg: Message) -> None:
+        """Stream the newest snapshot file to `msg.to`, for the core's SNAPSHOT message."""
+        latest = await self.threads.run_beside_loop(
+            lambda: load_latest_snapshot(self.directory, verify=False)
+        )
+        if latest is None or msg.snapshot is None or latest[0].index < msg.snapshot.index:
+            return  # the core asks again later
+        meta, path = latest
+        wire = Message(msg.type, msg.from_id, msg.to, term=msg.term, snapshot=meta).to_wire()
+        transfer = os.urandom(8).hex()
+        try:
+            async with self.transport.stream_to(msg.to) as send:
+                with open(path, "rb") as f:
+                    while True:
+                        piece = await self.threads.run_beside_loop(f.read, SNAPSHOT_PIECE)
+                        await send({"t": "snap", "x": transfer, "d": piece, "done": not piece,
+                                    "m": wire if not piece else None})
+                        if not piece:
+                            break
+            log.info("sent snapshot at %d to %s", meta.index, msg.to)
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+            log.warning("snapshot to %s failed: %r", msg.to, exc)
+
+    async def receive_piece(self, sender: str, frame: dict[str, Any]) -> Message | None:
+        """Take one piece of a snapshot from `sender`.
+
+        Returns the snapshot message for the core once the last piece is in and
+        the snapshot file is durable; None while pieces are still coming.
+        """
+        transfer = f"{sender}-{frame['x']}"
+        if transfer not in self._receiving:
+            fd, name = tempfile.mkstemp(dir=self.incoming, prefix="recv-")
+            self._receiving[transfer] = (Path(name), os.fdopen(fd, "wb"))
+        path, handle = self._receiving[transfer]
+        try:
+            if not frame["done"]:
+                await self.threads.run_beside_loop(handle.write, bytes(frame["d"]))
+                return None
+            handle.close()
+            msg = Message.from_wire(frame["m"])
+            if msg.snapshot is None or msg.from_id != sender:
+                raise MalformedMessage("snapshot frame without metadata")
+            async with self._files:
+                await self.threads.run_beside_loop(_save_copy, self.directory, msg.snapshot, path)
+        except BaseException:
+            handle.close()
+            self._receiving.pop(transfer, None)
+            path.unlink(missing_ok=True)
+            raise
+        self._receiving.pop(transfer, None)
+        path.unlink(missing_ok=True)
+        return msg
+
+    async def install(self, meta: SnapshotMeta) -> None:
+        """Replace the state by the received snapshot at `meta` and compact the log to it."""
+        latest = await self.threads.run(load_latest_snapshot, self.directory)
+        if latest is None or latest[0].index != meta.index:
+            raise RuntimeError(f"snapshot {meta.index} to install is not on disk")
+        data = latest[1]
+
+        def install() -> None:
+            self.applier.import_snapshot(data)
+            self.wal.compact(meta)
+
+        async with self.wal_lock:
+            await self.threads.run(install)
+        self.index = meta.index
+        log.info("installed snapshot at index %d", meta.index)
