@@ -26,13 +26,16 @@ from node.api.errors import API_VERSION, error_response
 from node.api.request_bodies import BoundedHTTPConnection, BoundedRequest
 from node.api.routes import dispatch
 from node.cluster.auth import Verifier, load_or_create_secret
+from node.cluster.blob_reader import BlobReader
+from node.cluster.blob_writer import BlobWriter
+from node.cluster.chunk_fetch import ChunkFetcher
 from node.cluster.join import join_cluster
 from node.cluster.peer_api import PeerAPI
 from node.cluster.peers import Peers
-from node.cluster.transfer import Transfers
 from node.config import Config
 from node.runtime import NodeRuntime
 from node.storage.chunks import ChunkStore
+from node.storage.disk_threads import DiskThreads
 from node.storage.layout import DataDir
 from node.storage.spool import Spool
 from node.tuning import tune_process
@@ -126,31 +129,30 @@ def build_runtime(config: Config, engine: Engine | None = None) -> NodeRuntime:
     if cache_bytes < 0:
         cache_bytes = shutil.disk_usage(data.root).free // 10
     chunks = ChunkStore(data, cache_bytes=cache_bytes)
-    disk = trio.CapacityLimiter(config.disk_threads)
+    disk = DiskThreads(config.disk_threads)
     counters: Counter[str] = Counter()
     peers = Peers(engine, node_id=config.node_id, zone=config.zone, secret=secret)
+    spool = Spool(
+        data.uploads, node_id=config.node_id, chunk_size=config.chunk_size, threads=disk
+    )
+    fetcher = ChunkFetcher(config, chunks, peers, disk, counters)
     return NodeRuntime(
         config=config,
         data=data,
         chunks=chunks,
-        spool=Spool(data.uploads, node_id=config.node_id, chunk_size=config.chunk_size),
+        spool=spool,
         engine=engine,
         disk=disk,
         secret=secret,
         peer_auth=Verifier(secret),
         peers=peers,
-        transfers=Transfers(config.node_id, config, chunks, peers, disk, counters),
+        blob_writer=BlobWriter(
+            config=config, spool=spool, chunks=chunks, peers=peers, disk=disk,
+            engine=engine, counters=counters,
+        ),
+        blob_reader=BlobReader(fetcher, window=config.fetch_window),
         counters=counters,
     )
-
-
-async def expire_uploads(rt: NodeRuntime, *, every: float = 60.0) -> None:
-    """Drop upload sessions idle for longer than `upload_idle_seconds`."""
-    while True:
-        await trio.sleep(every)
-        for session in rt.spool.expired(rt.config.upload_idle_seconds):
-            if not session.lock.locked():
-                rt.spool.close(session)
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -178,7 +180,7 @@ async def serve(
     *,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one node until cancelled."""
+    """Run one node until cancelled; its worker threads stop with it."""
     tune_process()
     rt = build_runtime(config)
     app = create_app(rt)
@@ -186,8 +188,7 @@ async def serve(
         async with trio.open_nursery() as nursery:
             await nursery.start(rt.engine.run)
             await nursery.start(rt.peers.run)
-            rt.transfers.nursery = nursery
-            nursery.start_soon(expire_uploads, rt)
+            await nursery.start(rt.blob_writer.run)
             binds = await nursery.start(hypercorn_serve, app, hypercorn_config(config))
             url = binds[0] if binds else f"http://{config.listen}"
             port = url.rsplit(":", 1)[1]
@@ -202,4 +203,7 @@ async def serve(
             log.info("node %s serving on %s", config.node_id, url)
             task_status.started(RunningNode(rt, url, nursery.cancel_scope))
     finally:
-        rt.engine.close()
+        try:
+            rt.engine.close()
+        finally:
+            rt.disk.close()

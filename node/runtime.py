@@ -1,8 +1,9 @@
 """What a running node is made of, handed to every request handler.
 
 One object holds this node's configuration, disk, upload spool and
-metadata engine, plus the limiter that bounds worker threads doing blocking
-disk work, so the event loop itself never waits on the disk.
+metadata engine, the blob writer and reader that pushes and pulls go
+through, plus the worker threads (bounded) that do blocking disk work, so
+the event loop itself never waits on the disk.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import trio
 
 from consensus.engine import Engine
 from node.cluster.auth import Verifier
+from node.cluster.blob_reader import BlobReader
+from node.cluster.blob_writer import BlobWriter
 from node.cluster.peers import Peers
 from node.cluster.placement import owners
-from node.cluster.transfer import Transfers
+from node.cluster.replication import replication_factors
 from node.config import Config
 from node.storage.chunks import ChunkStore
+from node.storage.disk_threads import DiskThreads
 from node.storage.layout import DataDir
 from node.storage.spool import Spool
 
@@ -34,11 +38,12 @@ class NodeRuntime:
     chunks: ChunkStore
     spool: Spool
     engine: Engine
-    disk: trio.CapacityLimiter
+    disk: DiskThreads
     secret: bytes
     peer_auth: Verifier
     peers: Peers
-    transfers: Transfers
+    blob_writer: BlobWriter
+    blob_reader: BlobReader
     counters: Counter[str] = field(default_factory=Counter)
 
     _replication: tuple[float, dict[str, int]] | None = None
@@ -53,7 +58,7 @@ class NodeRuntime:
         if self._replication is not None and now - self._replication[0] < max_age:
             return self._replication[1]
         members = self.peers.placed()
-        replication = max(1, min(self.config.replication, len(members)))
+        replication, _ = replication_factors(self.config, len(members))
         me = self.config.node_id
 
         def scan() -> dict[str, int]:
@@ -71,5 +76,5 @@ class NodeRuntime:
         return report
 
     async def on_disk(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking disk work in a bounded worker thread."""
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.disk)
+        """Run blocking disk work in a bounded worker thread (the node's `DiskThreads`)."""
+        return await self.disk.run(fn, *args)

@@ -229,6 +229,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], RegistryError]] = {
     cluster.NoHolderReachable: _from(Unavailable),
     cluster.ChunkLost: _from(ContentCorrupt),
     cluster.TooFewHolders: _from(Unavailable),
+    cluster.UploadFailed: _from(Unavailable),
     cluster.UploadNodeUnreachable: _from(BlobUploadUnknown),
     cluster.PeerRequestInvalid: _from(PeerRequestInvalid),
     cluster.PeerAuthFailed: _from(Unauthorized),

@@ -2,9 +2,10 @@
 
 Flows the spec names: a monolithic POST with `?digest=`, a cross-repository
 mount (`?mount=&from=`), and a session fed by streamed or chunked PATCHes and
-closed by a PUT with the digest of the whole blob. Bytes go from the socket to
-the spool in bounded batches through a worker thread; nothing is visible to
-any client until the digest checks out and every chunk is durable.
+closed by a PUT with the digest of the whole blob. Each handler parses the
+request, hands the work to the node's `BlobWriter` and writes the headers;
+nothing is visible to any client until the digest checks out and every chunk
+is durable on its holders.
 """
 
 from __future__ import annotations
@@ -14,21 +15,18 @@ from collections.abc import Awaitable, Callable
 
 from quart import Response, request
 
-from consensus.engine import MountBlob, PutBlob, Refused
 from node.api.errors import DigestInvalid, RangeInvalid, SizeInvalid
 from node.api.grammar import parse_digest, parse_name, parse_upload_range
+from node.cluster.blob_writer import Upload
 from node.cluster.forward import forward_upload, session_node
 from node.runtime import NodeRuntime
-from node.storage.spool import UploadSession
-
-WRITE_BATCH = 1 << 20  # bytes gathered before one trip to a worker thread
 
 
-def _upload_headers(name: str, session: UploadSession) -> dict[str, str]:
-    end = max(session.size - 1, 0)
+def _upload_headers(name: str, upload: Upload) -> dict[str, str]:
+    end = max(upload.size - 1, 0)
     return {
-        "Location": f"/v2/{name}/blobs/uploads/{session.id}",
-        "Docker-Upload-UUID": session.id,
+        "Location": f"/v2/{name}/blobs/uploads/{upload.id}",
+        "Docker-Upload-UUID": upload.id,
         "Range": f"0-{end}",
         "Content-Length": "0",
     }
@@ -46,124 +44,58 @@ def _blob_created(name: str, digest: str) -> Response:
     )
 
 
-async def _receive_body(rt: NodeRuntime, session: UploadSession) -> int:
-    """Append the request body to the session; returns how many bytes arrived.
-
-    The pieces go to the worker thread as they came, not joined into one
-    buffer: copying every byte twice more (and faulting in fresh pages for
-    the copies) cost more than the extra calls.
-    """
-    if session.placement is None:
-        session.placement = rt.transfers.placement()
-        session.keep_local = session.placement.owns
-    received = 0
-    batch: list[bytes] = []
-    batched = 0
-    async for piece in request.body:
-        batch.append(piece)
-        batched += len(piece)
-        received += len(piece)
-        if batched >= WRITE_BATCH:
-            await rt.on_disk(session.write_all, batch)
-            batch, batched = [], 0
-            _offer_complete_chunks(rt, session)
-    if batch:
-        await rt.on_disk(session.write_all, batch)
-    _offer_complete_chunks(rt, session)
-    return received
+UploadHandler = Callable[[NodeRuntime, str, Upload], Awaitable[Response]]
 
 
-def _offer_complete_chunks(rt: NodeRuntime, session: UploadSession) -> None:
-    """Start copying chunks that filled up to their holders while the upload goes on."""
-    placement, nursery = session.placement, rt.transfers.nursery
-    if nursery is None:
-        return  # not running under serve(): `finish` copies every chunk itself
-    closed = session.closed_chunks
-    for cid, path in closed[placement.offered :]:
-        placement.offer(cid, path, nursery)
-    placement.offered = len(closed)
-
-
-async def _finish(rt: NodeRuntime, name: str, session: UploadSession, digest_text: str) -> Response:
-    """Verify, make durable, then record the blob: the order that keeps every promise."""
-    digest = parse_digest(digest_text)
-    try:
-        blob = await rt.on_disk(session.finish, digest)
-        chunk_ids = [cid for cid, _ in blob.chunks]
-        placement = session.placement or rt.transfers.placement()
-        await placement.finish(blob)
-    finally:
-        rt.spool.close(session)
-    await rt.engine.propose(
-        PutBlob(
-            repo=name,
-            digest=str(digest),
-            size=blob.size,
-            chunk_size=blob.chunk_size,
-            chunks=chunk_ids,
-        )
-    )
-    return _blob_created(name, str(digest))
-
-
-SessionHandler = Callable[[NodeRuntime, str, UploadSession], Awaitable[Response]]
-
-
-def on_session_node(handler: SessionHandler) -> Callable[..., Awaitable[Response]]:
+def on_session_node(handler: UploadHandler) -> Callable[..., Awaitable[Response]]:
     """Run `handler` where the session lives: here, or relayed to the node its id names."""
 
     @functools.wraps(handler)
     async def run(rt: NodeRuntime, name: str, session_id: str) -> Response:
         if (owner := session_node(session_id)) != rt.config.node_id:
             return await forward_upload(rt.peers, owner, rt.counters)
-        return await handler(rt, name, rt.spool.get(name, session_id))
+        return await handler(rt, name, rt.blob_writer.find(name, session_id))
 
     return run
 
 
 async def start_upload(rt: NodeRuntime, name: str) -> Response:
-    args = request.args
-    mount, source = args.get("mount"), args.get("from")
+    writer = rt.blob_writer
+    mount = request.args.get("mount")
     if mount is not None:
         digest = str(parse_digest(mount))
-        if source is not None and source != name:
+        source = request.args.get("from")
+        if source is not None:
             parse_name(source)
-            # It may have been pushed through another node: lookup confirms a miss.
-            if await rt.engine.lookup(lambda q: q.repo_blob(source, digest)) is not None:
-                try:
-                    await rt.engine.propose(MountBlob(repo=name, digest=digest))
-                    return _blob_created(name, digest)
-                except Refused:
-                    pass  # deleted meanwhile
-        elif rt.engine.queries.repo_blob(name, digest) is not None:
+        if await writer.mount(name, digest, source):
             return _blob_created(name, digest)
         # Not mountable: the spec says to fall back to a plain upload session.
-    monolithic = args.get("digest")
-    if monolithic is not None:
-        parse_digest(monolithic)
-    session = rt.spool.open(name)
-    async with session.lock:
+    monolithic = request.args.get("digest")
+    expected = parse_digest(monolithic) if monolithic is not None else None
+    upload = await writer.open(name)
+    async with upload.lock:
         try:
-            await _receive_body(rt, session)
+            await writer.write(upload, request.body)
         except BaseException:
-            rt.spool.close(session)
+            writer.close(upload)
             raise
-        if monolithic is not None:
-            return await _finish(rt, name, session, monolithic)
-    return Response(b"", status=202, headers=_upload_headers(name, session))
+        if expected is not None:
+            await writer.commit(upload, expected)
+            return _blob_created(name, str(expected))
+    return Response(b"", status=202, headers=_upload_headers(name, upload))
 
 
 @on_session_node
-async def patch_upload(rt: NodeRuntime, name: str, session: UploadSession) -> Response:
-    async with session.lock:
+async def patch_upload(rt: NodeRuntime, name: str, upload: Upload) -> Response:
+    async with upload.lock:
         content_range = request.headers.get("Content-Range")
         if content_range is not None:
             start, end = parse_upload_range(content_range)
-            if start != session.size:
+            if start != upload.size:
                 raise RangeInvalid(
                     "chunk does not start at the end of the upload",
-                    detail={"expected_start": session.size, "start": start},
-                    headers=_upload_headers(name, session),
+                    detail={"expected_start": upload.size, "start": start},
+                    headers=_upload_headers(name, upload),
                 )
             declared = request.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) != end - start + 1:
@@ -171,28 +103,29 @@ async def patch_upload(rt: NodeRuntime, name: str, session: UploadSession) -> Re
                     "Content-Length does not match Content-Range",
                     detail={"Content-Length": declared, "Content-Range": content_range},
                 )
-        await _receive_body(rt, session)
-        return Response(b"", status=202, headers=_upload_headers(name, session))
+        await rt.blob_writer.write(upload, request.body)
+        return Response(b"", status=202, headers=_upload_headers(name, upload))
 
 
 @on_session_node
-async def finish_upload(rt: NodeRuntime, name: str, session: UploadSession) -> Response:
-    async with session.lock:
+async def finish_upload(rt: NodeRuntime, name: str, upload: Upload) -> Response:
+    async with upload.lock:
         digest = request.args.get("digest")
         if digest is None:
             raise DigestInvalid("the closing PUT needs ?digest=")
-        parse_digest(digest)
-        await _receive_body(rt, session)
-        return await _finish(rt, name, session, digest)
+        expected = parse_digest(digest)
+        await rt.blob_writer.write(upload, request.body)
+        await rt.blob_writer.commit(upload, expected)
+        return _blob_created(name, str(expected))
 
 
 @on_session_node
-async def upload_status(rt: NodeRuntime, name: str, session: UploadSession) -> Response:
-    return Response(b"", status=204, headers=_upload_headers(name, session))
+async def upload_status(rt: NodeRuntime, name: str, upload: Upload) -> Response:
+    return Response(b"", status=204, headers=_upload_headers(name, upload))
 
 
 @on_session_node
-async def cancel_upload(rt: NodeRuntime, name: str, session: UploadSession) -> Response:
-    async with session.lock:
-        rt.spool.close(session)
+async def cancel_upload(rt: NodeRuntime, name: str, upload: Upload) -> Response:
+    async with upload.lock:
+        rt.blob_writer.close(upload)
     return Response(b"", status=204, headers={"Content-Length": "0"})

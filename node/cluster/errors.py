@@ -33,6 +33,10 @@ class TooFewHolders(ClusterError):
     """Fewer than W holders could store a chunk durably, so the blob is not recorded."""
 
 
+class UploadFailed(ClusterError):
+    """Copying this upload's chunks to their holders failed; the blob must be pushed again."""
+
+
 class UploadNodeUnreachable(ClusterError):
     """The node holding an upload session is unknown, unreachable or already relayed to."""
 

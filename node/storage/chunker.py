@@ -40,18 +40,3 @@ class ChunkCutter:
             pieces.append(Piece(take, closes))
         return pieces
 
-
-def chunk_spans(size: int, chunk_size: int, first: int, last: int) -> list[tuple[int, int, int]]:
-    """Which chunks a byte range [first, last] of a blob touches.
-
-    Returns (chunk index, start within chunk, end within chunk, exclusive).
-    """
-    if size == 0 or last < first:
-        return []
-    spans = []
-    for index in range(first // chunk_size, last // chunk_size + 1):
-        base = index * chunk_size
-        start = max(first, base) - base
-        end = min(last + 1, base + chunk_size, size) - base
-        spans.append((index, start, end))
-    return spans

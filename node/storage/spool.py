@@ -3,13 +3,15 @@
 An upload session receives the blob in any number of PATCH requests and a
 final PUT. Each piece is cut at chunk boundaries and written to the current
 chunk file while the whole-blob digest (sha256) and the chunk's BLAKE3 are
-updated in the same pass. A full chunk is handed at once to a small pool of
-fsync threads, so the disk flushes it while the next chunk streams in instead
-of stalling the upload (at most `FSYNCS_IN_FLIGHT` per session); `finish`
-waits for every one of them, so the final PUT still answers only after all
-chunks are durable. The spool is never read back to hash it (a client that
-closes with a sha512 digest is the one exception: that hash is taken from the
-chunk files then).
+updated in the same pass. A full chunk that will stay on this node is handed
+at once to the node's fsync threads, so the disk flushes it while the next
+chunk streams in instead of stalling the upload (at most `FSYNCS_IN_FLIGHT`
+per session); `finish` waits for every one of them, so the final PUT still
+answers only after all chunks are durable. A chunk that only passes through
+on its way to its holders is not flushed here: the caller says which chunks
+stay, with a small pure callable on each write. The spool is never read back
+to hash it (a client that closes with a sha512 digest is the one exception:
+that hash is taken from the chunk files then).
 
 Sessions live in memory on the node that received the POST; a restart
 forgets them and the client starts its upload again, as the spec allows.
@@ -24,21 +26,22 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import blake3
 import trio
 
 from node.storage.chunker import ChunkCutter
 from node.storage.digest import Digest
+from node.storage.disk_threads import DiskThreads
 from node.storage.errors import DigestMismatch, UploadUnknown
 
 FSYNCS_IN_FLIGHT = 4  # full chunks of one session being flushed while it goes on
-_fsync_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flotilla-fsync")
-_digest_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flotilla-digest")
+
+# Whether a finished chunk (by BLAKE3 id) stays on this node, so must be fsynced here.
+StaysHere = Callable[[str], bool]
 
 
 def _update_all(hasher: hashlib._Hash, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
@@ -76,12 +79,9 @@ class UploadSession:
     chunk_size: int
     created: float
     touched: float
+    threads: DiskThreads
     state: UploadState = UploadState.RECEIVING
     lock: trio.Lock = field(default_factory=trio.Lock)  # one request at a time
-    placement: Any = None  # the cluster's placement of this upload's chunks, once started
-    # Whether a finished chunk will stay on this node (None: assume it will). A chunk
-    # that only passes through on its way to its holders is not fsynced here.
-    keep_local: Callable[[str], bool] | None = None
     size: int = 0
     _sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
     _cutter: ChunkCutter | None = None
@@ -95,7 +95,9 @@ class UploadSession:
 
     # The methods below block (disk writes, fsync, hashing): run them in a thread.
 
-    def write_all(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+    def write_all(
+        self, pieces: Sequence[bytes | bytearray | memoryview], stays_here: StaysHere
+    ) -> None:
         """Append several pieces, feeding the whole-blob digest from a second thread meanwhile.
 
         sha256 cannot be split, and it costs about a third of what writing and
@@ -104,14 +106,14 @@ class UploadSession:
         """
         if self.state is not UploadState.RECEIVING:
             raise UploadUnknown()
-        digesting = _digest_threads.submit(_update_all, self._sha256, pieces)
+        digesting = self.threads.digest.submit(_update_all, self._sha256, pieces)
         try:
             for data in pieces:
-                self._store(data)
+                self._store(data, stays_here)
         finally:
             digesting.result()
 
-    def _store(self, data: bytes | bytearray | memoryview) -> None:
+    def _store(self, data: bytes | bytearray | memoryview, stays_here: StaysHere) -> None:
         """Cut `data` into the chunk files, feeding each chunk's BLAKE3."""
         assert self._cutter is not None
         for piece in self._cutter.cut(data):
@@ -126,15 +128,15 @@ class UploadSession:
             assert self._chunk_hash is not None
             self._chunk_hash.update(piece.data)
             if piece.closes:
-                self._close_chunk()
+                self._close_chunk(stays_here)
         self.size += len(data)
 
-    def finish(self, expected: Digest) -> SpooledBlob:
+    def finish(self, expected: Digest, stays_here: StaysHere) -> SpooledBlob:
         """Close the last chunk and check the digest; DigestMismatch leaves nothing stored."""
         if self.state is not UploadState.RECEIVING:
             raise UploadUnknown()
         if self._chunk_fd is not None:
-            self._close_chunk()
+            self._close_chunk(stays_here)
         self._wait_for_fsyncs(0)
         if expected.algorithm == "sha256":
             actual = self._sha256.hexdigest()
@@ -162,12 +164,12 @@ class UploadSession:
     def _chunk_file(self, index: int) -> Path:
         return self.folder / str(index)
 
-    def _close_chunk(self) -> None:
+    def _close_chunk(self, stays_here: StaysHere) -> None:
         assert self._chunk_fd is not None and self._chunk_hash is not None
         cid = self._chunk_hash.hexdigest()
-        if self.keep_local is None or self.keep_local(cid):
+        if stays_here(cid):
             self._wait_for_fsyncs(FSYNCS_IN_FLIGHT - 1)
-            self._fsyncs.append(_fsync_threads.submit(_fsync_and_close, self._chunk_fd))
+            self._fsyncs.append(self.threads.fsync.submit(_fsync_and_close, self._chunk_fd))
         else:
             os.close(self._chunk_fd)
         self._chunk_fd = None
@@ -192,10 +194,13 @@ class UploadSession:
 class Spool:
     """The upload sessions of this node, by id."""
 
-    def __init__(self, folder: Path, *, node_id: str, chunk_size: int) -> None:
+    def __init__(
+        self, folder: Path, *, node_id: str, chunk_size: int, threads: DiskThreads
+    ) -> None:
         self.folder = folder
         self.node_id = node_id
         self.chunk_size = chunk_size
+        self.threads = threads
         self._sessions: dict[str, UploadSession] = {}
 
     def open(self, repo: str) -> UploadSession:
@@ -204,7 +209,7 @@ class Spool:
         folder = self.folder / session_id
         folder.mkdir()
         now = time.monotonic()
-        session = UploadSession(session_id, repo, folder, self.chunk_size, now, now)
+        session = UploadSession(session_id, repo, folder, self.chunk_size, now, now, self.threads)
         self._sessions[session_id] = session
         return session
 

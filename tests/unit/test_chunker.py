@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.storage.chunker import ChunkCutter, chunk_spans
+from node.storage.chunker import ChunkCutter
 
 
 def cut_all(chunk_size: int, pieces: list[bytes]) -> list[bytes]:
@@ -70,18 +70,6 @@ def test_chunks_do_not_depend_on_how_the_stream_was_split(
     assert cut_all(chunk_size, pieces) == cut_all(chunk_size, [data])
     expected = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
     assert cut_all(chunk_size, pieces) == expected
-
-
-@given(size=st.integers(1, 500), chunk_size=st.integers(1, 64), data=st.data())
-def test_range_spans_cover_exactly_the_requested_bytes(
-    size: int, chunk_size: int, data: st.DataObject
-) -> None:
-    first = data.draw(st.integers(0, size - 1))
-    last = data.draw(st.integers(first, size - 1))
-    blob = bytes(i % 251 for i in range(size))
-    chunks = [blob[i : i + chunk_size] for i in range(0, size, chunk_size)]
-    out = b"".join(chunks[i][s:e] for i, s, e in chunk_spans(size, chunk_size, first, last))
-    assert out == blob[first : last + 1]
 
 
 def test_zero_chunk_size_is_refused() -> None:
