@@ -53,7 +53,7 @@ class MountBlob(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class UnlinkBlob(Command):
-    """`repo` no longer serves the blob; its bytes stay until garbage collection."""
+    """`repo` no longer serves the blob; its recipe and chunks stay (nothing reclaims them yet)."""
 
     kind: ClassVar[str] = "unlink_blob"
     repo: str

@@ -32,8 +32,9 @@ from node.cluster.chunk_fetch import ChunkFetcher
 from node.cluster.join import join_cluster
 from node.cluster.peer_api import PeerAPI
 from node.cluster.peers import Peers
+from node.cluster.replication import ReplicationReport
 from node.config import Config
-from node.runtime import NodeRuntime
+from node.services import NodeServices
 from node.storage.chunks import ChunkStore
 from node.storage.disk_threads import DiskThreads
 from node.storage.layout import DataDir
@@ -50,7 +51,7 @@ class RegistryApp(QuartTrio):
     request_class = BoundedRequest
 
 
-def create_app(rt: NodeRuntime) -> QuartTrio:
+def create_app(rt: NodeServices) -> QuartTrio:
     app = RegistryApp("flotilla")
     app.config.update(
         MAX_CONTENT_LENGTH=None,  # uploads stream; manifests are bounded by their handler
@@ -100,7 +101,7 @@ def create_app(rt: NodeRuntime) -> QuartTrio:
     return app
 
 
-def build_runtime(config: Config, engine: Engine | None = None) -> NodeRuntime:
+def build_services(config: Config, engine: Engine | None = None) -> NodeServices:
     data = DataDir(config.data)
     data.prepare()
     secret = load_or_create_secret(config.secret_file or data.secret)
@@ -136,7 +137,7 @@ def build_runtime(config: Config, engine: Engine | None = None) -> NodeRuntime:
         data.uploads, node_id=config.node_id, chunk_size=config.chunk_size, threads=disk
     )
     fetcher = ChunkFetcher(config, chunks, peers, disk, counters)
-    return NodeRuntime(
+    return NodeServices(
         config=config,
         data=data,
         chunks=chunks,
@@ -151,6 +152,7 @@ def build_runtime(config: Config, engine: Engine | None = None) -> NodeRuntime:
             engine=engine, counters=counters,
         ),
         blob_reader=BlobReader(fetcher, window=config.fetch_window),
+        replication_report=ReplicationReport(config, engine, peers, chunks, disk),
         counters=counters,
     )
 
@@ -170,7 +172,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
 class RunningNode:
     """What `nursery.start(serve, …)` hands back: the node, its URL, and its off switch."""
 
-    runtime: NodeRuntime
+    services: NodeServices
     url: str
     cancel_scope: trio.CancelScope
 
@@ -182,7 +184,7 @@ async def serve(
 ) -> None:
     """Run one node until cancelled; its worker threads stop with it."""
     tune_process()
-    rt = build_runtime(config)
+    rt = build_services(config)
     app = create_app(rt)
     try:
         async with trio.open_nursery() as nursery:

@@ -12,10 +12,10 @@ from quart import Response, request
 from consensus.engine import Recipe, UnlinkBlob
 from node.api.errors import BlobUnknown
 from node.api.grammar import parse_digest, parse_range
-from node.runtime import NodeRuntime
+from node.services import NodeServices
 
 
-async def find_blob(rt: NodeRuntime, name: str, digest: str) -> Recipe:
+async def find_blob(rt: NodeServices, name: str, digest: str) -> Recipe:
     """The blob `name` may serve; a miss is confirmed after a read barrier."""
     recipe = await rt.engine.lookup(lambda q: q.repo_blob(name, digest))
     if recipe is None:
@@ -23,7 +23,7 @@ async def find_blob(rt: NodeRuntime, name: str, digest: str) -> Recipe:
     return recipe
 
 
-async def get_blob(rt: NodeRuntime, name: str, digest: str) -> Response:
+async def get_blob(rt: NodeServices, name: str, digest: str) -> Response:
     parsed = str(parse_digest(digest))
     recipe = await find_blob(rt, name, parsed)
     headers = {
@@ -50,7 +50,7 @@ async def get_blob(rt: NodeRuntime, name: str, digest: str) -> Response:
     return response
 
 
-async def delete_blob(rt: NodeRuntime, name: str, digest: str) -> Response:
+async def delete_blob(rt: NodeServices, name: str, digest: str) -> Response:
     parsed = str(parse_digest(digest))
     await rt.engine.propose(UnlinkBlob(repo=name, digest=parsed))
     return Response(b"", status=202, headers={"Docker-Content-Digest": parsed})

@@ -5,10 +5,10 @@ from __future__ import annotations
 from quart import Response, request
 
 from node.api.paging import fetch_page, page_response, parse_page
-from node.runtime import NodeRuntime
+from node.services import NodeServices
 
 
-async def catalog(rt: NodeRuntime) -> Response:
+async def catalog(rt: NodeServices) -> Response:
     page = parse_page(request.args)
     # A listing is never a miss: `lookup` takes a barrier only for linearizable reads.
     found = await rt.engine.lookup(

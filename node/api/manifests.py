@@ -8,7 +8,7 @@ from consensus.engine import DeleteManifest, DeleteTag, ManifestRecord, PutManif
 from node.api.errors import DigestInvalid, ManifestUnknown, TooLarge
 from node.api.grammar import Digest, is_digest, parse_digest, parse_tag
 from node.api.manifest_format import parse_manifest
-from node.runtime import NodeRuntime
+from node.services import NodeServices
 
 
 async def _read_manifest_body(limit: int) -> bytes:
@@ -23,7 +23,7 @@ async def _read_manifest_body(limit: int) -> bytes:
     return bytes(body)
 
 
-async def find_manifest(rt: NodeRuntime, name: str, reference: str) -> ManifestRecord:
+async def find_manifest(rt: NodeServices, name: str, reference: str) -> ManifestRecord:
     """The manifest a tag or digest names; a miss is confirmed after a read barrier."""
     if is_digest(reference):
         digest = str(parse_digest(reference))
@@ -43,7 +43,7 @@ async def find_manifest(rt: NodeRuntime, name: str, reference: str) -> ManifestR
     return record
 
 
-async def get_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
+async def get_manifest(rt: NodeServices, name: str, reference: str) -> Response:
     record = await find_manifest(rt, name, reference)
     headers = {"Content-Type": record.media_type, "Docker-Content-Digest": record.digest}
     if request.method == "HEAD":
@@ -53,7 +53,7 @@ async def get_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
     return Response(record.body, status=200, headers=headers)
 
 
-async def put_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
+async def put_manifest(rt: NodeServices, name: str, reference: str) -> Response:
     tag = None
     if is_digest(reference):
         claimed: Digest | None = parse_digest(reference)
@@ -91,7 +91,7 @@ async def put_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
     return Response(b"", status=201, headers=headers)
 
 
-async def delete_manifest(rt: NodeRuntime, name: str, reference: str) -> Response:
+async def delete_manifest(rt: NodeServices, name: str, reference: str) -> Response:
     if is_digest(reference):
         command: DeleteManifest | DeleteTag = DeleteManifest(
             repo=name, digest=str(parse_digest(reference))

@@ -14,10 +14,10 @@ from quart import Response, request
 from node.api.grammar import parse_digest
 from node.api.manifest_format import OCI_INDEX
 from node.api.paging import fetch_page, page_response, parse_page
-from node.runtime import NodeRuntime
+from node.services import NodeServices
 
 
-async def referrers(rt: NodeRuntime, name: str, digest: str) -> Response:
+async def referrers(rt: NodeServices, name: str, digest: str) -> Response:
     subject = str(parse_digest(digest))
     page = parse_page(request.args)
     wanted = request.args.get("artifactType")

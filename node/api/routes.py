@@ -16,7 +16,7 @@ from quart import Response
 from node.api import blobs, catalog, manifests, referrers, tags, uploads
 from node.api.errors import NotFound, Unsupported
 from node.api.grammar import parse_name
-from node.runtime import NodeRuntime
+from node.services import NodeServices
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -69,6 +69,6 @@ def resolve(method: str, path: str) -> tuple[Handler, dict[str, Any]]:
     raise NotFound()
 
 
-async def dispatch(rt: NodeRuntime, method: str, path: str) -> Response:
+async def dispatch(rt: NodeServices, method: str, path: str) -> Response:
     handler, params = resolve(method, path)
     return await handler(rt, **params)

@@ -6,10 +6,10 @@ from quart import Response, request
 
 from node.api.errors import NameUnknown
 from node.api.paging import fetch_page, page_response, parse_page
-from node.runtime import NodeRuntime
+from node.services import NodeServices
 
 
-async def list_tags(rt: NodeRuntime, name: str) -> Response:
+async def list_tags(rt: NodeServices, name: str) -> Response:
     page = parse_page(request.args)
     if not await rt.engine.lookup(lambda q: q.repository_exists(name) or None):
         raise NameUnknown(detail={"name": name})

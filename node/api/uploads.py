@@ -19,7 +19,7 @@ from node.api.errors import DigestInvalid, RangeInvalid, SizeInvalid
 from node.api.grammar import parse_digest, parse_name, parse_upload_range
 from node.cluster.blob_writer import Upload
 from node.cluster.forward import forward_upload, session_node
-from node.runtime import NodeRuntime
+from node.services import NodeServices
 
 
 def _upload_headers(name: str, upload: Upload) -> dict[str, str]:
@@ -44,14 +44,14 @@ def _blob_created(name: str, digest: str) -> Response:
     )
 
 
-UploadHandler = Callable[[NodeRuntime, str, Upload], Awaitable[Response]]
+UploadHandler = Callable[[NodeServices, str, Upload], Awaitable[Response]]
 
 
 def on_session_node(handler: UploadHandler) -> Callable[..., Awaitable[Response]]:
     """Run `handler` where the session lives: here, or relayed to the node its id names."""
 
     @functools.wraps(handler)
-    async def run(rt: NodeRuntime, name: str, session_id: str) -> Response:
+    async def run(rt: NodeServices, name: str, session_id: str) -> Response:
         if (owner := session_node(session_id)) != rt.config.node_id:
             return await forward_upload(rt.peers, owner, rt.counters)
         return await handler(rt, name, rt.blob_writer.find(name, session_id))
@@ -59,7 +59,7 @@ def on_session_node(handler: UploadHandler) -> Callable[..., Awaitable[Response]
     return run
 
 
-async def start_upload(rt: NodeRuntime, name: str) -> Response:
+async def start_upload(rt: NodeServices, name: str) -> Response:
     writer = rt.blob_writer
     mount = request.args.get("mount")
     if mount is not None:
@@ -86,7 +86,7 @@ async def start_upload(rt: NodeRuntime, name: str) -> Response:
 
 
 @on_session_node
-async def patch_upload(rt: NodeRuntime, name: str, upload: Upload) -> Response:
+async def patch_upload(rt: NodeServices, name: str, upload: Upload) -> Response:
     async with upload.lock:
         content_range = request.headers.get("Content-Range")
         if content_range is not None:
@@ -108,7 +108,7 @@ async def patch_upload(rt: NodeRuntime, name: str, upload: Upload) -> Response:
 
 
 @on_session_node
-async def finish_upload(rt: NodeRuntime, name: str, upload: Upload) -> Response:
+async def finish_upload(rt: NodeServices, name: str, upload: Upload) -> Response:
     async with upload.lock:
         digest = request.args.get("digest")
         if digest is None:
@@ -120,12 +120,12 @@ async def finish_upload(rt: NodeRuntime, name: str, upload: Upload) -> Response:
 
 
 @on_session_node
-async def upload_status(rt: NodeRuntime, name: str, upload: Upload) -> Response:
+async def upload_status(rt: NodeServices, name: str, upload: Upload) -> Response:
     return Response(b"", status=204, headers=_upload_headers(name, upload))
 
 
 @on_session_node
-async def cancel_upload(rt: NodeRuntime, name: str, upload: Upload) -> Response:
+async def cancel_upload(rt: NodeServices, name: str, upload: Upload) -> Response:
     async with upload.lock:
         rt.blob_writer.close(upload)
     return Response(b"", status=204, headers={"Content-Length": "0"})

@@ -6,7 +6,8 @@ over, which chunks were offered, how many holders each got, and the nursery
 its copies run in. Each chunk is offered to its R owners as soon as it is
 complete in the spool, so the copies travel while the rest of the body
 arrives; an owner that is down or refuses is replaced by the next member in
-rendezvous order (a hinted copy, which repair later moves home). A chunk
+rendezvous order (a hinted copy, which stays where it landed: nothing moves
+it home yet). A chunk
 this node owns is fsynced in the spool; one that only passes through is not.
 `commit` checks the digest, waits until W holders of every chunk have it
 durable, moves this node's share into its store, and only then proposes

@@ -8,7 +8,14 @@ all take their numbers from here, so they agree.
 
 from __future__ import annotations
 
+import trio
+
+from consensus.engine import Engine
+from node.cluster.peers import Peers
+from node.cluster.placement import owners
 from node.config import Config
+from node.storage.chunks import ChunkStore
+from node.storage.disk_threads import DiskThreads
 
 
 def replication_factors(config: Config, members: int) -> tuple[int, int]:
@@ -16,3 +23,45 @@ def replication_factors(config: Config, members: int) -> tuple[int, int]:
     r = max(1, min(config.replication, members))
     w = max(1, min(config.write_quorum or r, r))
     return r, w
+
+
+class ReplicationReport:
+    """How many chunks placement gives this node, and how many of them it lacks.
+
+    Summed over the members, `missing` is the number of chunk copies the
+    cluster is short of (under-replication): what `flotilla cluster status`
+    shows an operator. The scan reads every recipe, so an answer is reused
+    for `max_age` seconds.
+    """
+
+    def __init__(
+        self, config: Config, engine: Engine, peers: Peers, chunks: ChunkStore, disk: DiskThreads
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.peers = peers
+        self.chunks = chunks
+        self.disk = disk
+        self._last: tuple[float, dict[str, int]] | None = None
+
+    async def __call__(self, max_age: float = 30.0) -> dict[str, int]:
+        now = trio.current_time()
+        if self._last is not None and now - self._last[0] < max_age:
+            return self._last[1]
+        members = self.peers.placed()
+        replication, _ = replication_factors(self.config, len(members))
+        me = self.config.node_id
+
+        def scan() -> dict[str, int]:
+            owned = missing = 0
+            for chunk_ids in self.engine.blob_chunk_lists():
+                for cid in chunk_ids:
+                    if any(m.node_id == me for m in owners(cid, members, replication)):
+                        owned += 1
+                        if not self.chunks.has(cid):
+                            missing += 1
+            return {"owned": owned, "missing": missing}
+
+        report = await self.disk.run(scan)
+        self._last = (now, report)
+        return report

@@ -1,8 +1,8 @@
 """Benchmarks of Flotilla against CNCF Distribution, run by `scripts/bench`.
 
 Each subcommand is one module with a `run(args) -> int`: `single` (one node
-versus one Distribution, issue 2) and `raft` (tag-write latency and commits/s
-of a 3-node Raft group, issue 3) now; `cluster` arrives with its issue.
+versus one Distribution), `raft` (tag-write latency and commits/s of a 3-node
+Raft group) and `cluster` (3 nodes with R=2 versus one Distribution).
 Shared pieces live in their own modules: `processes` starts and stops the
 servers, `payload` makes the random blobs, `client` speaks the upload and
 pull flows, `table` prints the results.

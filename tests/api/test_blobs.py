@@ -239,7 +239,7 @@ async def test_corrupt_first_chunk_fails_the_request_cleanly_and_is_reported(
     response = await registry.client.get(f"/v2/{NAME}/blobs/{digest}")
     assert_error(response, 500, "CONTENT_CORRUPT")
     assert BIG[:100] not in response.content
-    assert registry.node.runtime.counters["chunk_corrupt"] == 1
+    assert registry.node.services.counters["chunk_corrupt"] == 1
     assert any(
         record.levelname == "ERROR" and "BLAKE3" in record.getMessage()
         for record in caplog.records
@@ -258,7 +258,7 @@ async def test_corrupt_later_chunk_never_serves_wrong_bytes(registry: Registry) 
     else:
         assert response.content != BIG
         assert len(response.content) < len(BIG)
-    assert registry.node.runtime.counters["chunk_corrupt"] == 1
+    assert registry.node.services.counters["chunk_corrupt"] == 1
 
 
 async def test_range_read_touches_only_the_chunks_it_needs(registry: Registry) -> None:
@@ -269,7 +269,7 @@ async def test_range_read_touches_only_the_chunks_it_needs(registry: Registry) -
     )
     assert response.status_code == 206
     assert response.content == BIG[CHUNK : 3 * CHUNK]
-    assert registry.node.runtime.counters["chunk_corrupt"] == 0
+    assert registry.node.services.counters["chunk_corrupt"] == 0
 
 
 async def test_missing_chunk_file_fails_the_request_cleanly(registry: Registry) -> None:

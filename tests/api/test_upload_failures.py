@@ -14,14 +14,14 @@ DATA = random_bytes(3 * CHUNK + 123, seed=5)
 
 def place_beside_a_peer_that_explodes(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every chunk gets a second owner, and sending it one raises a bug, not a PeerError."""
-    runtime = registry.node.runtime
-    me = runtime.config.node_id
-    monkeypatch.setattr(runtime.peers, "placed", lambda: [Placed(me), Placed("n9")])
+    services = registry.node.services
+    me = services.config.node_id
+    monkeypatch.setattr(services.peers, "placed", lambda: [Placed(me), Placed("n9")])
 
     async def put_chunk(node_id: str, cid: str, data: bytes) -> None:
         raise RuntimeError("a bug in the copy path")
 
-    monkeypatch.setattr(runtime.peers, "put_chunk", put_chunk)
+    monkeypatch.setattr(services.peers, "put_chunk", put_chunk)
 
 
 async def test_an_unexpected_error_in_a_copy_fails_that_upload_and_the_node_serves_on(

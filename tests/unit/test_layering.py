@@ -76,10 +76,10 @@ RULES = [
     Rule("node.config", never=("node", "consensus"), unless=("node.config",),
          why="the configuration is a leaf every layer may import"),
     Rule("node.storage",
-         never=("node.api", "node.cluster", "node.app", "node.runtime", "consensus", *HTTP),
+         never=("node.api", "node.cluster", "node.app", "node.services", "consensus", *HTTP),
          why="a node's own disk is the bottom layer: no peers, no HTTP, no metadata"),
-    Rule("node.cluster", never=("node.api", "node.app", "node.runtime", "sqlite3"),
-         why="peers sit below the HTTP handlers and the runtime that bundles them, "
+    Rule("node.cluster", never=("node.api", "node.app", "node.services", "sqlite3"),
+         why="peers sit below the HTTP handlers and the services bundle that holds them, "
              "and reach metadata only through consensus.engine"),
     Rule("node.api", never=("sqlite3",),
          why="handlers read metadata through consensus.engine, never SQLite"),
@@ -90,11 +90,11 @@ RULES = [
 TYPE_ONLY = {"random": ("Random",)}
 
 # The units the cycle check joins modules into, most specific first wins.
-# node.runtime is a unit of its own: it bundles storage and cluster for the
+# node.services is a unit of its own: it bundles storage and cluster for the
 # handlers in node.api, and node.app (the rest of `node`) builds it.
 UNITS = (
     "consensus.raft", "consensus",
-    "node.config", "node.runtime", "node.storage", "node.cluster", "node.api", "node",
+    "node.config", "node.services", "node.storage", "node.cluster", "node.api", "node",
 )
 
 # -- reading imports ------------------------------------------------------------
@@ -350,7 +350,7 @@ def test_a_planted_import_inside_a_function_is_caught_and_named() -> None:
     )
     assert rule_breaches(all_imports(tree)) == [
         "node/storage/planted.py:2 (node.storage.planted) imports node.api.errors, but "
-        "node.storage never imports node.api, node.cluster, node.app, node.runtime, consensus, "
+        "node.storage never imports node.api, node.cluster, node.app, node.services, consensus, "
         "quart, quart_trio, hypercorn, werkzeug, httpx, httpcore, h11: a node's own disk is "
         "the bottom layer: no peers, no HTTP, no metadata"
     ]
