@@ -133,9 +133,7 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
     disk = DiskThreads(config.disk_threads)
     counters: Counter[str] = Counter()
     peers = Peers(engine, node_id=config.node_id, zone=config.zone, secret=secret)
-    spool = Spool(
-        data.uploads, node_id=config.node_id, chunk_size=config.chunk_size, threads=disk
-    )
+    spool = Spool(data, node_id=config.node_id, chunk_size=config.chunk_size, threads=disk)
     fetcher = ChunkFetcher(config, chunks, peers, disk, counters)
     return NodeServices(
         config=config,

@@ -121,7 +121,7 @@ class ChunkStore:
         if chunk_id(data) != cid:
             raise ChunkCorrupt(cid)
         target = self.data.cache_path(cid)
-        tmp = self.data.tmp / f"c-{cid}-{threading.get_ident()}"
+        tmp = self.data.cache_tmp_path(cid, threading.get_ident())
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, target)  # no fsync: a cache entry lost in a crash is fetched again

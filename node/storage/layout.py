@@ -112,6 +112,18 @@ class DataDir:
     def secret(self) -> Path:
         return self.root / "secret"
 
+    def upload_folder(self, session_id: str) -> Path:
+        return self.uploads / session_id
+
+    @staticmethod
+    def upload_chunk_file(upload_folder: Path, index: int) -> Path:
+        """The spool file of an upload's chunk number `index` (0, 1, 2 … in blob order)."""
+        return upload_folder / str(index)
+
+    def cache_tmp_path(self, chunk_id: str, writer: int) -> Path:
+        """Where a cache entry is written before its rename; `writer` keeps threads apart."""
+        return self.tmp / f"c-{chunk_id}-{writer}"
+
     def chunk_path(self, chunk_id: str) -> Path:
         return self.chunks / chunk_id[:2] / chunk_id
 

@@ -37,6 +37,7 @@ from node.storage.chunker import ChunkCutter
 from node.storage.digest import Digest
 from node.storage.disk_threads import DiskThreads
 from node.storage.errors import DigestMismatch, UploadUnknown
+from node.storage.layout import DataDir
 
 FSYNCS_IN_FLIGHT = 4  # full chunks of one session being flushed while it goes on
 
@@ -162,7 +163,7 @@ class UploadSession:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _chunk_file(self, index: int) -> Path:
-        return self.folder / str(index)
+        return DataDir.upload_chunk_file(self.folder, index)
 
     def _close_chunk(self, stays_here: StaysHere) -> None:
         assert self._chunk_fd is not None and self._chunk_hash is not None
@@ -195,9 +196,9 @@ class Spool:
     """The upload sessions of this node, by id."""
 
     def __init__(
-        self, folder: Path, *, node_id: str, chunk_size: int, threads: DiskThreads
+        self, data: DataDir, *, node_id: str, chunk_size: int, threads: DiskThreads
     ) -> None:
-        self.folder = folder
+        self.data = data
         self.node_id = node_id
         self.chunk_size = chunk_size
         self.threads = threads
@@ -206,7 +207,7 @@ class Spool:
     def open(self, repo: str) -> UploadSession:
         # The id names this node (so peers can forward to it) and is unguessable.
         session_id = f"{self.node_id}.{secrets.token_urlsafe(24)}"
-        folder = self.folder / session_id
+        folder = self.data.upload_folder(session_id)
         folder.mkdir()
         now = time.monotonic()
         session = UploadSession(session_id, repo, folder, self.chunk_size, now, now, self.threads)
