@@ -36,6 +36,7 @@ from consensus.commands import (
     UnlinkBlob,
     UnregisterMember,
 )
+from consensus.raft.core import MAX_APPEND_BYTES
 from consensus.raft.driver import RaftDriver
 from consensus.raft.membership import ConfChange
 from consensus.raft.transport import PeerTransport, Transport
@@ -122,6 +123,7 @@ class RaftSettings:
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     snapshot_every: int = 10_000
+    max_append_bytes: int = MAX_APPEND_BYTES  # entry data in one append to a follower
     propose_timeout: float = 5.0
     linearizable_reads: bool = False  # every `lookup` takes a barrier first
     disk_threads: int = 2  # worker threads Raft's disk work may hold at once
@@ -249,6 +251,7 @@ class RaftEngine:
             election_ticks=settings.election_ticks,
             heartbeat_ticks=settings.heartbeat_ticks,
             snapshot_every=settings.snapshot_every,
+            max_append_bytes=settings.max_append_bytes,
             on_applied=self._settle_proposals,
             on_leader_change=self._resubmit_proposals,
         )

@@ -53,6 +53,11 @@ from consensus.raft.types import Entry, EntryKind, HardState, SnapshotMeta
 
 MT = MessageType
 
+# The most entry data one append carries (one entry more only when that entry
+# alone is larger): well under the transport's frame limit, and small enough
+# that a follower catching up gets a steady stream of frames, not one huge one.
+MAX_APPEND_BYTES = 8 << 20
+
 
 class Role(enum.Enum):
     FOLLOWER = "follower"
@@ -123,12 +128,15 @@ class RaftNode:
         pre_vote: bool = True,
         check_quorum: bool = True,
         max_append_entries: int = 256,
+        max_append_bytes: int = MAX_APPEND_BYTES,
         applied: int = 0,
     ) -> None:
         if heartbeat_ticks < 1 or election_ticks <= heartbeat_ticks:
             raise ValueError("need 1 <= heartbeat_ticks < election_ticks")
         if max_append_entries < 1:
             raise ValueError("max_append_entries must be positive")
+        if max_append_bytes < 1:
+            raise ValueError("max_append_bytes must be positive")
         self.id = node_id
         self._rng = rng
         self._election_ticks = election_ticks
@@ -136,6 +144,10 @@ class RaftNode:
         self._pre_vote = pre_vote
         self._check_quorum = check_quorum
         self._max_append = max_append_entries
+        # Appends are capped in bytes too: a count alone lets a follower that
+        # missed many large entries be sent one frame larger than the
+        # transport accepts, again and again, and never catch up.
+        self._max_append_bytes = max_append_bytes
         self._bootstrap_voters = tuple(sorted(set(voters)))
 
         self._log = RaftLog(snapshot, entries, hard_state.commit, applied)
@@ -650,7 +662,11 @@ class RaftNode:
             self._send(MT.SNAPSHOT, to, snapshot=log.snapshot)
             pr.become_snapshot(log.snapshot.index)
             return True
-        entries = log.slice(pr.next, min(log.last_index() + 1, pr.next + self._max_append))
+        entries = log.slice(
+            pr.next,
+            min(log.last_index() + 1, pr.next + self._max_append),
+            max_bytes=self._max_append_bytes,
+        )
         if not entries and not send_if_empty:
             return False
         self._send(

@@ -29,7 +29,7 @@ from typing import Any
 import trio
 
 from consensus.raft.applier import Applier
-from consensus.raft.core import RaftNode, Ready, Role, Status
+from consensus.raft.core import MAX_APPEND_BYTES, RaftNode, Ready, Role, Status
 from consensus.raft.disk_threads import DiskThreads
 from consensus.raft.errors import InvalidCompaction, MalformedMessage, NotLeader
 from consensus.raft.forwarding import FORWARDED, Forwarder
@@ -100,6 +100,7 @@ class RaftDriver:
         election_ticks: int = 10,
         heartbeat_ticks: int = 1,
         snapshot_every: int = 10_000,
+        max_append_bytes: int = MAX_APPEND_BYTES,
         on_applied: Callable[[list[Any]], None] = _ignore,
         on_leader_change: Callable[[], None] = _ignore,
         rng: random.Random | None = None,
@@ -132,6 +133,7 @@ class RaftDriver:
             rng=rng or random.Random(),
             election_ticks=election_ticks,
             heartbeat_ticks=heartbeat_ticks,
+            max_append_bytes=max_append_bytes,
             applied=self.applied,
         )
         # Voters as of the last applied membership change: a change counts once committed.

@@ -82,11 +82,24 @@ class RaftLog:
         ours = self.last_term()
         return last_term > ours or (last_term == ours and last_index >= self.last_index())
 
-    def slice(self, lo: int, hi: int) -> list[Entry]:
-        """Entries with lo <= index < hi; `lo` must not be compacted."""
+    def slice(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        """Entries with lo <= index < hi; `lo` must not be compacted.
+
+        With `max_bytes`, only as many as fit in that many bytes of data, but
+        always the first one, however large: an entry never splits, and a
+        follower must get it to make progress.
+        """
         if lo <= self.offset:
             raise InvalidCompaction(f"entries from {lo} are compacted (offset {self.offset})")
-        return self._entries[lo - self.offset - 1 : hi - self.offset - 1]
+        entries = self._entries[lo - self.offset - 1 : hi - self.offset - 1]
+        if max_bytes is None or not entries:
+            return entries
+        size = len(entries[0].data)
+        for count, entry in enumerate(entries[1:], start=1):
+            size += len(entry.data)
+            if size > max_bytes:
+                return entries[:count]
+        return entries
 
     def unstable_entries(self) -> list[Entry]:
         return self._entries[self.stable - self.offset :]

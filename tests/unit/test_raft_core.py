@@ -302,6 +302,29 @@ def test_lagging_follower_catches_up_by_snapshot() -> None:
     assert net.applied_data("n3") == [b"after"]
 
 
+def test_appends_to_a_lagging_follower_are_capped_in_bytes_and_an_oversized_entry_goes_alone(
+) -> None:
+    mib = 1 << 20
+    net = Net(["n1", "n2", "n3"], max_append_bytes=3 * mib)
+    leader = net.elect("n1")
+    net.isolate("n3")
+    sizes = [mib] * 7 + [5 * mib] + [mib] * 4
+    for n, size in enumerate(sizes):
+        leader.propose(bytes([n]) * size)
+    net.pump()
+    net.sent.clear()
+    net.heal()
+    net.tick(times=3)
+    assert net.storage["n3"].entries == net.storage["n1"].entries
+    appends = [m for m in net.sent if m.type is MT.APPEND and m.to == "n3" and m.entries]
+    for append in appends:
+        data = sum(len(e.data) for e in append.entries)
+        assert data <= 3 * mib or len(append.entries) == 1, [len(e.data) for e in append.entries]
+        assert len(append.entries) <= 3
+    assert any(len(m.entries) == 3 for m in appends)
+    assert any([len(e.data) for e in m.entries] == [5 * mib] for m in appends)
+
+
 def test_follower_rejection_hint_skips_a_whole_divergent_term() -> None:
     log = RaftLog(
         None,
