@@ -17,6 +17,11 @@ from typing import Any
 
 MiB = 1 << 20
 NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A manifest travels in one Raft entry of up to about twice its size (the body,
+# plus the annotations and digests copied out of it), and a Raft frame
+# (MAX_FRAME in consensus/raft/transport.py, 64 MiB) must hold that entry, or
+# a follower that needs it can never catch up.
+MAX_MANIFEST_LIMIT = 16 * MiB
 
 
 class ConfigError(ValueError):
@@ -84,8 +89,8 @@ class Config:
             raise ConfigError(f"listen {self.listen!r}: expected HOST:PORT")
         if self.chunk_size < 64 * 1024 or self.chunk_size > 256 * MiB:
             raise ConfigError("chunk_size must be between 64 KiB and 256 MiB")
-        if self.max_manifest_bytes < 1024:
-            raise ConfigError("max_manifest_bytes must be at least 1 KiB")
+        if not 1024 <= self.max_manifest_bytes <= MAX_MANIFEST_LIMIT:
+            raise ConfigError("max_manifest_bytes must be between 1 KiB and 16 MiB")
         if self.disk_threads < 1:
             raise ConfigError("disk_threads must be at least 1")
         if self.consistency not in ("local", "linearizable"):

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"FLR1"
 NONCE_BYTES = 32
+# Above the largest append: max_append_bytes (8 MiB) of entries, or one larger
+# entry alone. The largest entry is a manifest PUT: a body of at most
+# max_manifest_bytes (4 MiB by default, 16 MiB at most, node/config.py), the
+# annotations and digests the command copies out of it (at most the body again)
+# and under 1 KiB of names, ids and msgpack framing: 2 x 16 MiB + 1 KiB < 64 MiB.
 MAX_FRAME = 64 << 20
 HANDSHAKE_TIMEOUT = 5.0
 _LENGTH = struct.Struct(">I")
