@@ -27,6 +27,7 @@ import trio
 
 from consensus.commands import (
     Command,
+    CommandInvalid,
     DeleteManifest,
     DeleteTag,
     MountBlob,
@@ -35,6 +36,8 @@ from consensus.commands import (
     RegisterMember,
     UnlinkBlob,
     UnregisterMember,
+    decode,
+    is_valid,
 )
 from consensus.raft.driver import RaftDriver
 from consensus.raft.membership import ConfChange
@@ -251,6 +254,7 @@ class RaftEngine:
             snapshot_every=settings.snapshot_every,
             on_applied=self._settle_proposals,
             on_leader_change=self._resubmit_proposals,
+            accept_proposal=is_valid,
         )
         self.http_advertise: str | None = None  # set by the node once its HTTP port is bound
         self.raft_advertise: str | None = None
@@ -268,6 +272,10 @@ class RaftEngine:
 
     async def _commit(self, command: Command) -> Result:
         data = command.encode()
+        try:
+            decode(data)  # a leader would drop it, and the proposal would only time out
+        except CommandInvalid as exc:
+            return Result(Refusal.COMMAND_INVALID, str(exc))
         waiter = self._proposals.setdefault(command.id, _Proposal())
         try:
             with trio.move_on_after(self.settings.propose_timeout):
