@@ -8,8 +8,10 @@ be recognised and applied once.
 
 from __future__ import annotations
 
+import re
 import secrets
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import msgpack
@@ -130,14 +132,137 @@ COMMANDS: dict[str, type[Command]] = {
 
 
 class CommandInvalid(ValueError):
-    """Bytes that do not decode to a known command (never applied)."""
+    """Bytes that do not decode to a known, well-formed command (never applied)."""
+
+
+# Decoding is total: whatever an entry holds, `decode` returns a command whose
+# every field has the type and range the state machine relies on, or raises
+# CommandInvalid. A committed entry is applied on every member and again
+# after every restart, so anything else escaping here would stop the group.
+MAX_COMMAND_BYTES = 64 << 20  # no bigger entry can travel in one Raft frame anyway
+MAX_NAME = 1024  # ids, repositories, tags, digests, member ids and addresses
+MAX_ITEMS = 1 << 20  # list and map entries; the byte cap bounds them too, this bounds objects
+INT64_MAX = 2**63 - 1  # SQLite's largest integer
+_CHUNK_ID = re.compile(r"[0-9a-f]{64}")  # a BLAKE3 id, as the recipe packs it
+
+Check = Callable[[Any], Any]
+
+
+def _text(limit: int = MAX_NAME) -> Check:
+    def check(value: Any) -> str:
+        if type(value) is not str or len(value) > limit:
+            raise CommandInvalid(f"expected a string of at most {limit} characters")
+        return value
+    return check
+
+
+def _name(value: Any) -> str:
+    return _text()(value)
+
+
+def _id(value: Any) -> str:
+    if not _name(value):
+        raise CommandInvalid("expected a non-empty string")
+    return value
+
+
+def _count(minimum: int) -> Check:
+    def check(value: Any) -> int:
+        if type(value) is not int or not minimum <= value <= INT64_MAX:
+            raise CommandInvalid(f"expected an integer from {minimum} to {INT64_MAX}")
+        return value
+    return check
+
+
+def _bytes(value: Any) -> bytes:
+    if type(value) is not bytes:
+        raise CommandInvalid("expected bytes")
+    return value
+
+
+def _chunk_id(value: Any) -> str:
+    if type(value) is not str or not _CHUNK_ID.fullmatch(value):
+        raise CommandInvalid("expected a chunk id (64 lowercase hex digits)")
+    return value
+
+
+def _list_of(item: Check) -> Check:
+    def check(value: Any) -> list[Any]:
+        if type(value) is not list or len(value) > MAX_ITEMS:
+            raise CommandInvalid(f"expected a list of at most {MAX_ITEMS} items")
+        return [item(v) for v in value]
+    return check
+
+
+def _text_map(value: Any) -> dict[str, str]:
+    if type(value) is not dict or len(value) > MAX_ITEMS:
+        raise CommandInvalid(f"expected a map of at most {MAX_ITEMS} entries")
+    free_text = _text(MAX_COMMAND_BYTES)
+    return {free_text(k): free_text(v) for k, v in value.items()}
+
+
+def _optional(check: Check) -> Check:
+    return lambda value: None if value is None else check(value)
+
+
+# What each command's fields must hold, field by field; a test checks that
+# every command names exactly its dataclass fields here.
+FIELD_CHECKS: dict[str, dict[str, Check]] = {
+    PutBlob.kind: {
+        "id": _id, "repo": _name, "digest": _name, "size": _count(0),
+        "chunk_size": _count(1), "chunks": _list_of(_chunk_id),
+    },
+    MountBlob.kind: {"id": _id, "repo": _name, "digest": _name},
+    UnlinkBlob.kind: {"id": _id, "repo": _name, "digest": _name},
+    PutManifest.kind: {
+        "id": _id, "repo": _name, "digest": _name,
+        "media_type": _text(MAX_COMMAND_BYTES), "body": _bytes,
+        "tag": _optional(_name), "subject": _optional(_name),
+        "artifact_type": _optional(_text(MAX_COMMAND_BYTES)),
+        "annotations": _optional(_text_map),
+        "blobs": _list_of(_name), "manifests": _list_of(_name),
+    },
+    DeleteManifest.kind: {"id": _id, "repo": _name, "digest": _name},
+    DeleteTag.kind: {"id": _id, "repo": _name, "tag": _name},
+    RegisterMember.kind: {
+        "id": _id, "node_id": _id, "raft": _name, "http": _name, "zone": _name,
+    },
+    UnregisterMember.kind: {"id": _id, "node_id": _id},
+}
 
 
 def decode(data: bytes) -> Command:
+    """The command `data` encodes, every field checked; CommandInvalid otherwise."""
+    if type(data) is not bytes or len(data) > MAX_COMMAND_BYTES:
+        raise CommandInvalid(f"a command is bytes of at most {MAX_COMMAND_BYTES}")
     try:
-        body: dict[str, Any] = msgpack.unpackb(data, raw=False)
-        cls = COMMANDS[body.pop("type")]
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in body.items() if k in names})
-    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
-        raise CommandInvalid(str(exc)) from exc
+        body = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:  # also invalid UTF-8, extra data
+        raise CommandInvalid(f"not msgpack: {exc}") from None
+    if type(body) is not dict:
+        raise CommandInvalid("a command is a map")
+    kind = body.pop("type", None)
+    if type(kind) is not str:
+        raise CommandInvalid(f"the command type is a {type(kind).__name__}, not a string")
+    if kind not in COMMANDS:
+        raise CommandInvalid(f"unknown command type {kind[:80]!r}")
+    checks = FIELD_CHECKS[kind]
+    if body.keys() != checks.keys():
+        wrong = sorted(map(str, body.keys() ^ checks.keys()))
+        raise CommandInvalid(f"{kind}: missing or unexpected fields {wrong}"[:400])
+    values = {}
+    for name, check in checks.items():
+        try:
+            values[name] = check(body[name])
+        except CommandInvalid as exc:
+            raise CommandInvalid(f"{kind}.{name}: {exc}") from None
+    return COMMANDS[kind](**values)
+
+
+def is_valid(data: bytes) -> bool:
+    """Whether `data` decodes to a command (what a leader checks before appending it)."""
+    try:
+        decode(data)
+    except CommandInvalid:
+        return False
+    return True

@@ -27,6 +27,7 @@ import trio
 
 from consensus.commands import (
     Command,
+    CommandInvalid,
     DeleteManifest,
     DeleteTag,
     MountBlob,
@@ -35,6 +36,8 @@ from consensus.commands import (
     RegisterMember,
     UnlinkBlob,
     UnregisterMember,
+    decode,
+    is_valid,
 )
 from consensus.raft.core import MAX_APPEND_BYTES
 from consensus.raft.driver import RaftDriver
@@ -254,6 +257,7 @@ class RaftEngine:
             max_append_bytes=settings.max_append_bytes,
             on_applied=self._settle_proposals,
             on_leader_change=self._resubmit_proposals,
+            accept_proposal=is_valid,
         )
         self.http_advertise: str | None = None  # set by the node once its HTTP port is bound
         self.raft_advertise: str | None = None
@@ -271,6 +275,10 @@ class RaftEngine:
 
     async def _commit(self, command: Command) -> Result:
         data = command.encode()
+        try:
+            decode(data)  # a leader would drop it, and the proposal would only time out
+        except CommandInvalid as exc:
+            return Result(Refusal.COMMAND_INVALID, str(exc))
         waiter = self._proposals.setdefault(command.id, _Proposal())
         try:
             with trio.move_on_after(self.settings.propose_timeout):

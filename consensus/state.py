@@ -29,7 +29,7 @@ class Refusal(enum.Enum):
     BLOB_MISSING = "BLOB_UNKNOWN"  # mount or unlink of a blob not held (or not linked)
     REFERENCED_BLOB_MISSING = "MANIFEST_BLOB_UNKNOWN"  # a manifest names an unlinked blob
     MANIFEST_MISSING = "MANIFEST_UNKNOWN"  # an unknown manifest, child manifest or tag
-    COMMAND_INVALID = "COMMAND_INVALID"  # the entry does not decode to a command
+    COMMAND_INVALID = "COMMAND_INVALID"  # the entry is not a well-formed command
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +119,31 @@ class StateMachine:
         ).fetchone()
         if seen is not None:
             return command.id, Result.decode(seen[0])
-        result = self._apply(command)
+        result = self._apply_atomically(command)
         self.conn.execute(
             "INSERT INTO requests (id, log_index, result) VALUES (?, ?, ?)",
             (command.id, index, result.encode()),
         )
         return command.id, result
+
+    def _apply_atomically(self, command: c.Command) -> Result:
+        """Apply one decoded command, all or nothing.
+
+        Decoding already refused every command of the wrong shape; should a
+        handler still fail on what the command holds, that failure is the
+        same on every node, so it becomes the same refusal everywhere instead
+        of an exception that would stop each node at this entry after every
+        restart. Failures of this node's own disk (sqlite3.OperationalError)
+        are not the command's: they still propagate and roll the batch back.
+        """
+        self.conn.execute("SAVEPOINT command")
+        try:
+            result = self._apply(command)
+        except (ValueError, TypeError, OverflowError, sqlite3.IntegrityError) as exc:
+            self.conn.execute("ROLLBACK TO command")
+            result = Result(Refusal.COMMAND_INVALID, f"{command.kind}: {type(exc).__name__}")
+        self.conn.execute("RELEASE command")
+        return result
 
     def _apply(self, command: c.Command) -> Result:
         handler = getattr(self, f"_apply_{command.kind}")

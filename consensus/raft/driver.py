@@ -64,6 +64,10 @@ def _ignore(*_: Any) -> None:
     pass
 
 
+def _accept_any(data: bytes) -> bool:
+    return True
+
+
 def bootstrap_voters(node_id: str, peers: dict[str, str], join: bool) -> tuple[str, ...]:
     """The voters a member starts with when its log holds no configuration yet.
 
@@ -81,7 +85,8 @@ class RaftDriver:
 
     `peers` are the bootstrap addresses (id -> `host:port`), used for voters
     whose address the applier does not know yet. `limiter` bounds every
-    worker thread the driver starts.
+    worker thread the driver starts. `accept_proposal` says whether the
+    bytes of a proposal forwarded by another member may be appended.
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class RaftDriver:
         max_append_bytes: int = MAX_APPEND_BYTES,
         on_applied: Callable[[list[Any]], None] = _ignore,
         on_leader_change: Callable[[], None] = _ignore,
+        accept_proposal: Callable[[bytes], bool] = _accept_any,
         rng: random.Random | None = None,
     ) -> None:
         self.node_id = node_id
@@ -138,7 +144,7 @@ class RaftDriver:
         )
         # Voters as of the last applied membership change: a change counts once committed.
         self.committed_voters: tuple[str, ...] = self.core.voters
-        self._forwarder = Forwarder(node_id, self.core, transport)
+        self._forwarder = Forwarder(node_id, self.core, transport, accept_proposal)
         self._wal_lock = trio.Lock()
         self.snapshots = Snapshots(
             directory=snapshot_dir,
@@ -366,7 +372,7 @@ class RaftDriver:
                 raise MalformedMessage("message sender does not match the connection")
             self._submit(lambda: self.core.step(msg))
         elif kind in FORWARDED:
-            self._submit(self._forwarder.action_for(frame))
+            self._submit(self._forwarder.action_for(sender, frame))
         elif kind == "snap":
             snapshot = await self.snapshots.receive_piece(sender, frame)
             if snapshot is not None:

@@ -7,6 +7,11 @@ travels to that leader as a frame of its own (`propose`, `conf`,
 forwarded request is best effort like every frame: whoever asked retries
 until it sees the effect (an applied entry, a new voter set, a new leader),
 so a lost frame or a leader that changed meanwhile costs only a retry.
+
+What a leader appends is applied on every member and after every restart,
+so a forwarded proposal is taken only from a connection whose sender is a
+voter and only when the application accepts its bytes (`accept_proposal`);
+anything else is dropped and logged, and its sender's retries with it.
 """
 
 from __future__ import annotations
@@ -39,10 +44,17 @@ class Forwarder:
     Every method touches the core, so it runs on the loop that owns it.
     """
 
-    def __init__(self, node_id: str, core: RaftNode, transport: PeerTransport) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        core: RaftNode,
+        transport: PeerTransport,
+        accept_proposal: Callable[[bytes], bool],
+    ) -> None:
         self.node_id = node_id
         self.core = core
         self.transport = transport
+        self.accept_proposal = accept_proposal
 
     def propose(self, data: bytes) -> None:
         try:
@@ -68,12 +80,14 @@ class Forwarder:
         except TransferRefused as exc:
             log.warning("leadership transfer to %s refused: %s", to, exc)
 
-    def action_for(self, frame: dict[str, Any]) -> Callable[[], None]:
-        """What a forwarded frame asks of this node, as an action for the loop."""
+    def action_for(self, sender: str, frame: dict[str, Any]) -> Callable[[], None]:
+        """What a forwarded frame from `sender` asks of this node, as an action for the loop."""
         kind = frame.get("t")
         if kind == "propose":
-            data = bytes(frame["d"])
-            return lambda: self.propose(data)
+            data = frame.get("d")
+            if not isinstance(data, bytes):
+                raise MalformedMessage("a forwarded proposal carries bytes")
+            return lambda: self._propose_forwarded(sender, data)
         if kind == "conf":
             change = ConfChange(ConfChangeKind(frame["op"]), str(frame["node"]))
             return lambda: self.change_voters(change)
@@ -81,6 +95,15 @@ class Forwarder:
             to = str(frame["to"])
             return lambda: self.transfer_leadership(to)
         raise MalformedMessage(f"{kind!r} is not a forwarded request")
+
+    def _propose_forwarded(self, sender: str, data: bytes) -> None:
+        # Checked on the loop, against the voters as they are when it is taken.
+        if sender not in self.core.voters:
+            log.warning("proposal from %s dropped: not a member", sender)
+        elif not self.accept_proposal(data):
+            log.warning("proposal from %s dropped: not a valid command", sender)
+        else:
+            self.propose(data)
 
     def _forward(self, refusal: NotLeader, frame: dict[str, Any]) -> None:
         leader = refusal.leader_id

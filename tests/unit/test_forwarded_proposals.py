@@ -1,0 +1,111 @@
+"""A leader appends a forwarded proposal only from a member, and only a well-formed one.
+
+Any node holding the cluster secret can open a connection and send a
+`propose` frame; what the leader appends is applied on every member and
+after every restart. So the leader drops proposals from connections whose
+sender is not a voter, and proposals that do not decode to a command. Each
+test sends the bad frame and then a good one along the same link: frames
+from one sender are handled in order, so once the good one is applied, the
+bad one would have been appended before it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from consensus.engine import PutBlob, Refused
+from consensus.raft.driver import RaftDriver
+from consensus.state import Refusal
+from tests.unit.test_raft_driver import (
+    Group,
+    MemoryNetwork,
+    MemoryTransport,
+    PayloadList,
+    blob,
+    eventually,
+    holds,
+    port_of,
+)
+
+
+async def test_a_proposal_forwarded_by_a_non_member_is_not_appended(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    ids = ["n1", "n2", "n3"]
+    apps = {node_id: PayloadList() for node_id in ids}
+    drivers = []
+    for node_id in ids:
+        (tmp_path / node_id / "incoming").mkdir(parents=True)
+        drivers.append(RaftDriver(
+            node_id,
+            applier=apps[node_id],
+            transport=MemoryTransport(network, node_id, port_of(node_id)),
+            wal_dir=tmp_path / node_id / "wal",
+            snapshot_dir=tmp_path / node_id / "snapshots",
+            incoming_dir=tmp_path / node_id / "incoming",
+            limiter=trio.CapacityLimiter(1),
+            peers={i: f"memory:{port_of(i)}" for i in ids},
+            tick_seconds=0.01,
+        ))
+    outsider = MemoryTransport(network, "n9", port_of("n9"))
+    async with trio.open_nursery() as nursery:
+        for driver in drivers:
+            await nursery.start(driver.run)
+        await nursery.start(outsider.run)
+        await eventually(lambda: len({d.leader for d in drivers}) == 1 and drivers[0].leader)
+        leader = next(d for d in drivers if d.leader == d.node_id)
+        outsider.set_peers({leader.node_id: f"memory:{port_of(leader.node_id)}"})
+        member = next(d for d in drivers if d is not leader)
+        with trio.fail_after(10):
+            while b"from a member" not in apps[leader.node_id].payloads:
+                outsider.send(leader.node_id, {"t": "propose", "d": b"from an outsider"})
+                member.transport.send(leader.node_id, {"t": "propose", "d": b"from a member"})
+                with trio.move_on_after(0.5):
+                    await leader.wait_applied(leader.applied + 1)
+        await eventually(lambda: all(a.payloads == apps["n1"].payloads for a in apps.values()))
+        assert b"from an outsider" not in apps[leader.node_id].payloads
+        nursery.cancel_scope.cancel()
+    for driver in drivers:
+        driver.close()
+
+
+async def test_a_forwarded_proposal_that_is_no_command_is_not_appended(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    group = Group(tmp_path, nursery, ["n1", "n2", "n3"])
+    await group.start_all()
+    await group.settled()
+    leader = await group.leader()
+    applied: list[Any] = []
+    report = leader._driver.on_applied
+
+    def record(results: list[Any]) -> None:
+        applied.extend(results)
+        report(results)
+
+    leader._driver.on_applied = record
+    follower = group.followers(leader)[0]
+    follower._driver.transport.send(leader.node_id, {"t": "propose", "d": b"\x93\x01\x02\x03"})
+    command = blob(5)
+    await follower.propose(command)  # forwarded along the same link, after the garbage
+    await eventually(lambda: holds(leader, command))
+    assert all(result.refusal is not Refusal.COMMAND_INVALID for _, result in applied)
+    assert any(command_id == command.id for command_id, _ in applied)
+    await group.stop_all()
+
+
+async def test_a_command_no_leader_would_append_is_refused_at_once(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    group = Group(tmp_path, nursery, ["n1"])
+    await group.start_all()
+    leader = await group.leader()
+    broken = PutBlob(repo="r", digest="sha256:" + "0" * 64, size=1, chunk_size=1,
+                     chunks=["not a chunk id"])
+    with trio.fail_after(1), pytest.raises(Refused) as refused:
+        await leader.propose(broken)
+    assert refused.value.refusal is Refusal.COMMAND_INVALID
+    await group.stop_all()
