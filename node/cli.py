@@ -6,11 +6,84 @@ import argparse
 import logging
 import signal
 import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
 from node.config import Config, ConfigError, load_config
+
+# Control characters, and the Unicode ones that viewers also break lines at,
+# as the escapes Python would write for them: a CR or LF that a client put in
+# a URL can then never start a log line that looks like a record of its own.
+_CONTROL_ESCAPES = {
+    code: repr(chr(code))[1:-1]
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
+class OneLineFormatter(logging.Formatter):
+    """Formats a record as exactly one line: every control character escaped,
+    in the message, its arguments and any traceback alike."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).translate(_CONTROL_ESCAPES)
+
+
+class RepeatLimit(logging.Filter):
+    """Lets the same warning (logger and message template) through `burst` times
+    per `interval` seconds, then drops it until the interval is over; the first
+    one let through after that is preceded by one line counting what was
+    dropped. A client repeating a refused request cannot fill the disk, and the
+    log still says that it happened and how often."""
+
+    MAX_KEYS = 1024  # templates are few; this bounds f-string messages too
+
+    def __init__(self, burst: int = 10, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.burst, self.interval, self.clock = burst, interval, clock
+        self._lock = threading.Lock()
+        # key → [window start, records passed in it, records dropped in it]
+        self._windows: OrderedDict[tuple[str, int, str], list[float]] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "repeat_summary", False):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is not None and now - window[0] < self.interval:
+                if window[1] < self.burst:
+                    window[1] += 1
+                    return True
+                window[2] += 1
+                return False
+            dropped = int(window[2]) if window is not None else 0
+            self._windows[key] = [now, 1, 0]
+            self._windows.move_to_end(key)
+            while len(self._windows) > self.MAX_KEYS:
+                self._windows.popitem(last=False)
+        if dropped:
+            logging.getLogger(record.name).log(
+                record.levelno, "suppressed %d similar messages (%r) in the last %.0f s",
+                dropped, record.msg, self.interval, extra={"repeat_summary": True},
+            )
+        return True
+
+
+def configure_logging(level: str) -> None:
+    """One handler on the root logger, so Flotilla's own loggers and Hypercorn's
+    (`flotilla.http`, `flotilla.access`, see `node.app.hypercorn_config`) are all
+    escaped and rate-limited the same way."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RepeatLimit())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,10 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"flotilla: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level)
     try:
         trio.run(_run_until_signalled, config)
     except OSError as exc:

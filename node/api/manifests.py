@@ -6,7 +6,7 @@ from quart import Response, request
 
 from consensus.engine import DeleteManifest, DeleteTag, ManifestRecord, PutManifest, Queries
 from node.api.errors import DigestInvalid, ManifestUnknown, TooLarge
-from node.api.grammar import Digest, is_digest, parse_digest, parse_tag
+from node.api.grammar import Digest, is_digest, is_tag, parse_digest, parse_tag
 from node.api.manifest_format import parse_manifest
 from node.services import NodeServices
 
@@ -24,14 +24,22 @@ async def _read_manifest_body(limit: int) -> bytes:
 
 
 async def find_manifest(rt: NodeServices, name: str, reference: str) -> ManifestRecord:
-    """The manifest a tag or digest names; a miss is confirmed after a read barrier."""
+    """The manifest a tag or digest names; a miss is confirmed after a read barrier.
+
+    A reference that is neither a digest nor a valid tag names nothing that
+    could ever be stored, so a read answers MANIFEST_UNKNOWN (what the OCI
+    conformance suite asks of `.INVALID_MANIFEST_NAME`); only writes call a
+    malformed tag TAG_INVALID.
+    """
     if is_digest(reference):
         digest = str(parse_digest(reference))
 
         def query(q: Queries) -> ManifestRecord | None:
             return q.manifest(name, digest)
     else:
-        tag = parse_tag(reference)
+        if not is_tag(reference):
+            raise ManifestUnknown(detail={"reference": reference[:200]})
+        tag = reference
 
         def query(q: Queries) -> ManifestRecord | None:
             tagged = q.tag(name, tag)

@@ -40,6 +40,11 @@ class ChunkStore:
         self.corrupt_reads = 0
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, int] = OrderedDict()  # id → size, oldest first
+        # Chunks one writer is landing (rename, then directory fsync). Between
+        # the two the file exists but could vanish in a crash, so another
+        # writer of the same chunk waits for the landing instead of trusting
+        # that it exists.
+        self._landing: dict[str, threading.Event] = {}
         self.stored_chunks = 0
         self.stored_bytes = 0
         self._scan()
@@ -70,49 +75,89 @@ class ChunkStore:
         """Whether this node can serve the chunk from its own disk."""
         return self.has(cid) or cid in self._cache
 
+    def _claim(self, cid: str) -> threading.Event | None:
+        """Make this thread the one landing `cid`; or the landing to wait for."""
+        with self._lock:
+            landing = self._landing.get(cid)
+            if landing is None:
+                self._landing[cid] = threading.Event()
+            return landing
+
+    def _landed(self, cids: list[str]) -> None:
+        with self._lock:
+            for cid in cids:
+                self._landing.pop(cid).set()
+
+    def _count_stored(self, size: int) -> None:
+        with self._lock:
+            self.stored_chunks += 1
+            self.stored_bytes += size
+
     def adopt(self, files: list[tuple[str, Path]]) -> None:
         """Move spool files into the store: fsync each (nearly free when the spool
         already did), rename it into place, then fsync each touched folder.
 
         A chunk that is already stored keeps its file: content addressing
-        makes the two identical, and the spool copy is dropped.
+        makes the two identical, and the spool copy is dropped. A chunk that
+        another writer is landing is waited for only after this call's own
+        folders are fsynced and its claims released, so two writers never wait
+        on each other.
         """
         folders: set[Path] = set()
-        for cid, source in files:
-            target = self.data.chunk_path(cid)
-            if target.exists():
-                source.unlink(missing_ok=True)
-                continue
-            fd = os.open(source, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            size = source.stat().st_size
-            os.replace(source, target)
-            folders.add(target.parent)
-            with self._lock:
-                self.stored_chunks += 1
-                self.stored_bytes += size
-        for folder in folders:
-            fsync_dir(folder)
+        claimed: list[str] = []
+        elsewhere: list[tuple[str, Path, threading.Event]] = []
+        try:
+            for cid, source in files:
+                landing = self._claim(cid)
+                if landing is not None:
+                    elsewhere.append((cid, source, landing))
+                    continue
+                claimed.append(cid)
+                target = self.data.chunk_path(cid)
+                if target.exists():
+                    source.unlink(missing_ok=True)
+                    continue
+                fd = os.open(source, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                size = source.stat().st_size
+                os.replace(source, target)
+                folders.add(target.parent)
+                self._count_stored(size)
+            for folder in folders:
+                fsync_dir(folder)
+        finally:
+            self._landed(claimed)
+        for cid, source, landing in elsewhere:
+            landing.wait()
+            self.adopt([(cid, source)])  # landed by then, or landed by this call
 
     def put(self, cid: str, data: bytes) -> None:
-        """Store bytes received whole (from a peer), after checking they hash to `cid`."""
+        """Store bytes received whole (from a peer), after checking they hash to `cid`.
+
+        Returns only once the chunk's directory entry is durable, also when
+        another writer is landing the same chunk at this moment.
+        """
         if chunk_id(data) != cid:
             raise ChunkCorrupt(cid)
-        target = self.data.chunk_path(cid)
-        if target.exists():
-            try:
-                self.read(cid)
-                return
-            except (ChunkCorrupt, ChunkMissing):
-                pass  # replace a damaged copy with the good bytes
-        else:
-            with self._lock:
-                self.stored_chunks += 1
-                self.stored_bytes += len(data)
-        write_durably(target, data, self.data.tmp)
+        while (landing := self._claim(cid)) is not None:
+            landing.wait()
+        try:
+            target = self.data.chunk_path(cid)
+            replacing = target.exists()
+            if replacing:
+                try:
+                    self.read(cid)
+                    return
+                except (ChunkCorrupt, ChunkMissing):
+                    pass  # replace a damaged copy with the good bytes
+            write_durably(target, data, self.data.tmp)
+            if not replacing:
+                self._count_stored(len(data))
+        finally:
+            self._landed([cid])
 
     def cache_put(self, cid: str, data: bytes) -> None:
         """Keep verified bytes fetched from a peer; the oldest cached chunks make room."""

@@ -486,6 +486,36 @@ async def test_delete_of_an_unknown_manifest_is_404(registry: Registry) -> None:
     assert_error(response, 404, "MANIFEST_UNKNOWN")
 
 
+async def test_a_reference_that_is_no_tag_is_an_unknown_manifest_to_get_and_head(
+    registry: Registry,
+) -> None:
+    # The OCI conformance suite (v1.1.1, pull tests) fetches
+    # `.INVALID_MANIFEST_NAME` and wants 404 MANIFEST_UNKNOWN: no manifest can
+    # be stored under such a name, so to a reader it is simply not there.
+    await push_image(registry.client, NAME, "v1")
+    for reference in (".INVALID_MANIFEST_NAME", "-dash", "t" * 129, "a+b"):
+        url = f"/v2/{NAME}/manifests/{reference}"
+        get = await registry.client.get(url)
+        assert_error(get, 404, "MANIFEST_UNKNOWN")
+        head = await registry.client.head(url)
+        assert (head.status_code, head.content) == (404, b"")
+
+
+async def test_put_and_delete_by_a_reference_that_is_no_tag_stay_tag_invalid(
+    registry: Registry,
+) -> None:
+    # A write names a tag to create or remove, so a malformed one is the
+    # client's error (TAG_INVALID); the conformance suite's delete tests only
+    # delete tags that were pushed, so they ask nothing else of an invalid one.
+    pushed = await push_image(registry.client, NAME, "v1")
+    url = f"/v2/{NAME}/manifests/.INVALID_MANIFEST_NAME"
+    put = await put_manifest(registry.client, NAME, ".INVALID_MANIFEST_NAME", pushed.body,
+                             pushed.media_type)
+    assert_error(put, 400, "TAG_INVALID")
+    delete = await registry.client.delete(url)
+    assert_error(delete, 400, "TAG_INVALID")
+
+
 async def test_a_deleted_manifest_can_be_pushed_again(registry: Registry) -> None:
     pushed = await push_image(registry.client, NAME, "v1")
     await registry.client.delete(f"/v2/{NAME}/manifests/{pushed.digest}")
