@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from node.cluster.auth import load_or_create_secret
+from node.cluster.auth import SecretFileRefused, load_or_create_secret
 from node.cluster.client import call_sync
 
 
@@ -18,7 +18,11 @@ def _secret(args: argparse.Namespace) -> bytes:
         print(f"flotilla: no cluster secret at {args.secret_file} (use --secret-file)",
               file=sys.stderr)
         raise SystemExit(2)
-    return load_or_create_secret(args.secret_file)
+    try:
+        return load_or_create_secret(args.secret_file)
+    except SecretFileRefused as exc:
+        print(f"flotilla: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _node_status(secret: bytes, url: str, node_id: str | None = None) -> dict[str, Any] | None:

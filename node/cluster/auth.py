@@ -32,6 +32,7 @@ import hashlib
 import heapq
 import hmac
 import math
+import os
 import re
 import secrets
 import time
@@ -39,6 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from node.cluster.errors import PeerAuthFailed
+from node.config import ConfigError
 
 TIME_HEADER = "X-Flotilla-Time"
 NONCE_HEADER = "X-Flotilla-Nonce"
@@ -54,6 +56,10 @@ ANY_NODE = "*"
 ANY_NODE_REQUESTS = frozenset({("GET", "/_cluster/health")})
 
 _NONCE = re.compile(f"[0-9a-f]{{{2 * NONCE_BYTES}}}")
+
+
+class SecretFileRefused(ConfigError):
+    """The cluster secret file is unsafe or unusable; the node must not start with it."""
 
 
 def _mac(secret: bytes, *fields: str) -> str:
@@ -154,24 +160,46 @@ class Verifier:
             del self._seen[nonce]
 
 
-def load_or_create_secret(path: Path) -> bytes:
-    """The cluster secret in `path` (hex), created with 0600 permissions when missing."""
+def _read_secret(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = secrets.token_hex(SECRET_BYTES)
-        fd = path.open("x")
-        try:
-            path.chmod(0o600)
-            fd.write(text + "\n")
-        finally:
-            fd.close()
-        return bytes.fromhex(text)
+        mode = os.fstat(fd).st_mode
+        if mode & 0o066:
+            raise SecretFileRefused(
+                f"{path}: the cluster secret is readable or writable by group or others "
+                f"(mode {mode & 0o777:04o}); run chmod 600 {path}"
+            )
+        with os.fdopen(fd, closefd=False) as f:
+            text = f.read().strip()
+    finally:
+        os.close(fd)
     try:
         secret = bytes.fromhex(text)
     except ValueError:
         secret = text.encode()
     if len(secret) < 16:
-        raise ValueError(f"{path}: the cluster secret must be at least 16 bytes")
+        raise SecretFileRefused(f"{path}: the cluster secret must be at least 16 bytes")
     return secret
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The cluster secret in `path` (hex), created with 0600 permissions when missing.
+    SecretFileRefused when an existing file is open to group or others, or too short."""
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = secrets.token_hex(SECRET_BYTES)
+    try:
+        # Private from its first byte: created 0600, never widened by a later chmod.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secret(path)  # another process created it first
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (text + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return bytes.fromhex(text)

@@ -12,6 +12,7 @@ from node.cluster.auth import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
     PeerAuthFailed,
+    SecretFileRefused,
     Verifier,
     load_or_create_secret,
     sign,
@@ -147,3 +148,11 @@ def test_secret_file_is_created_private_and_reread(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert load_or_create_secret(path) == first
 
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o602, 0o666])
+def test_secret_file_open_to_group_or_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "secret"
+    load_or_create_secret(path)
+    path.chmod(mode)
+    with pytest.raises(SecretFileRefused, match=f"{path}.*mode {mode:04o}"):
+        load_or_create_secret(path)
