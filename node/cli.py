@@ -176,10 +176,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"flotilla: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(config.log_level)
+    # What fails while the node starts (an unusable secret file, a port in use) arrives
+    # wrapped in the nurseries' exception groups; it is still reported as one line.
     try:
         trio.run(_run_until_signalled, config)
-    except OSError as exc:
-        print(f"flotilla: {exc}", file=sys.stderr)
+    except* ConfigError as group:
+        print(f"flotilla: {group.exceptions[0]}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except* OSError as group:
+        print(f"flotilla: {group.exceptions[0]}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

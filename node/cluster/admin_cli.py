@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from node.cluster.auth import load_or_create_secret
+from node.cluster.auth import SecretFileRefused, load_or_create_secret
 from node.cluster.client import call_sync
 
 
@@ -18,12 +18,18 @@ def _secret(args: argparse.Namespace) -> bytes:
         print(f"flotilla: no cluster secret at {args.secret_file} (use --secret-file)",
               file=sys.stderr)
         raise SystemExit(2)
-    return load_or_create_secret(args.secret_file)
-
-
-def _node_status(secret: bytes, url: str) -> dict[str, Any] | None:
     try:
-        response = call_sync(secret, "GET", f"{url.rstrip('/')}/_cluster/status", timeout=3)
+        return load_or_create_secret(args.secret_file)
+    except SecretFileRefused as exc:
+        print(f"flotilla: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _node_status(secret: bytes, url: str, node_id: str | None = None) -> dict[str, Any] | None:
+    try:
+        response = call_sync(
+            secret, "GET", f"{url.rstrip('/')}/_cluster/status", node_id=node_id, timeout=3
+        )
     except httpx.HTTPError:
         return None
     return response.json() if response.status_code == 200 else None
@@ -36,7 +42,7 @@ def cluster_status(secret: bytes, url: str) -> dict[str, Any]:
         raise SystemExit(f"flotilla: {url} did not answer with a status")
     for member in first["members"]:
         http = member.get("http")
-        view = _node_status(secret, f"http://{http}") if http else None
+        view = _node_status(secret, f"http://{http}", member["node_id"]) if http else None
         member["reachable"] = view is not None
         if view is not None:
             member.update(

@@ -42,7 +42,7 @@ async def forward_upload(peers: Peers, owner: str, counters: Counter[str]) -> Re
         raise UploadNodeUnreachable(session_node=owner[:64])
     target = request_target()
     headers = {name: request.headers[name] for name in PASS_REQUEST if name in request.headers}
-    headers.update(sign(peers.secret, request.method, target))
+    headers.update(sign(peers.secret, request.method, target, node_id=owner))
     headers[FORWARDED] = peers.node_id
 
     async def body() -> AsyncIterator[bytes]:

@@ -121,7 +121,9 @@ class PeerAPI:
     def _authenticate(self) -> str:
         """Check the request's proof of the secret; returns the body digest it signed."""
         try:
-            return self.verifier.verify(request.method, request_target(), request.headers)
+            return self.verifier.verify(
+                request.method, request_target(), request.headers, node_id=self.config.node_id
+            )
         except PeerAuthFailed as exc:
             log.warning("refused %s %s: %s", request.method, request.path, exc)
             raise PeerAuthFailed("cluster secret required") from None

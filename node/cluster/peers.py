@@ -122,7 +122,7 @@ class Peers:
         self, node_id: str, method: str, path: str, *, content: bytes = b"",
         body_digest: str = "", timeout: float | None = None,
     ) -> httpx.Response:
-        headers = sign(self.secret, method, path, body_digest=body_digest)
+        headers = sign(self.secret, method, path, node_id=node_id, body_digest=body_digest)
         kwargs = {"timeout": timeout} if timeout is not None else {}
         try:
             return await self.client.request(

@@ -80,7 +80,7 @@ class Cluster:
 
     def status(self, node_id: str) -> dict[str, Any]:
         url = f"{self.nodes[node_id].url}/_cluster/status"
-        response = call_sync(self.secret, "GET", url, timeout=5)
+        response = call_sync(self.secret, "GET", url, node_id=node_id, timeout=5)
         response.raise_for_status()
         return response.json()
 
