@@ -117,9 +117,19 @@ class FrameReader:
             raise FrameInvalid(f"frame of {length} bytes exceeds {self.max_frame}")
         payload = await self.read_exactly(length)
         try:
-            return msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException) as exc:
-            raise FrameInvalid(f"undecodable frame: {exc}") from None
+            return msgpack.unpackb(
+                payload, raw=False, strict_map_key=False, ext_hook=_refuse_ext
+            )
+        except Exception as exc:
+            # Not only ValueError and UnpackException: a list or map used as a
+            # map key raises TypeError, and what else a decoder may raise on
+            # hostile bytes is not ours to enumerate.
+            raise FrameInvalid(f"undecodable frame: {exc!r}") from None
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    # Our frames are plain msgpack; an extension type is never one of ours.
+    raise FrameInvalid(f"msgpack extension type {code} in a frame")
 
 
 def encode_frame(obj: Any) -> bytes:
@@ -306,21 +316,47 @@ class Transport:
             await stream.send_all(b"".join(batch))
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        """One connection a peer dialled: the handshake, then its frames.
+
+        Whatever goes wrong in here ends this connection only: it is logged
+        and closed, and never escapes into the listener's nursery, which
+        would take every other connection and the node down with it.
+        """
+        peer_id = "?"
+        try:
+            admitted = await self._admit(stream)
+            if admitted is not None:
+                peer_id, reader = admitted
+                await self._read_frames(reader, peer_id)
+        except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the peer went away
+        except Exception as exc:
+            self.rejected += 1
+            log.warning("dropped raft connection from %s (%s): %r", peer_id, _remote(stream), exc)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _admit(self, stream: trio.SocketStream) -> tuple[str, FrameReader] | None:
+        """The peer's id once it proved the secret and named a usable address; None if refused."""
         reader = FrameReader(stream, self.max_frame)
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 identity = await server_handshake(stream, reader, self.secret)
+            peer_id, _, address = identity.partition("@")
+            if address:
+                _check_address(address)
         except (HandshakeFailed, trio.TooSlowError, EOFError, trio.BrokenResourceError,
                 OSError) as exc:
             self.rejected += 1
             log.warning("refused raft connection from %s: %s", _remote(stream), exc)
-            await trio.aclose_forcefully(stream)
-            return
-        peer_id, _, address = identity.partition("@")
+            return None
         if address and self.learned.get(peer_id) != address:
             self.learned[peer_id] = address
             if peer_id not in self._peers and self.on_learned is not None:
                 self.on_learned()
+        return peer_id, reader
+
+    async def _read_frames(self, reader: FrameReader, peer_id: str) -> None:
         try:
             while True:
                 frame = await reader.read_frame()
@@ -331,10 +367,16 @@ class Transport:
         except FrameInvalid as exc:
             self.rejected += 1
             log.warning("disconnecting %s: %s", peer_id, exc)
-        except (EOFError, trio.BrokenResourceError, OSError):
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
+
+
+def _check_address(address: str) -> None:
+    """Refuse, as a failed handshake, an address this node could never dial back."""
+    try:
+        host, port = split_address(address)
+    except ValueError:
+        raise HandshakeFailed(f"unusable listen address {address!r}") from None
+    if not host or not 0 < port < 65536:
+        raise HandshakeFailed(f"unusable listen address {address!r}")
 
 
 def _remote(stream: trio.SocketStream) -> str:
