@@ -23,7 +23,9 @@ import os
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Any, Protocol
 
 import msgpack
@@ -39,6 +41,18 @@ _LENGTH = struct.Struct(">I")
 
 FrameHandler = Callable[[str, Any], Awaitable[None]]
 SendFrame = Callable[[Any], Awaitable[None]]
+ConnectionClosed = Callable[[str, int], None]
+
+# The connection whose frame `on_frame` is handling; each connection is a task
+# of its own, so the value set in it is seen by its handler calls only.
+_connection: ContextVar[int | None] = ContextVar("raft_connection", default=None)
+
+
+def current_connection() -> int | None:
+    """The id of the connection that brought the frame being handled, None
+    outside one: for a receiver that keeps state per connection and lets it go
+    in `on_closed`."""
+    return _connection.get()
 
 
 class PeerTransport(Protocol):
@@ -47,11 +61,15 @@ class PeerTransport(Protocol):
     The driver attaches itself before `run`: it sets `on_frame`, which gets
     every frame received (raising in it drops the connection that brought
     the frame), and `on_learned`, called when a peer not in `set_peers` has
-    reached us and its address landed in `learned`.
+    reached us and its address landed in `learned`. The snapshot receiver
+    sets `on_closed`, called with the peer and the connection id
+    (`current_connection()` while its frames were handled) once a connection
+    a peer dialled has ended, so what arrived on it half-done can go.
     """
 
     on_frame: FrameHandler
     on_learned: Callable[[], None] | None
+    on_closed: ConnectionClosed | None
     learned: dict[str, str]  # peers that reached us: id -> the address they listen on
     port: int | None  # where we listen, once `run` has started
     rejected: int  # connections refused or dropped for bad frames
@@ -217,6 +235,8 @@ class Transport:
         # was just added learns where to answer its leader from this.
         self.learned: dict[str, str] = {}
         self.on_learned: Callable[[], None] | None = None
+        self.on_closed: ConnectionClosed | None = None
+        self._connection_ids = count(1)
 
     @property
     def identity(self) -> str:
@@ -357,6 +377,8 @@ class Transport:
         return peer_id, reader
 
     async def _read_frames(self, reader: FrameReader, peer_id: str) -> None:
+        connection = next(self._connection_ids)
+        _connection.set(connection)
         try:
             while True:
                 frame = await reader.read_frame()
@@ -367,6 +389,9 @@ class Transport:
         except FrameInvalid as exc:
             self.rejected += 1
             log.warning("disconnecting %s: %s", peer_id, exc)
+        finally:
+            if self.on_closed is not None:
+                self.on_closed(peer_id, connection)
 
 
 def _check_address(address: str) -> None:
