@@ -7,7 +7,13 @@ is the write-ahead log compacted. A follower too far behind is sent the
 newest snapshot file over a connection of its own, in pieces, with TCP's
 back-pressure; the receiver writes the pieces to a temporary file, makes it a
 durable snapshot file and only then steps the snapshot message into its
-core, which asks for the install in a later Ready. At start, `open_log`
+core, which asks for the install in a later Ready. A transfer that stops
+half way is let go: when the connection it came on closes, or once it had no
+piece for `TRANSFER_IDLE_SECONDS` (seen by the next piece or closed connection
+to reach the receiver, which needs no timer of its own); one sender holds at most
+`TRANSFERS_PER_SENDER` at a time, so dropped transfers cannot pile up open
+files and temp files. Each piece names its offset, so a piece of a transfer
+that was let go is refused instead of starting a truncated copy. At start, `open_log`
 reconciles the log with the newest snapshot file, so a crash between saving
 a snapshot and compacting the log, or before the state took in a received
 snapshot, is finished on the way up.
@@ -20,6 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,13 +37,20 @@ from consensus.raft.disk_threads import DiskThreads
 from consensus.raft.errors import MalformedMessage
 from consensus.raft.messages import Message
 from consensus.raft.snapshot_files import load_latest_snapshot, save_snapshot
-from consensus.raft.transport import PeerTransport
+from consensus.raft.transport import PeerTransport, current_connection
 from consensus.raft.types import SnapshotMeta
 from consensus.raft.wal import Recovered, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_PIECE = 1 << 20
+# A leader sends one snapshot to a follower at a time; a few more leave room
+# for one whose connection died unnoticed while the next one starts.
+TRANSFERS_PER_SENDER = 4
+# Pieces follow each other as fast as the disks allow; this long without one
+# means the sender is gone or stuck, and will start over if it comes back.
+TRANSFER_IDLE_SECONDS = 60.0
+_TRANSFER_ID_MAX = 64
 
 
 def open_log(
@@ -64,13 +78,42 @@ def _save_copy(directory: Path, meta: SnapshotMeta, copy: Path) -> None:
         save_snapshot(directory, meta, lambda target: shutil.copyfileobj(source, target))
 
 
+@dataclass
+class _Transfer:
+    """A snapshot being received: its temp file and how far it got."""
+
+    sender: str
+    connection: int | None  # the transport's connection it arrives on, if it has ids
+    path: Path
+    handle: BinaryIO
+    received: int = 0  # bytes written so far: the offset the next piece must have
+    last_piece: float = 0.0  # trio.current_time() when the newest piece arrived
+    busy: bool = False  # a piece is being written or the file saved, in a thread
+
+    def discard(self) -> None:
+        self.handle.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _parse_piece(frame: dict[str, Any]) -> tuple[str, bytes, int, bool]:
+    """(transfer id, bytes, offset, last?) of a `snap` frame, or MalformedMessage."""
+    transfer, piece = frame.get("x"), frame.get("d")
+    offset, done = frame.get("o"), frame.get("done")
+    if not isinstance(transfer, str) or not 0 < len(transfer) <= _TRANSFER_ID_MAX:
+        raise MalformedMessage("snapshot piece without a usable transfer id")
+    if not isinstance(piece, bytes) or type(offset) is not int or type(done) is not bool:
+        raise MalformedMessage("snapshot piece without bytes, offset and end flag")
+    return transfer, piece, offset, done
+
+
 class Snapshots:
     """This member's snapshot files and the transfers of them.
 
     `wal_lock` is the driver's: a compaction of the log waits its turn with
     the loop's saves. `compact_core(index)` asks the core, on its loop, to
     drop the log up to `index`, and returns the snapshot's metadata, or None
-    when the core refused.
+    when the core refused. It attaches itself to the transport's `on_closed`
+    to let go of the transfers a closed connection brought.
     """
 
     def __init__(
@@ -97,7 +140,10 @@ class Snapshots:
         self.index = index  # the newest snapshot the log is compacted to
         self._taking = False
         self._files = trio.Lock()  # one snapshot file written at a time
-        self._receiving: dict[str, tuple[Path, BinaryIO]] = {}
+        self._receiving: dict[tuple[str, str], _Transfer] = {}  # (sender, transfer id)
+        self.transfer_idle_seconds = TRANSFER_IDLE_SECONDS
+        self.transfers_per_sender = TRANSFERS_PER_SENDER
+        transport.on_closed = self.connection_closed
 
     def start_if_due(self, nursery: trio.Nursery, applied: int, every: int) -> None:
         """Take a snapshot in the background once `every` entries were applied since the last."""
@@ -147,12 +193,14 @@ class Snapshots:
         try:
             async with self.transport.stream_to(msg.to) as send:
                 with open(path, "rb") as f:
+                    offset = 0
                     while True:
                         piece = await self.threads.run_beside_loop(f.read, SNAPSHOT_PIECE)
-                        await send({"t": "snap", "x": transfer, "d": piece, "done": not piece,
-                                    "m": wire if not piece else None})
+                        await send({"t": "snap", "x": transfer, "d": piece, "o": offset,
+                                    "done": not piece, "m": wire if not piece else None})
                         if not piece:
                             break
+                        offset += len(piece)
             log.info("sent snapshot at %d to %s", meta.index, msg.to)
         except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
             log.warning("snapshot to %s failed: %r", msg.to, exc)
@@ -162,30 +210,72 @@ class Snapshots:
 
         Returns the snapshot message for the core once the last piece is in and
         the snapshot file is durable; None while pieces are still coming.
+        Raises MalformedMessage for a piece that cannot be taken, which drops
+        the connection it came on; the sender starts over later.
         """
-        transfer = f"{sender}-{frame['x']}"
-        if transfer not in self._receiving:
-            fd, name = tempfile.mkstemp(dir=self.incoming, prefix="recv-")
-            self._receiving[transfer] = (Path(name), os.fdopen(fd, "wb"))
-        path, handle = self._receiving[transfer]
+        transfer_id, piece, offset, done = _parse_piece(frame)
+        now = trio.current_time()
+        self._drop_idle(now)
+        key = (sender, transfer_id)
+        transfer = self._receiving.get(key)
+        if transfer is None:
+            if offset != 0:
+                raise MalformedMessage(f"piece at {offset} of a transfer not being received")
+            transfer = self._begin(key, sender)
+        if transfer.busy:  # its previous piece, sent on another connection, is being written
+            raise MalformedMessage("pieces of one transfer on two connections at once")
+        if offset != transfer.received:
+            self._end(key)
+            raise MalformedMessage(f"piece at {offset}, expected {transfer.received}")
+        transfer.last_piece = now
+        transfer.busy = True
         try:
-            if not frame["done"]:
-                await self.threads.run_beside_loop(handle.write, bytes(frame["d"]))
+            if not done:
+                await self.threads.run_beside_loop(transfer.handle.write, piece)
+                transfer.received += len(piece)
+                transfer.busy = False
                 return None
-            handle.close()
-            msg = Message.from_wire(frame["m"])
+            transfer.handle.close()
+            msg = Message.from_wire(frame.get("m"))
             if msg.snapshot is None or msg.from_id != sender:
                 raise MalformedMessage("snapshot frame without metadata")
             async with self._files:
-                await self.threads.run_beside_loop(_save_copy, self.directory, msg.snapshot, path)
+                await self.threads.run_beside_loop(
+                    _save_copy, self.directory, msg.snapshot, transfer.path
+                )
         except BaseException:
-            handle.close()
-            self._receiving.pop(transfer, None)
-            path.unlink(missing_ok=True)
+            self._end(key)
             raise
-        self._receiving.pop(transfer, None)
-        path.unlink(missing_ok=True)
+        self._end(key)
         return msg
+
+    def connection_closed(self, sender: str, connection: int) -> None:
+        """Let go of what `sender` had half sent on the connection that just closed."""
+        for key, transfer in list(self._receiving.items()):
+            came_on_it = transfer.sender == sender and transfer.connection == connection
+            if came_on_it and not transfer.busy:
+                self._end(key)
+        self._drop_idle(trio.current_time())
+
+    def _begin(self, key: tuple[str, str], sender: str) -> _Transfer:
+        open_here = sum(1 for t in self._receiving.values() if t.sender == sender)
+        if open_here >= self.transfers_per_sender:
+            raise MalformedMessage(f"{sender} already has {open_here} snapshot transfers open")
+        fd, name = tempfile.mkstemp(dir=self.incoming, prefix="recv-")
+        transfer = _Transfer(sender, current_connection(), Path(name), os.fdopen(fd, "wb"))
+        self._receiving[key] = transfer
+        return transfer
+
+    def _drop_idle(self, now: float) -> None:
+        for key, transfer in list(self._receiving.items()):
+            if not transfer.busy and now - transfer.last_piece > self.transfer_idle_seconds:
+                log.warning("snapshot transfer from %s went quiet; dropped", transfer.sender)
+                self._end(key)
+
+    def _end(self, key: tuple[str, str]) -> None:
+        transfer = self._receiving.pop(key, None)
+        if transfer is not None:
+            transfer.discard()
 
     async def install(self, meta: SnapshotMeta) -> None:
         """Replace the state by the received snapshot at `meta` and compact the log to it."""

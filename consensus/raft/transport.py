@@ -23,7 +23,9 @@ import os
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Any, Protocol
 
 import msgpack
@@ -44,6 +46,18 @@ _LENGTH = struct.Struct(">I")
 
 FrameHandler = Callable[[str, Any], Awaitable[None]]
 SendFrame = Callable[[Any], Awaitable[None]]
+ConnectionClosed = Callable[[str, int], None]
+
+# The connection whose frame `on_frame` is handling; each connection is a task
+# of its own, so the value set in it is seen by its handler calls only.
+_connection: ContextVar[int | None] = ContextVar("raft_connection", default=None)
+
+
+def current_connection() -> int | None:
+    """The id of the connection that brought the frame being handled, None
+    outside one: for a receiver that keeps state per connection and lets it go
+    in `on_closed`."""
+    return _connection.get()
 
 
 class PeerTransport(Protocol):
@@ -52,11 +66,15 @@ class PeerTransport(Protocol):
     The driver attaches itself before `run`: it sets `on_frame`, which gets
     every frame received (raising in it drops the connection that brought
     the frame), and `on_learned`, called when a peer not in `set_peers` has
-    reached us and its address landed in `learned`.
+    reached us and its address landed in `learned`. The snapshot receiver
+    sets `on_closed`, called with the peer and the connection id
+    (`current_connection()` while its frames were handled) once a connection
+    a peer dialled has ended, so what arrived on it half-done can go.
     """
 
     on_frame: FrameHandler
     on_learned: Callable[[], None] | None
+    on_closed: ConnectionClosed | None
     learned: dict[str, str]  # peers that reached us: id -> the address they listen on
     port: int | None  # where we listen, once `run` has started
     rejected: int  # connections refused or dropped for bad frames
@@ -122,9 +140,19 @@ class FrameReader:
             raise FrameInvalid(f"frame of {length} bytes exceeds {self.max_frame}")
         payload = await self.read_exactly(length)
         try:
-            return msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException) as exc:
-            raise FrameInvalid(f"undecodable frame: {exc}") from None
+            return msgpack.unpackb(
+                payload, raw=False, strict_map_key=False, ext_hook=_refuse_ext
+            )
+        except Exception as exc:
+            # Not only ValueError and UnpackException: a list or map used as a
+            # map key raises TypeError, and what else a decoder may raise on
+            # hostile bytes is not ours to enumerate.
+            raise FrameInvalid(f"undecodable frame: {exc!r}") from None
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    # Our frames are plain msgpack; an extension type is never one of ours.
+    raise FrameInvalid(f"msgpack extension type {code} in a frame")
 
 
 def encode_frame(obj: Any) -> bytes:
@@ -212,6 +240,8 @@ class Transport:
         # was just added learns where to answer its leader from this.
         self.learned: dict[str, str] = {}
         self.on_learned: Callable[[], None] | None = None
+        self.on_closed: ConnectionClosed | None = None
+        self._connection_ids = count(1)
 
     @property
     def identity(self) -> str:
@@ -311,21 +341,49 @@ class Transport:
             await stream.send_all(b"".join(batch))
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        """One connection a peer dialled: the handshake, then its frames.
+
+        Whatever goes wrong in here ends this connection only: it is logged
+        and closed, and never escapes into the listener's nursery, which
+        would take every other connection and the node down with it.
+        """
+        peer_id = "?"
+        try:
+            admitted = await self._admit(stream)
+            if admitted is not None:
+                peer_id, reader = admitted
+                await self._read_frames(reader, peer_id)
+        except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the peer went away
+        except Exception as exc:
+            self.rejected += 1
+            log.warning("dropped raft connection from %s (%s): %r", peer_id, _remote(stream), exc)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _admit(self, stream: trio.SocketStream) -> tuple[str, FrameReader] | None:
+        """The peer's id once it proved the secret and named a usable address; None if refused."""
         reader = FrameReader(stream, self.max_frame)
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 identity = await server_handshake(stream, reader, self.secret)
+            peer_id, _, address = identity.partition("@")
+            if address:
+                _check_address(address)
         except (HandshakeFailed, trio.TooSlowError, EOFError, trio.BrokenResourceError,
                 OSError) as exc:
             self.rejected += 1
             log.warning("refused raft connection from %s: %s", _remote(stream), exc)
-            await trio.aclose_forcefully(stream)
-            return
-        peer_id, _, address = identity.partition("@")
+            return None
         if address and self.learned.get(peer_id) != address:
             self.learned[peer_id] = address
             if peer_id not in self._peers and self.on_learned is not None:
                 self.on_learned()
+        return peer_id, reader
+
+    async def _read_frames(self, reader: FrameReader, peer_id: str) -> None:
+        connection = next(self._connection_ids)
+        _connection.set(connection)
         try:
             while True:
                 frame = await reader.read_frame()
@@ -336,10 +394,19 @@ class Transport:
         except FrameInvalid as exc:
             self.rejected += 1
             log.warning("disconnecting %s: %s", peer_id, exc)
-        except (EOFError, trio.BrokenResourceError, OSError):
-            pass
         finally:
-            await trio.aclose_forcefully(stream)
+            if self.on_closed is not None:
+                self.on_closed(peer_id, connection)
+
+
+def _check_address(address: str) -> None:
+    """Refuse, as a failed handshake, an address this node could never dial back."""
+    try:
+        host, port = split_address(address)
+    except ValueError:
+        raise HandshakeFailed(f"unusable listen address {address!r}") from None
+    if not host or not 0 < port < 65536:
+        raise HandshakeFailed(f"unusable listen address {address!r}")
 
 
 def _remote(stream: trio.SocketStream) -> str:

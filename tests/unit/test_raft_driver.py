@@ -59,6 +59,7 @@ class MemoryTransport:
         self.address = f"memory:{port}"
         self.on_frame: FrameHandler = _no_receiver
         self.on_learned: Callable[[], None] | None = None
+        self.on_closed: Callable[[str, int], None] | None = None  # no connections to close here
         self.learned: dict[str, str] = {}
         self.rejected = 0
         self.dropped = 0

@@ -11,7 +11,9 @@ import trio
 from consensus.raft.transport import (
     MAGIC,
     NONCE_BYTES,
+    FrameReader,
     Transport,
+    client_handshake,
     encode_frame,
 )
 
@@ -116,3 +118,66 @@ async def test_authenticated_peer_sending_garbage_is_disconnected(
 async def test_frames_to_unknown_peer_are_refused_not_queued(nursery: trio.Nursery) -> None:
     node, _ = await start(nursery, "n")
     assert node.send("nobody", "x") is False
+
+
+async def connect_as(node: Transport, identity: str) -> trio.SocketStream:
+    """A client connection that did the real handshake, as a member would."""
+    assert node.port is not None
+    stream = await trio.open_tcp_stream("127.0.0.1", node.port)
+    await client_handshake(stream, FrameReader(stream), SECRET, identity)
+    return stream
+
+
+async def closed_by_other_end(stream: trio.SocketStream) -> bool:
+    with trio.fail_after(5):
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except trio.BrokenResourceError:
+            pass
+    return True
+
+
+GARBAGE_AFTER_HANDSHAKE = {
+    # 81 91 01 01: a map whose key is a list; msgpack raises TypeError (unhashable).
+    "list_as_map_key": struct.pack(">I", 4) + bytes.fromhex("81910101"),
+    "map_as_map_key": struct.pack(">I", 3) + bytes.fromhex("818001"),
+    "deep_nesting": struct.pack(">I", 100_001) + b"\x91" * 100_000 + b"\x01",
+    "ext_type": struct.pack(">I", 3) + bytes.fromhex("d40501"),
+    "bad_timestamp_ext": struct.pack(">I", 4) + bytes.fromhex("d5ff0000"),
+    "trailing_bytes": struct.pack(">I", 2) + b"\x01\x02",
+    "huge_declared_length": struct.pack(">I", 0xFFFFFFFF) + b"\x00" * 16,
+}
+
+
+@pytest.mark.parametrize("garbage", sorted(GARBAGE_AFTER_HANDSHAKE))
+async def test_malformed_frame_after_handshake_closes_only_that_connection(
+    nursery: trio.Nursery, garbage: str
+) -> None:
+    node, inbox = await start(nursery, "n")
+    bad = await connect_as(node, "mallory@127.0.0.1:1")
+    await bad.send_all(GARBAGE_AFTER_HANDSHAKE[garbage])
+    assert await closed_by_other_end(bad)
+    await bad.aclose()
+    assert node.rejected == 1
+    # The listener survived: a well-behaved member still gets its frame through.
+    good = await connect_as(node, "p@127.0.0.1:2")
+    await good.send_all(encode_frame({"hello": "after"}))
+    await wait_for(lambda: inbox.frames)
+    assert inbox.frames == [("p", {"hello": "after"})]
+    await good.aclose()
+
+
+async def test_member_advertising_an_unusable_address_is_refused_not_dialled(
+    nursery: trio.Nursery,
+) -> None:
+    node, inbox = await start(nursery, "n")
+    bad = await connect_as(node, "mallory@no-port-here")
+    assert await closed_by_other_end(bad)
+    await bad.aclose()
+    assert "mallory" not in node.learned
+    good = await connect_as(node, "p@127.0.0.1:2")
+    await good.send_all(encode_frame("still serving"))
+    await wait_for(lambda: inbox.frames)
+    assert inbox.frames == [("p", "still serving")]
+    await good.aclose()
