@@ -18,13 +18,13 @@ import pytest
 import trio
 
 from consensus.engine import PutBlob, Refused
-from consensus.raft.driver import RaftDriver
 from consensus.state import Refusal
 from tests.unit.test_raft_driver import (
     Group,
     MemoryNetwork,
     MemoryTransport,
     PayloadList,
+    bare_drivers,
     blob,
     eventually,
     holds,
@@ -36,20 +36,7 @@ async def test_a_proposal_forwarded_by_a_non_member_is_not_appended(tmp_path: Pa
     network = MemoryNetwork()
     ids = ["n1", "n2", "n3"]
     apps = {node_id: PayloadList() for node_id in ids}
-    drivers = []
-    for node_id in ids:
-        (tmp_path / node_id / "incoming").mkdir(parents=True)
-        drivers.append(RaftDriver(
-            node_id,
-            applier=apps[node_id],
-            transport=MemoryTransport(network, node_id, port_of(node_id)),
-            wal_dir=tmp_path / node_id / "wal",
-            snapshot_dir=tmp_path / node_id / "snapshots",
-            incoming_dir=tmp_path / node_id / "incoming",
-            limiter=trio.CapacityLimiter(1),
-            peers={i: f"memory:{port_of(i)}" for i in ids},
-            tick_seconds=0.01,
-        ))
+    drivers = bare_drivers(tmp_path, network, apps)
     outsider = MemoryTransport(network, "n9", port_of("n9"))
     async with trio.open_nursery() as nursery:
         for driver in drivers:

@@ -397,26 +397,34 @@ class PayloadList:
         return {}  # the bootstrap addresses are all there is
 
 
+def bare_drivers(
+    folder: Path, network: MemoryNetwork, apps: dict[str, PayloadList]
+) -> list[RaftDriver]:
+    """A bare `RaftDriver` for each of `apps`, over the memory network, with short ticks."""
+    drivers = []
+    for node_id, app in apps.items():
+        (folder / node_id / "incoming").mkdir(parents=True)
+        drivers.append(RaftDriver(
+            node_id,
+            applier=app,
+            transport=MemoryTransport(network, node_id, port_of(node_id)),
+            wal_dir=folder / node_id / "wal",
+            snapshot_dir=folder / node_id / "snapshots",
+            incoming_dir=folder / node_id / "incoming",
+            limiter=trio.CapacityLimiter(1),
+            peers={i: f"memory:{port_of(i)}" for i in apps},
+            tick_seconds=0.01,
+        ))
+    return drivers
+
+
 async def test_the_driver_replicates_an_application_it_knows_nothing_about(
     tmp_path: Path,
 ) -> None:
     network = MemoryNetwork()
     ids = ["n1", "n2", "n3"]
     apps = {node_id: PayloadList() for node_id in ids}
-    drivers = []
-    for node_id in ids:
-        (tmp_path / node_id / "incoming").mkdir(parents=True)
-        drivers.append(RaftDriver(
-            node_id,
-            applier=apps[node_id],
-            transport=MemoryTransport(network, node_id, port_of(node_id)),
-            wal_dir=tmp_path / node_id / "wal",
-            snapshot_dir=tmp_path / node_id / "snapshots",
-            incoming_dir=tmp_path / node_id / "incoming",
-            limiter=trio.CapacityLimiter(1),
-            peers={i: f"memory:{port_of(i)}" for i in ids},
-            tick_seconds=0.01,
-        ))
+    drivers = bare_drivers(tmp_path, network, apps)
     async with trio.open_nursery() as nursery:
         for driver in drivers:
             await nursery.start(driver.run)

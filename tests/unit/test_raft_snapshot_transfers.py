@@ -22,6 +22,8 @@ import trio
 from consensus.raft.driver import RaftDriver
 from consensus.raft.snapshots import TRANSFERS_PER_SENDER
 from consensus.raft.transport import FrameReader, Transport, client_handshake, encode_frame
+from tests.unit.test_raft_driver import eventually
+from tests.unit.test_raft_transport import closed_by_other_end
 
 SECRET = b"s" * 32
 
@@ -96,23 +98,6 @@ async def receiver(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Recei
 def first_piece(transfer: str) -> bytes:
     return encode_frame({"t": "snap", "x": transfer, "d": b"x" * 1000, "o": 0, "done": False,
                          "m": None})
-
-
-async def eventually(condition: Any, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not condition():
-            await trio.sleep(0.01)
-
-
-async def closed_by_other_end(stream: trio.SocketStream) -> bool:
-    with trio.move_on_after(5):
-        try:
-            while await stream.receive_some(65536):
-                pass
-        except trio.BrokenResourceError:
-            pass
-        return True
-    return False
 
 
 async def test_transfers_cut_off_with_their_connection_leave_no_temp_files_or_handles(
