@@ -9,9 +9,11 @@ until it sees the effect (an applied entry, a new voter set, a new leader),
 so a lost frame or a leader that changed meanwhile costs only a retry.
 
 What a leader appends is applied on every member and after every restart,
-so a forwarded proposal is taken only from a connection whose sender is a
-voter and only when the application accepts its bytes (`accept_proposal`);
-anything else is dropped and logged, and its sender's retries with it.
+so every forwarded request is taken only from a connection whose sender is
+a voter — holding the cluster secret is not membership: a removed node
+still has it — and a proposal only when the application accepts its bytes
+(`accept_proposal`); anything else is dropped and logged, and its sender's
+retries with it.
 """
 
 from __future__ import annotations
@@ -87,23 +89,38 @@ class Forwarder:
             data = frame.get("d")
             if not isinstance(data, bytes):
                 raise MalformedMessage("a forwarded proposal carries bytes")
-            return lambda: self._propose_forwarded(sender, data)
+            return self._from_member(
+                sender, "proposal", lambda: self._propose_checked(sender, data)
+            )
         if kind == "conf":
             change = ConfChange(ConfChangeKind(frame["op"]), str(frame["node"]))
-            return lambda: self.change_voters(change)
+            return self._from_member(
+                sender, "membership change", lambda: self.change_voters(change)
+            )
         if kind == "transfer":
             to = str(frame["to"])
-            return lambda: self.transfer_leadership(to)
+            return self._from_member(
+                sender, "leadership transfer", lambda: self.transfer_leadership(to)
+            )
         raise MalformedMessage(f"{kind!r} is not a forwarded request")
 
-    def _propose_forwarded(self, sender: str, data: bytes) -> None:
-        # Checked on the loop, against the voters as they are when it is taken.
-        if sender not in self.core.voters:
-            log.warning("proposal from %s dropped: not a member", sender)
-        elif not self.accept_proposal(data):
-            log.warning("proposal from %s dropped: not a valid command", sender)
-        else:
+    def _from_member(
+        self, sender: str, what: str, action: Callable[[], None]
+    ) -> Callable[[], None]:
+        def checked() -> None:
+            # Checked on the loop, against the voters as they are when it is taken.
+            if sender in self.core.voters:
+                action()
+            else:
+                log.warning("%s from %s dropped: not a member", what, sender)
+
+        return checked
+
+    def _propose_checked(self, sender: str, data: bytes) -> None:
+        if self.accept_proposal(data):
             self.propose(data)
+        else:
+            log.warning("proposal from %s dropped: not a valid command", sender)
 
     def _forward(self, refusal: NotLeader, frame: dict[str, Any]) -> None:
         leader = refusal.leader_id

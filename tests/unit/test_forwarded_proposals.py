@@ -1,4 +1,4 @@
-"""A leader appends a forwarded proposal only from a member, and only a well-formed one.
+"""A leader takes forwarded requests only from members, and proposals only well-formed.
 
 Any node holding the cluster secret can open a connection and send a
 `propose` frame; what the leader appends is applied on every member and
@@ -96,3 +96,41 @@ async def test_a_command_no_leader_would_append_is_refused_at_once(
         await leader.propose(broken)
     assert refused.value.refusal is Refusal.COMMAND_INVALID
     await group.stop_all()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"t": "conf", "op": "remove", "node": "LEADER"},
+        {"t": "conf", "op": "add", "node": "n9"},
+        {"t": "transfer", "to": "FOLLOWER"},
+    ],
+    ids=["remove-the-leader", "add-a-voter", "move-leadership"],
+)
+async def test_membership_and_leadership_requests_from_a_non_member_change_nothing(
+    tmp_path: Path, frame: dict[str, str]
+) -> None:
+    network = MemoryNetwork()
+    ids = ["n1", "n2", "n3"]
+    drivers = bare_drivers(tmp_path, network, {node_id: PayloadList() for node_id in ids})
+    outsider = MemoryTransport(network, "n9", port_of("n9"))
+    async with trio.open_nursery() as nursery:
+        for driver in drivers:
+            await nursery.start(driver.run)
+        await nursery.start(outsider.run)
+        await eventually(lambda: len({d.leader for d in drivers}) == 1 and drivers[0].leader)
+        leader = next(d for d in drivers if d.leader == d.node_id)
+        follower = next(d for d in drivers if d is not leader)
+        sent = {
+            key: {"LEADER": leader.node_id, "FOLLOWER": follower.node_id}.get(value, value)
+            for key, value in frame.items()
+        }
+        outsider.set_peers({leader.node_id: f"memory:{port_of(leader.node_id)}"})
+        for _ in range(20):
+            outsider.send(leader.node_id, sent)
+            await trio.sleep(0.05)
+        assert sorted(leader.committed_voters) == ids
+        assert leader.leader == leader.node_id
+        nursery.cancel_scope.cancel()
+    for driver in drivers:
+        driver.close()
