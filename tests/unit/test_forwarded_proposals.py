@@ -11,6 +11,8 @@ bad one would have been appended before it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 import trio
 
 from consensus.engine import PutBlob, Refused
+from consensus.raft.driver import RaftDriver
 from consensus.state import Refusal
 from tests.unit.test_raft_driver import (
     Group,
@@ -31,11 +34,16 @@ from tests.unit.test_raft_driver import (
     port_of,
 )
 
+IDS = ["n1", "n2", "n3"]
 
-async def test_a_proposal_forwarded_by_a_non_member_is_not_appended(tmp_path: Path) -> None:
+
+@asynccontextmanager
+async def group_and_outsider(
+    tmp_path: Path, apps: dict[str, PayloadList]
+) -> AsyncIterator[tuple[RaftDriver, RaftDriver, MemoryTransport]]:
+    """Three members with a leader, and a node outside them linked to that leader:
+    yields (leader, a follower, the outsider's transport)."""
     network = MemoryNetwork()
-    ids = ["n1", "n2", "n3"]
-    apps = {node_id: PayloadList() for node_id in ids}
     drivers = bare_drivers(tmp_path, network, apps)
     outsider = MemoryTransport(network, "n9", port_of("n9"))
     async with trio.open_nursery() as nursery:
@@ -45,7 +53,15 @@ async def test_a_proposal_forwarded_by_a_non_member_is_not_appended(tmp_path: Pa
         await eventually(lambda: len({d.leader for d in drivers}) == 1 and drivers[0].leader)
         leader = next(d for d in drivers if d.leader == d.node_id)
         outsider.set_peers({leader.node_id: f"memory:{port_of(leader.node_id)}"})
-        member = next(d for d in drivers if d is not leader)
+        yield leader, next(d for d in drivers if d is not leader), outsider
+        nursery.cancel_scope.cancel()
+    for driver in drivers:
+        driver.close()
+
+
+async def test_a_proposal_forwarded_by_a_non_member_is_not_appended(tmp_path: Path) -> None:
+    apps = {node_id: PayloadList() for node_id in IDS}
+    async with group_and_outsider(tmp_path, apps) as (leader, member, outsider):
         with trio.fail_after(10):
             while b"from a member" not in apps[leader.node_id].payloads:
                 outsider.send(leader.node_id, {"t": "propose", "d": b"from an outsider"})
@@ -54,9 +70,6 @@ async def test_a_proposal_forwarded_by_a_non_member_is_not_appended(tmp_path: Pa
                     await leader.wait_applied(leader.applied + 1)
         await eventually(lambda: all(a.payloads == apps["n1"].payloads for a in apps.values()))
         assert b"from an outsider" not in apps[leader.node_id].payloads
-        nursery.cancel_scope.cancel()
-    for driver in drivers:
-        driver.close()
 
 
 async def test_a_forwarded_proposal_that_is_no_command_is_not_appended(
@@ -110,27 +123,12 @@ async def test_a_command_no_leader_would_append_is_refused_at_once(
 async def test_membership_and_leadership_requests_from_a_non_member_change_nothing(
     tmp_path: Path, frame: dict[str, str]
 ) -> None:
-    network = MemoryNetwork()
-    ids = ["n1", "n2", "n3"]
-    drivers = bare_drivers(tmp_path, network, {node_id: PayloadList() for node_id in ids})
-    outsider = MemoryTransport(network, "n9", port_of("n9"))
-    async with trio.open_nursery() as nursery:
-        for driver in drivers:
-            await nursery.start(driver.run)
-        await nursery.start(outsider.run)
-        await eventually(lambda: len({d.leader for d in drivers}) == 1 and drivers[0].leader)
-        leader = next(d for d in drivers if d.leader == d.node_id)
-        follower = next(d for d in drivers if d is not leader)
-        sent = {
-            key: {"LEADER": leader.node_id, "FOLLOWER": follower.node_id}.get(value, value)
-            for key, value in frame.items()
-        }
-        outsider.set_peers({leader.node_id: f"memory:{port_of(leader.node_id)}"})
+    apps = {node_id: PayloadList() for node_id in IDS}
+    async with group_and_outsider(tmp_path, apps) as (leader, follower, outsider):
+        names = {"LEADER": leader.node_id, "FOLLOWER": follower.node_id}
+        sent = {key: names.get(value, value) for key, value in frame.items()}
         for _ in range(20):
             outsider.send(leader.node_id, sent)
             await trio.sleep(0.05)
-        assert sorted(leader.committed_voters) == ids
+        assert sorted(leader.committed_voters) == IDS
         assert leader.leader == leader.node_id
-        nursery.cancel_scope.cancel()
-    for driver in drivers:
-        driver.close()
