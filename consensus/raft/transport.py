@@ -8,6 +8,22 @@ messages nor learn anything by connecting. Frames are length-prefixed and
 size-limited; a peer that sends garbage is logged and disconnected, and the
 node keeps running. Nothing is ever unpickled: frames are plain msgpack.
 
+The handshake alone would only prove who opened the connection: anyone on the
+path could write frames into it afterwards. So each connection gets a frame
+key of its own, BLAKE3 in its key-derivation mode (`derive_key`, with a
+context string naming the protocol and the direction) over the secret, both
+nonces and the dialler's identity; frames only travel from the dialler to the
+listener, so one direction's key is all a connection needs. Every frame is
+``length (4) | tag (16) | payload | tag (16)``: the first tag, keyed BLAKE3
+over (sequence number, length), is checked before a single payload byte is
+awaited, so a forged length cannot make the receiver wait for or buffer
+bytes that never come; the second, over (sequence number, length, payload),
+is checked before msgpack sees the payload. The sequence number is never
+sent: both ends count the frames of the connection, so a frame injected,
+replayed, dropped or reordered on the way fails its tag, and the receiver
+drops the connection. Keyed BLAKE3 rather than HMAC-SHA256: on one core it
+took 2.2 µs and 1.5 ms to tag 1 KiB and 8 MiB, HMAC-SHA256 2.8 µs and 5.0 ms.
+
 Delivery is best effort, which is what Raft expects: a full send queue or a
 broken connection drops frames, and the protocol retries on its own.
 `PeerTransport` is what the driver needs of a transport; `Transport` is the
@@ -30,11 +46,16 @@ from typing import Any, Protocol
 
 import msgpack
 import trio
+from blake3 import blake3
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"FLR1"
+# FLR1 sent frames without tags; a node of that version and this one refuse
+# each other's greeting instead of misreading each other's frames.
+MAGIC = b"FLR2"
 NONCE_BYTES = 32
+TAG_BYTES = 16  # 128-bit tags: forging one takes 2**128 tries, each costing a connection
+FRAME_HEADER = 4 + TAG_BYTES  # the length and its tag
 # Above the largest append: max_append_bytes (8 MiB) of entries, or one larger
 # entry alone. The largest entry is a manifest PUT: a body of at most
 # max_manifest_bytes (4 MiB by default, 16 MiB at most, node/config.py), the
@@ -43,6 +64,9 @@ NONCE_BYTES = 32
 MAX_FRAME = 64 << 20
 HANDSHAKE_TIMEOUT = 5.0
 _LENGTH = struct.Struct(">I")
+_SEQUENCE = struct.Struct(">Q")
+# The BLAKE3 key-derivation context: fixed, and unique to this use.
+_KEY_CONTEXT = "flotilla raft 2026-12 frame key, dialler to listener"
 
 FrameHandler = Callable[[str, Any], Awaitable[None]]
 SendFrame = Callable[[Any], Awaitable[None]]
@@ -104,6 +128,10 @@ class FrameInvalid(Exception):
     """Bytes on the wire that are not a well-formed frame."""
 
 
+class FrameForged(FrameInvalid):
+    """A frame whose tag is wrong: injected, replayed, reordered or damaged on the way."""
+
+
 async def _no_receiver(sender: str, frame: Any) -> None:
     raise FrameInvalid("no receiver attached to this transport yet")
 
@@ -116,8 +144,61 @@ def _proof(secret: bytes, role: bytes, *parts: bytes) -> bytes:
     return mac.digest()
 
 
+def _frame_key(secret: bytes, server_nonce: bytes, client_nonce: bytes, ident: bytes) -> bytes:
+    """The key of this connection's frames: no other connection, before or after, shares it."""
+    kdf = blake3(derive_key_context=_KEY_CONTEXT)
+    for part in (secret, server_nonce, client_nonce, ident):
+        kdf.update(_LENGTH.pack(len(part)))
+        kdf.update(part)
+    return kdf.digest()
+
+
+class FrameSeal:
+    """Tags and checks the frames of one direction of one connection.
+
+    Both ends hold one, made from the same key, and count frames the same
+    way; the count is the sequence number under every tag.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self.sequence = 0
+
+    def _tag(self, kind: bytes, length: int, payload: bytes | memoryview = b"") -> bytes:
+        mac = blake3(_SEQUENCE.pack(self.sequence) + kind + _LENGTH.pack(length), key=self._key)
+        if payload:
+            mac.update(payload)
+        return mac.digest(TAG_BYTES)
+
+    def header(self, length: int) -> bytes:
+        """The length of the next frame and its tag."""
+        return _LENGTH.pack(length) + self._tag(b"H", length)
+
+    def seal(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
+        """The next frame, as its header, `payload` and trailing tag (join to send)."""
+        parts = self.header(len(payload)), payload, self._tag(b"F", len(payload), payload)
+        self.sequence += 1
+        return parts
+
+    def open_header(self, header: bytes) -> int:
+        """The length the next frame's header announces, once its tag is right."""
+        (length,) = _LENGTH.unpack_from(header)
+        if not hmac.compare_digest(header[_LENGTH.size:], self._tag(b"H", length)):
+            raise FrameForged(f"frame {self.sequence} header failed its MAC")
+        return length
+
+    def open(self, length: int, body: bytes) -> memoryview:
+        """The payload of `body` (payload and tag) once its tag is right."""
+        view = memoryview(body)
+        payload = view[:length]
+        if not hmac.compare_digest(view[length:], self._tag(b"F", length, payload)):
+            raise FrameForged(f"frame {self.sequence} failed its MAC")
+        self.sequence += 1
+        return payload
+
+
 class FrameReader:
-    """Buffers a byte stream and yields whole frames (length prefix + msgpack)."""
+    """Buffers a byte stream and yields whole frames (header, msgpack, tag)."""
 
     def __init__(self, stream: trio.abc.ReceiveStream, max_frame: int = MAX_FRAME) -> None:
         self.stream = stream
@@ -134,11 +215,12 @@ class FrameReader:
         del self.buffer[:n]
         return out
 
-    async def read_frame(self) -> Any:
-        (length,) = _LENGTH.unpack(await self.read_exactly(_LENGTH.size))
+    async def read_frame(self, seal: FrameSeal) -> Any:
+        """The next frame, decoded only after both of its tags were checked."""
+        length = seal.open_header(await self.read_exactly(FRAME_HEADER))
         if length > self.max_frame:
             raise FrameInvalid(f"frame of {length} bytes exceeds {self.max_frame}")
-        payload = await self.read_exactly(length)
+        payload = seal.open(length, await self.read_exactly(length + TAG_BYTES))
         try:
             return msgpack.unpackb(
                 payload, raw=False, strict_map_key=False, ext_hook=_refuse_ext
@@ -156,16 +238,19 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 
 
 def encode_frame(obj: Any) -> bytes:
-    payload = msgpack.packb(obj, use_bin_type=True)
-    return _LENGTH.pack(len(payload)) + payload
+    """A frame's payload, which `max_frame` limits; a `FrameSeal` makes it a frame."""
+    return msgpack.packb(obj, use_bin_type=True)
 
 
 async def client_handshake(
     stream: trio.abc.Stream, reader: FrameReader, secret: bytes, node_id: str
-) -> None:
-    """Prove our knowledge of the secret to the server, and check its proof."""
+) -> FrameSeal:
+    """Prove our knowledge of the secret to the server, and check its proof;
+    returns the seal of the frames we send on this connection."""
     server_nonce = await reader.read_exactly(len(MAGIC) + NONCE_BYTES)
     if not server_nonce.startswith(MAGIC):
+        if server_nonce.startswith(b"FLR"):
+            raise HandshakeFailed(f"raft endpoint speaks {server_nonce[:4]!r}, we speak {MAGIC!r}")
         raise HandshakeFailed("not a flotilla raft endpoint")
     server_nonce = server_nonce[len(MAGIC):]
     client_nonce = os.urandom(NONCE_BYTES)
@@ -175,11 +260,14 @@ async def client_handshake(
     expected = _proof(secret, b"server", client_nonce, server_nonce, ident)
     if not hmac.compare_digest(await reader.read_exactly(len(expected)), expected):
         raise HandshakeFailed("server did not prove the cluster secret")
+    return FrameSeal(_frame_key(secret, server_nonce, client_nonce, ident))
 
 
-async def server_handshake(stream: trio.abc.Stream, reader: FrameReader, secret: bytes) -> str:
+async def server_handshake(
+    stream: trio.abc.Stream, reader: FrameReader, secret: bytes
+) -> tuple[str, FrameSeal]:
     """Challenge a connecting peer; returns its identity (`id@host:port` of its
-    own listener) once it has proved the secret."""
+    own listener) once it has proved the secret, and the seal its frames must carry."""
     server_nonce = os.urandom(NONCE_BYTES)
     await stream.send_all(MAGIC + server_nonce)
     (length,) = _LENGTH.unpack(await reader.read_exactly(_LENGTH.size))
@@ -192,13 +280,16 @@ async def server_handshake(stream: trio.abc.Stream, reader: FrameReader, secret:
         raise HandshakeFailed("peer did not prove the cluster secret")
     await stream.send_all(_proof(secret, b"server", client_nonce, server_nonce, ident))
     try:
-        return ident.decode()
+        identity = ident.decode()
     except UnicodeDecodeError:
         raise HandshakeFailed("node id is not text") from None
+    return identity, FrameSeal(_frame_key(secret, server_nonce, client_nonce, ident))
 
 
 @dataclass
 class _Peer:
+    """One peer's send queue (frame payloads) and link."""
+
     address: str
     send: trio.MemorySendChannel[bytes]
     receive: trio.MemoryReceiveChannel[bytes]
@@ -232,6 +323,7 @@ class Transport:
         self.queue_frames = queue_frames
         self.max_frame = max_frame
         self.rejected = 0  # connections that failed the handshake or sent garbage
+        self.forged = 0  # of those, connections dropped for a frame that failed its MAC
         self.dropped = 0  # frames dropped because a peer's queue was full
         self._peers: dict[str, _Peer] = {}
         self._nursery: trio.Nursery | None = None
@@ -299,10 +391,12 @@ class Transport:
             stream = await trio.open_tcp_stream(host, port)
         async with stream:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
-                await client_handshake(stream, FrameReader(stream), self.secret, self.identity)
+                seal = await client_handshake(
+                    stream, FrameReader(stream), self.secret, self.identity
+                )
 
             async def send(obj: Any) -> None:
-                await stream.send_all(encode_frame(obj))
+                await stream.send_all(b"".join(seal.seal(encode_frame(obj))))
 
             yield send
 
@@ -317,27 +411,30 @@ class Transport:
                     async with stream:
                         reader = FrameReader(stream)
                         with trio.fail_after(HANDSHAKE_TIMEOUT):
-                            await client_handshake(stream, reader, self.secret, self.identity)
+                            seal = await client_handshake(
+                                stream, reader, self.secret, self.identity
+                            )
                         backoff = 0.05
-                        await self._pump(stream, peer)
+                        await self._pump(stream, peer, seal)
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError, EOFError,
                         HandshakeFailed) as exc:
                     log.debug("link to %s (%s) down: %r", peer_id, peer.address, exc)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
 
-    async def _pump(self, stream: trio.SocketStream, peer: _Peer) -> None:
-        """Write queued frames, coalescing whatever is waiting into one send."""
+    async def _pump(self, stream: trio.SocketStream, peer: _Peer, seal: FrameSeal) -> None:
+        """Seal and write queued frames, coalescing whatever is waiting into one send."""
         while True:
-            batch = [await peer.receive.receive()]
-            size = len(batch[0])
+            payload = await peer.receive.receive()
+            batch = [*seal.seal(payload)]
+            size = len(payload)
             while size < (1 << 20):
                 try:
-                    frame = peer.receive.receive_nowait()
+                    payload = peer.receive.receive_nowait()
                 except trio.WouldBlock:
                     break
-                batch.append(frame)
-                size += len(frame)
+                batch.extend(seal.seal(payload))
+                size += len(payload)
             await stream.send_all(b"".join(batch))
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
@@ -351,8 +448,8 @@ class Transport:
         try:
             admitted = await self._admit(stream)
             if admitted is not None:
-                peer_id, reader = admitted
-                await self._read_frames(reader, peer_id)
+                peer_id, reader, seal = admitted
+                await self._read_frames(reader, seal, peer_id)
         except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the peer went away
         except Exception as exc:
@@ -361,12 +458,14 @@ class Transport:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _admit(self, stream: trio.SocketStream) -> tuple[str, FrameReader] | None:
+    async def _admit(
+        self, stream: trio.SocketStream
+    ) -> tuple[str, FrameReader, FrameSeal] | None:
         """The peer's id once it proved the secret and named a usable address; None if refused."""
         reader = FrameReader(stream, self.max_frame)
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
-                identity = await server_handshake(stream, reader, self.secret)
+                identity, seal = await server_handshake(stream, reader, self.secret)
             peer_id, _, address = identity.partition("@")
             if address:
                 _check_address(address)
@@ -379,18 +478,23 @@ class Transport:
             self.learned[peer_id] = address
             if peer_id not in self._peers and self.on_learned is not None:
                 self.on_learned()
-        return peer_id, reader
+        return peer_id, reader, seal
 
-    async def _read_frames(self, reader: FrameReader, peer_id: str) -> None:
+    async def _read_frames(self, reader: FrameReader, seal: FrameSeal, peer_id: str) -> None:
         connection = next(self._connection_ids)
         _connection.set(connection)
         try:
             while True:
-                frame = await reader.read_frame()
+                frame = await reader.read_frame(seal)
                 try:
                     await self.on_frame(peer_id, frame)
                 except Exception as exc:  # a well-formed frame with nonsense inside
                     raise FrameInvalid(f"unusable frame: {exc!r}") from None
+        except FrameForged as exc:
+            self.rejected += 1
+            self.forged += 1
+            log.warning("disconnecting %s: %s (tampered with or injected on the way)",
+                        peer_id, exc)
         except FrameInvalid as exc:
             self.rejected += 1
             log.warning("disconnecting %s: %s", peer_id, exc)

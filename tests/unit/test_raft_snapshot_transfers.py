@@ -21,9 +21,9 @@ import trio
 
 from consensus.raft.driver import RaftDriver
 from consensus.raft.snapshots import TRANSFERS_PER_SENDER
-from consensus.raft.transport import FrameReader, Transport, client_handshake, encode_frame
+from consensus.raft.transport import Transport
 from tests.unit.test_raft_driver import eventually
-from tests.unit.test_raft_transport import closed_by_other_end
+from tests.unit.test_raft_transport import Member, closed_by_other_end, connect_as
 
 SECRET = b"s" * 32
 
@@ -68,11 +68,8 @@ class Receiver:
                 names.append(target)
         return names
 
-    async def connect(self, sender: str) -> trio.SocketStream:
-        assert self.transport.port is not None
-        stream = await trio.open_tcp_stream("127.0.0.1", self.transport.port)
-        await client_handshake(stream, FrameReader(stream), SECRET, f"{sender}@127.0.0.1:1")
-        return stream
+    async def connect(self, sender: str) -> Member:
+        return await connect_as(self.transport, f"{sender}@127.0.0.1:1", SECRET)
 
 
 @pytest.fixture
@@ -95,9 +92,8 @@ async def receiver(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Recei
     driver.close()
 
 
-def first_piece(transfer: str) -> bytes:
-    return encode_frame({"t": "snap", "x": transfer, "d": b"x" * 1000, "o": 0, "done": False,
-                         "m": None})
+def first_piece(transfer: str) -> dict[str, Any]:
+    return {"t": "snap", "x": transfer, "d": b"x" * 1000, "o": 0, "done": False, "m": None}
 
 
 async def test_transfers_cut_off_with_their_connection_leave_no_temp_files_or_handles(
@@ -106,7 +102,7 @@ async def test_transfers_cut_off_with_their_connection_leave_no_temp_files_or_ha
     streams = []
     for n in range(3):
         stream = await receiver.connect("leader")
-        await stream.send_all(first_piece(f"t{n}"))
+        await stream.send_frames(first_piece(f"t{n}"))
         streams.append(stream)
     await eventually(lambda: len(receiver.temp_files()) == 3)
     for stream in streams:
@@ -118,14 +114,14 @@ async def test_one_sender_cannot_hold_more_than_a_few_transfers_open(receiver: R
     streams = []
     for n in range(50):
         stream = await receiver.connect("leader")
-        await stream.send_all(first_piece(f"t{n}"))
+        await stream.send_frames(first_piece(f"t{n}"))
         streams.append(stream)
     await trio.sleep(0.2)
     assert len(receiver.temp_files()) <= TRANSFERS_PER_SENDER
     assert len(receiver.open_handles()) <= TRANSFERS_PER_SENDER
     # Another sender is not starved by the first one's transfers.
     other = await receiver.connect("other")
-    await other.send_all(first_piece("mine"))
+    await other.send_frames(first_piece("mine"))
     await eventually(lambda: len(receiver.temp_files()) == TRANSFERS_PER_SENDER + 1)
     for stream in [*streams, other]:
         await stream.aclose()
@@ -135,21 +131,22 @@ async def test_one_sender_cannot_hold_more_than_a_few_transfers_open(receiver: R
 async def test_a_transfer_gone_quiet_is_dropped_and_cannot_resume(receiver: Receiver) -> None:
     receiver.driver.snapshots.transfer_idle_seconds = 0.3
     quiet = await receiver.connect("leader")
-    await quiet.send_all(first_piece("a") + first_piece("b"))
+    await quiet.send_frames(first_piece("a"), first_piece("b"))
     await eventually(lambda: len(receiver.temp_files()) == 2)
     await trio.sleep(0.5)
     # The connection is still open, but its transfers have had no piece for
     # longer than the limit: the next transfer to arrive sweeps them away.
     fresh = await receiver.connect("other")
-    await fresh.send_all(first_piece("c"))
+    await fresh.send_frames(first_piece("c"))
     await eventually(lambda: len(receiver.temp_files()) == 1)
     assert len(receiver.open_handles()) == 1
     # A piece of a dropped transfer is refused rather than written to a new,
     # truncated file that would later pass for the whole snapshot.
-    await quiet.send_all(encode_frame({"t": "snap", "x": "a", "d": b"y", "o": 1000,
-                                       "done": False, "m": None}))
+    await quiet.send_frames({"t": "snap", "x": "a", "d": b"y", "o": 1000, "done": False,
+                             "m": None})
     assert await closed_by_other_end(quiet)
     assert len(receiver.temp_files()) == 1
     await fresh.aclose()
     await quiet.aclose()
     await eventually(lambda: not receiver.temp_files() and not receiver.open_handles())
+
