@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import struct
 from typing import Any
 
@@ -21,8 +22,8 @@ import pytest
 import trio
 
 from consensus.raft import transport as wire
-from consensus.raft.transport import FrameReader
-from tests.unit.test_raft_transport import start
+from consensus.raft.transport import FrameReader, Transport
+from tests.unit.test_raft_transport import SECRET, Inbox, start, wait_for
 
 FORGED = {"t": "raft", "forged": True}
 # The frame layout on the wire: a header (the length, then its tag) and the
@@ -160,3 +161,40 @@ async def test_tampering_on_the_path_drops_the_connection_and_nothing_is_applied
                     if r.levelno == logging.WARNING and "MAC" in r.getMessage()]
     assert len(mac_warnings) == 1
 
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_send_queue_to_an_unreachable_peer_stays_within_its_byte_cap(
+    nursery: trio.Nursery,
+) -> None:
+    cap = 4 << 20
+    sender = Transport("a", SECRET, "127.0.0.1:0", Inbox(), queue_bytes=cap)
+    await nursery.start(sender.run)
+    sender.set_peers({"b": f"127.0.0.1:{closed_port()}"})
+    frame = b"x" * (256 << 10)
+    accepted = sum(sender.send("b", frame) for _ in range(400))  # 100 MiB offered
+    assert accepted * len(frame) <= cap
+    assert accepted >= cap // len(frame) - 1
+    assert sender.dropped == 400 - accepted
+    assert 0 < sender.queued_bytes <= cap
+    # Letting the peer go releases what was queued for it.
+    sender.set_peers({})
+    assert sender.queued_bytes == 0
+
+
+async def test_a_frame_larger_than_the_byte_cap_still_goes_through_an_empty_queue(
+    nursery: trio.Nursery,
+) -> None:
+    receiver, inbox = await start(nursery, "b")
+    sender = Transport("a", SECRET, "127.0.0.1:0", Inbox(), queue_bytes=1 << 20)
+    await nursery.start(sender.run)
+    sender.set_peers({"b": f"127.0.0.1:{receiver.port}"})
+    big = os.urandom(3 << 20)
+    assert sender.send("b", {"big": big})
+    await wait_for(lambda: inbox.frames, timeout=10)
+    assert inbox.frames == [("a", {"big": big})]
+    await wait_for(lambda: sender.queued_bytes == 0)
