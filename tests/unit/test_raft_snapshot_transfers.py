@@ -18,10 +18,13 @@ from typing import Any
 import msgpack
 import pytest
 import trio
+from blake3 import blake3
 
 from consensus.raft.driver import RaftDriver
+from consensus.raft.messages import Message, MessageType
 from consensus.raft.snapshots import TRANSFERS_PER_SENDER
 from consensus.raft.transport import Transport
+from consensus.raft.types import SnapshotMeta
 from tests.unit.test_raft_driver import eventually
 from tests.unit.test_raft_transport import Member, closed_by_other_end, connect_as
 
@@ -150,3 +153,37 @@ async def test_a_transfer_gone_quiet_is_dropped_and_cannot_resume(receiver: Rece
     await quiet.aclose()
     await eventually(lambda: not receiver.temp_files() and not receiver.open_handles())
 
+
+def snapshot_pieces(data: bytes, digest: bytes, meta: SnapshotMeta) -> list[dict[str, Any]]:
+    """The frames a leader sends for a snapshot of `data` at `meta`, vouched for by `digest`."""
+    wire = Message(MessageType.SNAPSHOT, "leader", "n1", term=meta.term, snapshot=meta).to_wire()
+    return [
+        {"t": "snap", "x": "s1", "d": data[:1000], "o": 0, "done": False, "m": None},
+        {"t": "snap", "x": "s1", "d": data[1000:], "o": 1000, "done": False, "m": None},
+        {"t": "snap", "x": "s1", "d": b"", "o": len(data), "done": True, "m": wire,
+         "h": digest},
+    ]
+
+
+def snapshot_files(receiver: Receiver) -> list[str]:
+    return sorted(p.name for p in (receiver.incoming.parent / "snapshots").glob("snap-*"))
+
+
+async def test_a_snapshot_that_does_not_match_its_digest_is_never_installed(
+    receiver: Receiver,
+) -> None:
+    data = os.urandom(5000)
+    meta = SnapshotMeta(7, 1, ("leader", "n1"))
+    damaged = data[:2500] + bytes([data[2500] ^ 1]) + data[2501:]
+    stream = await receiver.connect("leader")
+    await stream.send_frames(*snapshot_pieces(damaged, blake3(data).digest(), meta))
+    assert await closed_by_other_end(stream)
+    await stream.aclose()
+    await eventually(lambda: not receiver.temp_files() and not receiver.open_handles())
+    assert snapshot_files(receiver) == []
+    # The same transfer, with bytes that match, is taken.
+    again = await receiver.connect("leader")
+    await again.send_frames(*snapshot_pieces(data, blake3(data).digest(), meta))
+    await eventually(lambda: any(name.endswith(".meta") for name in snapshot_files(receiver)))
+    await again.aclose()
+    await eventually(lambda: not receiver.temp_files() and not receiver.open_handles())
