@@ -45,12 +45,13 @@ def wrong_mac_frame(obj: Any) -> bytes:
 
 
 class Relay:
-    """A TCP relay that lets the handshake through, then plays `mischief` on its first
-    connection only."""
+    """A TCP relay that lets the handshake through, then plays `mischief` on its
+    `tampered`-th connection only."""
 
-    def __init__(self, target_port: int, mischief: str) -> None:
+    def __init__(self, target_port: int, mischief: str, tampered: int = 1) -> None:
         self.target_port = target_port
         self.mischief = mischief
+        self.tampered = tampered
         self.connections = 0
         self.port: int | None = None
 
@@ -61,7 +62,7 @@ class Relay:
 
     async def _relay(self, client: trio.SocketStream) -> None:
         self.connections += 1
-        mischief = self.mischief if self.connections == 1 else None
+        mischief = self.mischief if self.connections == self.tampered else None
         try:
             server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
         except OSError:
@@ -160,6 +161,23 @@ async def test_tampering_on_the_path_drops_the_connection_and_nothing_is_applied
     mac_warnings = [r for r in caplog.records
                     if r.levelno == logging.WARNING and "MAC" in r.getMessage()]
     assert len(mac_warnings) == 1
+
+
+async def test_a_bulk_stream_is_sealed_like_the_raft_link(nursery: trio.Nursery) -> None:
+    receiver, inbox = await start(nursery, "b")
+    relay = Relay(receiver.port, "flip_payload", tampered=2)
+    await nursery.start(relay.run)
+    sender, _ = await start(nursery, "a")
+    sender.set_peers({"b": f"127.0.0.1:{relay.port}"})
+    await wait_for(lambda: relay.connections == 1)  # the Raft link, left alone
+    async with sender.stream_to("b") as send:  # a snapshot's connection, tampered with
+        await send(numbered(0))
+        await wait_for(lambda: receiver.rejected == 1)
+    assert inbox.frames == []
+    async with sender.stream_to("b") as send:
+        await send(numbered(1))
+    await wait_for(lambda: inbox.frames)
+    assert inbox.frames == [("a", numbered(1))]
 
 
 def closed_port() -> int:
