@@ -74,12 +74,17 @@ async def test_peer_with_wrong_secret_delivers_nothing(nursery: trio.Nursery) ->
     assert inbox.frames == []
 
 
+async def greeted(node: Transport) -> tuple[trio.SocketStream, bytes]:
+    """A raw connection to `node` and the greeting it opens with."""
+    stream = await trio.open_tcp_stream("127.0.0.1", node.port)
+    return stream, await stream.receive_some(len(MAGIC) + NONCE_BYTES)
+
+
 async def test_raw_garbage_before_handshake_is_refused_and_node_keeps_serving(
     nursery: trio.Nursery,
 ) -> None:
     node, inbox = await start(nursery, "n")
-    stream = await trio.open_tcp_stream("127.0.0.1", node.port)
-    greeting = await stream.receive_some(len(MAGIC) + NONCE_BYTES)
+    stream, greeting = await greeted(node)
     assert greeting.startswith(MAGIC)
     # A frame sent without a handshake is read as a (bogus) handshake and refused.
     payload = encode_frame({"type": "append"})
@@ -210,7 +215,7 @@ async def test_member_advertising_an_unusable_address_is_refused_not_dialled(
 async def test_a_sealed_header_announcing_a_huge_frame_is_refused_before_any_payload(
     nursery: trio.Nursery,
 ) -> None:
-    node, inbox = await start(nursery, "n")
+    node, _ = await start(nursery, "n")
     bad = await connect_as(node, "mallory@127.0.0.1:1")
     await bad.stream.send_all(bad.seal.header(0xFFFFFFFF))
     assert await closed_by_other_end(bad)
@@ -221,9 +226,8 @@ async def test_a_sealed_header_announcing_a_huge_frame_is_refused_before_any_pay
 async def test_nodes_of_the_previous_wire_format_and_this_one_refuse_each_other(
     nursery: trio.Nursery,
 ) -> None:
-    node, inbox = await start(nursery, "n")
-    stream = await trio.open_tcp_stream("127.0.0.1", node.port)
-    greeting = await stream.receive_some(len(MAGIC) + NONCE_BYTES)
+    node, _ = await start(nursery, "n")
+    stream, greeting = await greeted(node)
     # An FLR1 node checks the greeting for its own magic and hangs up.
     assert not greeting.startswith(b"FLR1")
     await stream.aclose()
