@@ -13,14 +13,14 @@ piece for `TRANSFER_IDLE_SECONDS` (seen by the next piece or closed connection
 to reach the receiver, which needs no timer of its own); one sender holds at most
 `TRANSFERS_PER_SENDER` at a time, so dropped transfers cannot pile up open
 files and temp files. Each piece names its offset, so a piece of a transfer
-that was let go is refused instead of starting a truncated copy. The last piece
-carries the BLAKE3 digest of every byte the sender read from its snapshot
-file; the receiver hashes its temp file before anything is made durable, and
-a mismatch drops the transfer and its connection, so a copy that differs
-from the sender's by one byte is never saved nor stepped into the core. At start, `open_log`
-reconciles the log with the newest snapshot file, so a crash between saving
-a snapshot and compacting the log, or before the state took in a received
-snapshot, is finished on the way up.
+that was let go is refused instead of starting a truncated copy. The last
+piece carries the BLAKE3 digest of every byte the sender read from its
+snapshot file; the receiver hashes its temp file before anything is made
+durable, and a mismatch drops the transfer and its connection, so a copy
+that differs from the sender's by one byte is never saved nor stepped into
+the core. At start, `open_log` reconciles the log with the newest snapshot
+file, so a crash between saving a snapshot and compacting the log, or before
+the state took in a received snapshot, is finished on the way up.
 """
 
 from __future__ import annotations
