@@ -28,7 +28,7 @@ from blake3 import blake3
 from consensus.raft.types import SnapshotMeta
 from consensus.raft.wal import fsync_directory
 
-__all__ = ["SnapshotCorrupt", "load_latest_snapshot", "save_snapshot"]
+__all__ = ["SnapshotCorrupt", "file_digest", "load_latest_snapshot", "save_snapshot"]
 
 _FORMAT = 1
 _TMP_SUFFIX = ".tmp"
@@ -72,7 +72,8 @@ def _write_durably(path: Path, write: Callable[[BinaryIO], None]) -> None:
         os.fsync(file.fileno())
 
 
-def _file_digest(path: Path) -> bytes:
+def file_digest(path: Path) -> bytes:
+    """The BLAKE3 digest of the file at `path`."""
     # Memory-mapped and multi-threaded: hashing a large SQLite copy reads it
     # once from the page cache without building a second copy in memory.
     hasher = blake3(max_threads=blake3.AUTO)
@@ -107,7 +108,7 @@ def save_snapshot(
         data_tmp.unlink(missing_ok=True)
         raise
     size = data_tmp.stat().st_size
-    digest = _file_digest(data_tmp)
+    digest = file_digest(data_tmp)
     data_path = directory / f"{stem}-{digest.hex()[:16]}{_DATA_SUFFIX}"
     os.replace(data_tmp, data_path)
     # The data's name must be durable before a meta file can point at it.
@@ -212,6 +213,6 @@ def load_latest_snapshot(
         raise SnapshotCorrupt(data_path, "data file named by the meta file is missing") from exc
     if actual_size != size:
         raise SnapshotCorrupt(data_path, f"data is {actual_size} bytes, meta says {size}")
-    if verify and _file_digest(data_path) != digest:
+    if verify and file_digest(data_path) != digest:
         raise SnapshotCorrupt(data_path, "data does not match its BLAKE3 digest")
     return meta, data_path

@@ -13,10 +13,14 @@ piece for `TRANSFER_IDLE_SECONDS` (seen by the next piece or closed connection
 to reach the receiver, which needs no timer of its own); one sender holds at most
 `TRANSFERS_PER_SENDER` at a time, so dropped transfers cannot pile up open
 files and temp files. Each piece names its offset, so a piece of a transfer
-that was let go is refused instead of starting a truncated copy. At start, `open_log`
-reconciles the log with the newest snapshot file, so a crash between saving
-a snapshot and compacting the log, or before the state took in a received
-snapshot, is finished on the way up.
+that was let go is refused instead of starting a truncated copy. The last
+piece carries the BLAKE3 digest of every byte the sender read from its
+snapshot file; the receiver hashes its temp file before anything is made
+durable, and a mismatch drops the transfer and its connection, so a copy
+that differs from the sender's by one byte is never saved nor stepped into
+the core. At start, `open_log` reconciles the log with the newest snapshot
+file, so a crash between saving a snapshot and compacting the log, or before
+the state took in a received snapshot, is finished on the way up.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import trio
+from blake3 import blake3
 
 from consensus.raft.applier import Applier
 from consensus.raft.disk_threads import DiskThreads
 from consensus.raft.errors import MalformedMessage
 from consensus.raft.messages import Message
-from consensus.raft.snapshot_files import load_latest_snapshot, save_snapshot
+from consensus.raft.snapshot_files import file_digest, load_latest_snapshot, save_snapshot
 from consensus.raft.transport import PeerTransport, current_connection
 from consensus.raft.types import SnapshotMeta
 from consensus.raft.wal import Recovered, WriteAheadLog
@@ -51,6 +56,7 @@ TRANSFERS_PER_SENDER = 4
 # means the sender is gone or stuck, and will start over if it comes back.
 TRANSFER_IDLE_SECONDS = 60.0
 _TRANSFER_ID_MAX = 64
+_DIGEST_BYTES = 32  # BLAKE3's default output
 
 
 def open_log(
@@ -76,6 +82,15 @@ def _save_copy(directory: Path, meta: SnapshotMeta, copy: Path) -> None:
     """Make the file at `copy` the durable snapshot at `meta`."""
     with open(copy, "rb") as source:
         save_snapshot(directory, meta, lambda target: shutil.copyfileobj(source, target))
+
+
+def _save_received(directory: Path, meta: SnapshotMeta, copy: Path, digest: bytes) -> bool:
+    """Make the received `copy` the durable snapshot at `meta` if it hashes to
+    `digest`; False, and nothing saved, when it does not."""
+    if file_digest(copy) != digest:
+        return False
+    _save_copy(directory, meta, copy)
+    return True
 
 
 @dataclass
@@ -104,6 +119,14 @@ def _parse_piece(frame: dict[str, Any]) -> tuple[str, bytes, int, bool]:
     if not isinstance(piece, bytes) or type(offset) is not int or type(done) is not bool:
         raise MalformedMessage("snapshot piece without bytes, offset and end flag")
     return transfer, piece, offset, done
+
+
+def _parse_digest(frame: dict[str, Any]) -> bytes:
+    """The digest the last piece of a transfer vouches for the whole file with."""
+    digest = frame.get("h")
+    if not isinstance(digest, bytes) or len(digest) != _DIGEST_BYTES:
+        raise MalformedMessage("last snapshot piece without the snapshot's BLAKE3 digest")
+    return digest
 
 
 class Snapshots:
@@ -190,17 +213,23 @@ class Snapshots:
         meta, path = latest
         wire = Message(msg.type, msg.from_id, msg.to, term=msg.term, snapshot=meta).to_wire()
         transfer = os.urandom(8).hex()
+        hasher = blake3()
+
+        def read_piece(f: BinaryIO) -> bytes:
+            piece = f.read(SNAPSHOT_PIECE)
+            hasher.update(piece)
+            return piece
+
         try:
             async with self.transport.stream_to(msg.to) as send:
                 with open(path, "rb") as f:
                     offset = 0
-                    while True:
-                        piece = await self.threads.run_beside_loop(f.read, SNAPSHOT_PIECE)
+                    while piece := await self.threads.run_beside_loop(read_piece, f):
                         await send({"t": "snap", "x": transfer, "d": piece, "o": offset,
-                                    "done": not piece, "m": wire if not piece else None})
-                        if not piece:
-                            break
+                                    "done": False, "m": None})
                         offset += len(piece)
+                    await send({"t": "snap", "x": transfer, "d": b"", "o": offset,
+                                "done": True, "m": wire, "h": hasher.digest()})
             log.info("sent snapshot at %d to %s", meta.index, msg.to)
         except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
             log.warning("snapshot to %s failed: %r", msg.to, exc)
@@ -239,9 +268,15 @@ class Snapshots:
             msg = Message.from_wire(frame.get("m"))
             if msg.snapshot is None or msg.from_id != sender:
                 raise MalformedMessage("snapshot frame without metadata")
+            digest = _parse_digest(frame)
             async with self._files:
-                await self.threads.run_beside_loop(
-                    _save_copy, self.directory, msg.snapshot, transfer.path
+                saved = await self.threads.run_beside_loop(
+                    _save_received, self.directory, msg.snapshot, transfer.path, digest
+                )
+            if not saved:
+                raise MalformedMessage(
+                    f"snapshot at {msg.snapshot.index} from {sender} does not match its digest;"
+                    " not installed"
                 )
         except BaseException:
             self._end(key)

@@ -8,10 +8,27 @@ messages nor learn anything by connecting. Frames are length-prefixed and
 size-limited; a peer that sends garbage is logged and disconnected, and the
 node keeps running. Nothing is ever unpickled: frames are plain msgpack.
 
-Delivery is best effort, which is what Raft expects: a full send queue or a
-broken connection drops frames, and the protocol retries on its own.
-`PeerTransport` is what the driver needs of a transport; `Transport` is the
-TCP one, and tests drive the driver over one in memory.
+The handshake alone would only prove who opened the connection: anyone on the
+path could write frames into it afterwards. So each connection gets a frame
+key of its own, BLAKE3 in its key-derivation mode (`derive_key`, with a
+context string naming the protocol and the direction) over the secret, both
+nonces and the dialler's identity; frames only travel from the dialler to the
+listener, so one direction's key is all a connection needs. Every frame is
+``length (4) | tag (16) | payload | tag (16)``: the first tag, keyed BLAKE3
+over (sequence number, length), is checked before a single payload byte is
+awaited, so a forged length cannot make the receiver wait for or buffer
+bytes that never come; the second, over (sequence number, length, payload),
+is checked before msgpack sees the payload. The sequence number is never
+sent: both ends count the frames of the connection, so a frame injected,
+replayed, dropped or reordered on the way fails its tag, and the receiver
+drops the connection. Keyed BLAKE3 rather than HMAC-SHA256: on one core it
+took 2.2 µs and 1.5 ms to tag 1 KiB and 8 MiB, HMAC-SHA256 2.8 µs and 5.0 ms;
+`scripts/bench frames` measures both, and what sealing costs a frame.
+
+Delivery is best effort, which is what Raft expects: a full send queue (in
+frames or in bytes) or a broken connection drops frames, and the protocol
+retries on its own. `PeerTransport` is what the driver needs of a transport;
+`Transport` is the TCP one, and tests drive the driver over one in memory.
 """
 
 from __future__ import annotations
@@ -30,19 +47,29 @@ from typing import Any, Protocol
 
 import msgpack
 import trio
+from blake3 import blake3
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"FLR1"
+# FLR1 sent frames without tags; a node of that version and this one refuse
+# each other's greeting instead of misreading each other's frames.
+MAGIC = b"FLR2"
 NONCE_BYTES = 32
+TAG_BYTES = 16  # 128-bit tags: forging one takes 2**128 tries, each costing a connection
+FRAME_HEADER = 4 + TAG_BYTES  # the length and its tag
 # Above the largest append: max_append_bytes (8 MiB) of entries, or one larger
 # entry alone. The largest entry is a manifest PUT: a body of at most
 # max_manifest_bytes (4 MiB by default, 16 MiB at most, node/config.py), the
 # annotations and digests the command copies out of it (at most the body again)
 # and under 1 KiB of names, ids and msgpack framing: 2 x 16 MiB + 1 KiB < 64 MiB.
 MAX_FRAME = 64 << 20
+# Per peer: enough for a few full appends (8 MiB each) or the largest entry.
+QUEUE_BYTES = 64 << 20
 HANDSHAKE_TIMEOUT = 5.0
 _LENGTH = struct.Struct(">I")
+_SEQUENCE = struct.Struct(">Q")
+# The BLAKE3 key-derivation context: fixed, and unique to this use.
+_KEY_CONTEXT = "flotilla raft 2026-12 frame key, dialler to listener"
 
 FrameHandler = Callable[[str, Any], Awaitable[None]]
 SendFrame = Callable[[Any], Awaitable[None]]
@@ -104,6 +131,10 @@ class FrameInvalid(Exception):
     """Bytes on the wire that are not a well-formed frame."""
 
 
+class FrameForged(FrameInvalid):
+    """A frame whose tag is wrong: injected, replayed, reordered or damaged on the way."""
+
+
 async def _no_receiver(sender: str, frame: Any) -> None:
     raise FrameInvalid("no receiver attached to this transport yet")
 
@@ -116,8 +147,72 @@ def _proof(secret: bytes, role: bytes, *parts: bytes) -> bytes:
     return mac.digest()
 
 
+def _frame_key(secret: bytes, server_nonce: bytes, client_nonce: bytes, ident: bytes) -> bytes:
+    """The key of this connection's frames: no other connection, before or after, shares it."""
+    kdf = blake3(derive_key_context=_KEY_CONTEXT)
+    for part in (secret, server_nonce, client_nonce, ident):
+        kdf.update(_LENGTH.pack(len(part)))
+        kdf.update(part)
+    return kdf.digest()
+
+
+class FrameSeal:
+    """Tags and checks the frames of one direction of one connection.
+
+    Both ends hold one, made from the same key, and count frames the same
+    way; the count is the sequence number under every tag. One keyed BLAKE3
+    state per frame gives both tags: it starts over (sequence number, length),
+    whose digest is the header's tag, and goes on over the payload, whose
+    digest is the frame's. The start is 12 bytes of fixed width, so no
+    header tag is ever the tag of a payload but the empty one of its own frame.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self.sequence = 0
+        self._opening: blake3 | None = None  # the MAC of the frame whose header was opened
+
+    def _mac(self, length: int) -> blake3:
+        return blake3(_SEQUENCE.pack(self.sequence) + _LENGTH.pack(length), key=self._key)
+
+    def header(self, length: int) -> bytes:
+        """The next frame's header for `length` bytes of payload (its length and tag)."""
+        return _LENGTH.pack(length) + self._mac(length).digest(TAG_BYTES)
+
+    def seal(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
+        """The next frame, as its header, `payload` and trailing tag (join to send)."""
+        mac = self._mac(len(payload))
+        header = _LENGTH.pack(len(payload)) + mac.digest(TAG_BYTES)
+        mac.update(payload)
+        self.sequence += 1
+        return header, payload, mac.digest(TAG_BYTES)
+
+    def open_header(self, header: bytes) -> int:
+        """The length the next frame's header announces, once its tag is right."""
+        (length,) = _LENGTH.unpack_from(header)
+        mac = self._mac(length)
+        if not hmac.compare_digest(header[_LENGTH.size:], mac.digest(TAG_BYTES)):
+            raise FrameForged(f"frame {self.sequence} header failed its MAC")
+        self._opening = mac
+        return length
+
+    def open(self, length: int, body: bytes) -> memoryview:
+        """The payload of `body` (payload and tag) once its tag is right; the
+        frame's header must have been opened first."""
+        mac, self._opening = self._opening, None
+        if mac is None:
+            raise FrameForged(f"frame {self.sequence} opened before its header")
+        view = memoryview(body)
+        payload = view[:length]
+        mac.update(payload)
+        if not hmac.compare_digest(view[length:], mac.digest(TAG_BYTES)):
+            raise FrameForged(f"frame {self.sequence} failed its MAC")
+        self.sequence += 1
+        return payload
+
+
 class FrameReader:
-    """Buffers a byte stream and yields whole frames (length prefix + msgpack)."""
+    """Buffers a byte stream and yields whole frames (header, msgpack, tag)."""
 
     def __init__(self, stream: trio.abc.ReceiveStream, max_frame: int = MAX_FRAME) -> None:
         self.stream = stream
@@ -134,20 +229,23 @@ class FrameReader:
         del self.buffer[:n]
         return out
 
-    async def read_frame(self) -> Any:
-        (length,) = _LENGTH.unpack(await self.read_exactly(_LENGTH.size))
+    async def read_frame(self, seal: FrameSeal) -> Any:
+        """The next frame, decoded only after both of its tags were checked."""
+        length = seal.open_header(await self.read_exactly(FRAME_HEADER))
         if length > self.max_frame:
             raise FrameInvalid(f"frame of {length} bytes exceeds {self.max_frame}")
-        payload = await self.read_exactly(length)
-        try:
-            return msgpack.unpackb(
-                payload, raw=False, strict_map_key=False, ext_hook=_refuse_ext
-            )
-        except Exception as exc:
-            # Not only ValueError and UnpackException: a list or map used as a
-            # map key raises TypeError, and what else a decoder may raise on
-            # hostile bytes is not ours to enumerate.
-            raise FrameInvalid(f"undecodable frame: {exc!r}") from None
+        return decode_frame(seal.open(length, await self.read_exactly(length + TAG_BYTES)))
+
+
+def decode_frame(payload: bytes | memoryview) -> Any:
+    """A frame's payload as the plain msgpack it must be, or FrameInvalid."""
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False, ext_hook=_refuse_ext)
+    except Exception as exc:
+        # Not only ValueError and UnpackException: a list or map used as a
+        # map key raises TypeError, and what else a decoder may raise on
+        # hostile bytes is not ours to enumerate.
+        raise FrameInvalid(f"undecodable frame: {exc!r}") from None
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
@@ -156,16 +254,19 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 
 
 def encode_frame(obj: Any) -> bytes:
-    payload = msgpack.packb(obj, use_bin_type=True)
-    return _LENGTH.pack(len(payload)) + payload
+    """A frame's payload, which `max_frame` limits; a `FrameSeal` makes it a frame."""
+    return msgpack.packb(obj, use_bin_type=True)
 
 
 async def client_handshake(
     stream: trio.abc.Stream, reader: FrameReader, secret: bytes, node_id: str
-) -> None:
-    """Prove our knowledge of the secret to the server, and check its proof."""
+) -> FrameSeal:
+    """Prove our knowledge of the secret to the server, and check its proof;
+    returns the seal of the frames we send on this connection."""
     server_nonce = await reader.read_exactly(len(MAGIC) + NONCE_BYTES)
     if not server_nonce.startswith(MAGIC):
+        if server_nonce.startswith(b"FLR"):
+            raise HandshakeFailed(f"raft endpoint speaks {server_nonce[:4]!r}, we speak {MAGIC!r}")
         raise HandshakeFailed("not a flotilla raft endpoint")
     server_nonce = server_nonce[len(MAGIC):]
     client_nonce = os.urandom(NONCE_BYTES)
@@ -175,11 +276,14 @@ async def client_handshake(
     expected = _proof(secret, b"server", client_nonce, server_nonce, ident)
     if not hmac.compare_digest(await reader.read_exactly(len(expected)), expected):
         raise HandshakeFailed("server did not prove the cluster secret")
+    return FrameSeal(_frame_key(secret, server_nonce, client_nonce, ident))
 
 
-async def server_handshake(stream: trio.abc.Stream, reader: FrameReader, secret: bytes) -> str:
+async def server_handshake(
+    stream: trio.abc.Stream, reader: FrameReader, secret: bytes
+) -> tuple[str, FrameSeal]:
     """Challenge a connecting peer; returns its identity (`id@host:port` of its
-    own listener) once it has proved the secret."""
+    own listener) once it has proved the secret, and the seal its frames must carry."""
     server_nonce = os.urandom(NONCE_BYTES)
     await stream.send_all(MAGIC + server_nonce)
     (length,) = _LENGTH.unpack(await reader.read_exactly(_LENGTH.size))
@@ -192,17 +296,41 @@ async def server_handshake(stream: trio.abc.Stream, reader: FrameReader, secret:
         raise HandshakeFailed("peer did not prove the cluster secret")
     await stream.send_all(_proof(secret, b"server", client_nonce, server_nonce, ident))
     try:
-        return ident.decode()
+        identity = ident.decode()
     except UnicodeDecodeError:
         raise HandshakeFailed("node id is not text") from None
+    return identity, FrameSeal(_frame_key(secret, server_nonce, client_nonce, ident))
 
 
 @dataclass
 class _Peer:
+    """One peer's send queue (frame payloads, bounded in frames and in bytes) and link."""
+
     address: str
     send: trio.MemorySendChannel[bytes]
     receive: trio.MemoryReceiveChannel[bytes]
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    queued: int = 0  # payload bytes in the queue
+
+    def take_nowait(self) -> bytes:
+        payload = self.receive.receive_nowait()
+        self.queued -= len(payload)
+        return payload
+
+    async def take(self) -> bytes:
+        payload = await self.receive.receive()
+        self.queued -= len(payload)
+        return payload
+
+    def discard(self) -> None:
+        """Stop its link and let go of everything still queued for it."""
+        self.cancel.cancel()
+        self.send.close()
+        try:
+            while True:
+                self.take_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            pass
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -221,6 +349,7 @@ class Transport:
         on_frame: FrameHandler = _no_receiver,
         *,
         queue_frames: int = 8192,
+        queue_bytes: int = QUEUE_BYTES,
         max_frame: int = MAX_FRAME,
         advertise_host: str | None = None,
     ) -> None:
@@ -230,8 +359,10 @@ class Transport:
         self.listen = listen
         self.on_frame = on_frame
         self.queue_frames = queue_frames
+        self.queue_bytes = queue_bytes  # per peer; one frame alone is let in whatever its size
         self.max_frame = max_frame
         self.rejected = 0  # connections that failed the handshake or sent garbage
+        self.forged = 0  # of those, connections dropped for a frame that failed its MAC
         self.dropped = 0  # frames dropped because a peer's queue was full
         self._peers: dict[str, _Peer] = {}
         self._nursery: trio.Nursery | None = None
@@ -246,6 +377,11 @@ class Transport:
     @property
     def identity(self) -> str:
         return f"{self.node_id}@{self.advertise_host}:{self.port}"
+
+    @property
+    def queued_bytes(self) -> int:
+        """Payload bytes waiting in all send queues."""
+        return sum(peer.queued for peer in self._peers.values())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         host, port = split_address(self.listen)
@@ -262,7 +398,7 @@ class Transport:
         """Make the set of peers `peers` (id → host:port); others are disconnected."""
         for peer_id in list(self._peers):
             if peer_id not in peers or self._peers[peer_id].address != peers[peer_id]:
-                self._peers.pop(peer_id).cancel.cancel()
+                self._peers.pop(peer_id).discard()
         for peer_id, address in peers.items():
             if peer_id == self.node_id or peer_id in self._peers:
                 continue
@@ -273,15 +409,25 @@ class Transport:
                 self._nursery.start_soon(self._sender, peer_id, peer)
 
     def send(self, to: str, obj: Any) -> bool:
-        """Queue a frame for a peer; False when it was dropped (unknown peer, full queue)."""
+        """Queue a frame for a peer; False when it was dropped (unknown peer, full queue).
+
+        A queue with anything in it takes no frame that would carry it past
+        `queue_bytes`; an empty one takes any frame, so one entry larger than
+        the cap still reaches the peer.
+        """
         peer = self._peers.get(to)
         if peer is None:
             return False
+        payload = encode_frame(obj)
+        if peer.queued and peer.queued + len(payload) > self.queue_bytes:
+            self.dropped += 1
+            return False
         try:
-            peer.send.send_nowait(encode_frame(obj))
+            peer.send.send_nowait(payload)
         except trio.WouldBlock:
             self.dropped += 1
             return False
+        peer.queued += len(payload)
         return True
 
     @asynccontextmanager
@@ -299,10 +445,12 @@ class Transport:
             stream = await trio.open_tcp_stream(host, port)
         async with stream:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
-                await client_handshake(stream, FrameReader(stream), self.secret, self.identity)
+                seal = await client_handshake(
+                    stream, FrameReader(stream), self.secret, self.identity
+                )
 
             async def send(obj: Any) -> None:
-                await stream.send_all(encode_frame(obj))
+                await stream.send_all(b"".join(seal.seal(encode_frame(obj))))
 
             yield send
 
@@ -317,27 +465,30 @@ class Transport:
                     async with stream:
                         reader = FrameReader(stream)
                         with trio.fail_after(HANDSHAKE_TIMEOUT):
-                            await client_handshake(stream, reader, self.secret, self.identity)
+                            seal = await client_handshake(
+                                stream, reader, self.secret, self.identity
+                            )
                         backoff = 0.05
-                        await self._pump(stream, peer)
+                        await self._pump(stream, peer, seal)
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError, EOFError,
                         HandshakeFailed) as exc:
                     log.debug("link to %s (%s) down: %r", peer_id, peer.address, exc)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
 
-    async def _pump(self, stream: trio.SocketStream, peer: _Peer) -> None:
-        """Write queued frames, coalescing whatever is waiting into one send."""
+    async def _pump(self, stream: trio.SocketStream, peer: _Peer, seal: FrameSeal) -> None:
+        """Seal and write queued frames, coalescing whatever is waiting into one send."""
         while True:
-            batch = [await peer.receive.receive()]
-            size = len(batch[0])
+            payload = await peer.take()
+            batch = [*seal.seal(payload)]
+            size = len(payload)
             while size < (1 << 20):
                 try:
-                    frame = peer.receive.receive_nowait()
+                    payload = peer.take_nowait()
                 except trio.WouldBlock:
                     break
-                batch.append(frame)
-                size += len(frame)
+                batch.extend(seal.seal(payload))
+                size += len(payload)
             await stream.send_all(b"".join(batch))
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
@@ -351,8 +502,8 @@ class Transport:
         try:
             admitted = await self._admit(stream)
             if admitted is not None:
-                peer_id, reader = admitted
-                await self._read_frames(reader, peer_id)
+                peer_id, reader, seal = admitted
+                await self._read_frames(reader, seal, peer_id)
         except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the peer went away
         except Exception as exc:
@@ -361,12 +512,14 @@ class Transport:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _admit(self, stream: trio.SocketStream) -> tuple[str, FrameReader] | None:
+    async def _admit(
+        self, stream: trio.SocketStream
+    ) -> tuple[str, FrameReader, FrameSeal] | None:
         """The peer's id once it proved the secret and named a usable address; None if refused."""
         reader = FrameReader(stream, self.max_frame)
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
-                identity = await server_handshake(stream, reader, self.secret)
+                identity, seal = await server_handshake(stream, reader, self.secret)
             peer_id, _, address = identity.partition("@")
             if address:
                 _check_address(address)
@@ -379,18 +532,23 @@ class Transport:
             self.learned[peer_id] = address
             if peer_id not in self._peers and self.on_learned is not None:
                 self.on_learned()
-        return peer_id, reader
+        return peer_id, reader, seal
 
-    async def _read_frames(self, reader: FrameReader, peer_id: str) -> None:
+    async def _read_frames(self, reader: FrameReader, seal: FrameSeal, peer_id: str) -> None:
         connection = next(self._connection_ids)
         _connection.set(connection)
         try:
             while True:
-                frame = await reader.read_frame()
+                frame = await reader.read_frame(seal)
                 try:
                     await self.on_frame(peer_id, frame)
                 except Exception as exc:  # a well-formed frame with nonsense inside
                     raise FrameInvalid(f"unusable frame: {exc!r}") from None
+        except FrameForged as exc:
+            self.rejected += 1
+            self.forged += 1
+            log.warning("disconnecting %s: %s (tampered with or injected on the way)",
+                        peer_id, exc)
         except FrameInvalid as exc:
             self.rejected += 1
             log.warning("disconnecting %s: %s", peer_id, exc)

@@ -7,7 +7,7 @@ import signal
 import sys
 from types import FrameType
 
-from scripts.benchmarks import cluster, raft, single
+from scripts.benchmarks import cluster, frames, raft, single
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
             "cluster", help="3 nodes (R=2) versus one Distribution: push, remote pull, 3 pulls"
         )
     )
+    frames.add_arguments(
+        commands.add_parser(
+            "frames", help="Raft frames: encode and decode with and without their MACs"
+        )
+    )
     return parser
 
 
@@ -50,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             return raft.run(args)
         if args.command == "cluster":
             return cluster.run(args)
+        if args.command == "frames":
+            return frames.run(args)
     except KeyboardInterrupt:
         print("\nbench: interrupted; servers stopped and temp files removed", file=sys.stderr)
         return 130

@@ -7,11 +7,14 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from consensus.raft.transport import (
     MAGIC,
     NONCE_BYTES,
     FrameReader,
+    FrameSeal,
+    HandshakeFailed,
     Transport,
     client_handshake,
     encode_frame,
@@ -71,15 +74,21 @@ async def test_peer_with_wrong_secret_delivers_nothing(nursery: trio.Nursery) ->
     assert inbox.frames == []
 
 
+async def greeted(node: Transport) -> tuple[trio.SocketStream, bytes]:
+    """A raw connection to `node` and the greeting it opens with."""
+    stream = await trio.open_tcp_stream("127.0.0.1", node.port)
+    return stream, await stream.receive_some(len(MAGIC) + NONCE_BYTES)
+
+
 async def test_raw_garbage_before_handshake_is_refused_and_node_keeps_serving(
     nursery: trio.Nursery,
 ) -> None:
     node, inbox = await start(nursery, "n")
-    stream = await trio.open_tcp_stream("127.0.0.1", node.port)
-    greeting = await stream.receive_some(len(MAGIC) + NONCE_BYTES)
+    stream, greeting = await greeted(node)
     assert greeting.startswith(MAGIC)
     # A frame sent without a handshake is read as a (bogus) handshake and refused.
-    await stream.send_all(encode_frame({"type": "append"}) + b"\x00" * 100)
+    payload = encode_frame({"type": "append"})
+    await stream.send_all(struct.pack(">I", len(payload)) + payload + b"\x00" * 100)
     await wait_for(lambda: node.rejected >= 1)
     await stream.aclose()
     peer, _ = await start(nursery, "p")
@@ -102,7 +111,7 @@ async def test_authenticated_peer_sending_garbage_is_disconnected(
     if bad == "oversized":
         peer.send("n", b"x" * 4096)
     elif bad == "undecodable":
-        peer._peers["n"].send.send_nowait(struct.pack(">I", 3) + b"\xc1\xc1\xc1")
+        peer._peers["n"].send.send_nowait(b"\xc1\xc1\xc1")
     else:
         peer.send("n", "explode")
     await wait_for(lambda: node.rejected >= 1)
@@ -120,15 +129,34 @@ async def test_frames_to_unknown_peer_are_refused_not_queued(nursery: trio.Nurse
     assert node.send("nobody", "x") is False
 
 
-async def connect_as(node: Transport, identity: str) -> trio.SocketStream:
-    """A client connection that did the real handshake, as a member would."""
+class Member:
+    """A client connection that did the real handshake, as a member would, and
+    seals what it sends with the key that came out of it."""
+
+    def __init__(self, stream: trio.SocketStream, seal: FrameSeal) -> None:
+        self.stream = stream
+        self.seal = seal
+
+    async def send_frames(self, *frames: Any) -> None:
+        """Send `frames` as well-formed, sealed frames."""
+        await self.send_payloads(*(encode_frame(frame) for frame in frames))
+
+    async def send_payloads(self, *payloads: bytes) -> None:
+        """Send `payloads`, whatever they hold, as sealed frames."""
+        await self.stream.send_all(b"".join(b"".join(self.seal.seal(p)) for p in payloads))
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def connect_as(node: Transport, identity: str, secret: bytes = SECRET) -> Member:
     assert node.port is not None
     stream = await trio.open_tcp_stream("127.0.0.1", node.port)
-    await client_handshake(stream, FrameReader(stream), SECRET, identity)
-    return stream
+    return Member(stream, await client_handshake(stream, FrameReader(stream), secret, identity))
 
 
-async def closed_by_other_end(stream: trio.SocketStream) -> bool:
+async def closed_by_other_end(member: Member) -> bool:
+    stream = member.stream
     with trio.fail_after(5):
         try:
             while await stream.receive_some(65536):
@@ -138,15 +166,16 @@ async def closed_by_other_end(stream: trio.SocketStream) -> bool:
     return True
 
 
+# Payloads a member holding the secret might seal (its tags are right): what
+# is inside must still be refused without harm.
 GARBAGE_AFTER_HANDSHAKE = {
     # 81 91 01 01: a map whose key is a list; msgpack raises TypeError (unhashable).
-    "list_as_map_key": struct.pack(">I", 4) + bytes.fromhex("81910101"),
-    "map_as_map_key": struct.pack(">I", 3) + bytes.fromhex("818001"),
-    "deep_nesting": struct.pack(">I", 100_001) + b"\x91" * 100_000 + b"\x01",
-    "ext_type": struct.pack(">I", 3) + bytes.fromhex("d40501"),
-    "bad_timestamp_ext": struct.pack(">I", 4) + bytes.fromhex("d5ff0000"),
-    "trailing_bytes": struct.pack(">I", 2) + b"\x01\x02",
-    "huge_declared_length": struct.pack(">I", 0xFFFFFFFF) + b"\x00" * 16,
+    "list_as_map_key": bytes.fromhex("81910101"),
+    "map_as_map_key": bytes.fromhex("818001"),
+    "deep_nesting": b"\x91" * 100_000 + b"\x01",
+    "ext_type": bytes.fromhex("d40501"),
+    "bad_timestamp_ext": bytes.fromhex("d5ff0000"),
+    "trailing_bytes": b"\x01\x02",
 }
 
 
@@ -156,13 +185,13 @@ async def test_malformed_frame_after_handshake_closes_only_that_connection(
 ) -> None:
     node, inbox = await start(nursery, "n")
     bad = await connect_as(node, "mallory@127.0.0.1:1")
-    await bad.send_all(GARBAGE_AFTER_HANDSHAKE[garbage])
+    await bad.send_payloads(GARBAGE_AFTER_HANDSHAKE[garbage])
     assert await closed_by_other_end(bad)
     await bad.aclose()
     assert node.rejected == 1
     # The listener survived: a well-behaved member still gets its frame through.
     good = await connect_as(node, "p@127.0.0.1:2")
-    await good.send_all(encode_frame({"hello": "after"}))
+    await good.send_frames({"hello": "after"})
     await wait_for(lambda: inbox.frames)
     assert inbox.frames == [("p", {"hello": "after"})]
     await good.aclose()
@@ -177,7 +206,33 @@ async def test_member_advertising_an_unusable_address_is_refused_not_dialled(
     await bad.aclose()
     assert "mallory" not in node.learned
     good = await connect_as(node, "p@127.0.0.1:2")
-    await good.send_all(encode_frame("still serving"))
+    await good.send_frames("still serving")
     await wait_for(lambda: inbox.frames)
     assert inbox.frames == [("p", "still serving")]
     await good.aclose()
+
+
+async def test_a_sealed_header_announcing_a_huge_frame_is_refused_before_any_payload(
+    nursery: trio.Nursery,
+) -> None:
+    node, _ = await start(nursery, "n")
+    bad = await connect_as(node, "mallory@127.0.0.1:1")
+    await bad.stream.send_all(bad.seal.header(0xFFFFFFFF))
+    assert await closed_by_other_end(bad)
+    await bad.aclose()
+    assert node.rejected == 1 and node.forged == 0  # refused for its size, not its tag
+
+
+async def test_nodes_of_the_previous_wire_format_and_this_one_refuse_each_other(
+    nursery: trio.Nursery,
+) -> None:
+    node, _ = await start(nursery, "n")
+    stream, greeting = await greeted(node)
+    # An FLR1 node checks the greeting for its own magic and hangs up.
+    assert not greeting.startswith(b"FLR1")
+    await stream.aclose()
+    # And this one hangs up on an FLR1 node's greeting, naming both formats.
+    old, new = trio.testing.memory_stream_pair()
+    await old.send_all(b"FLR1" + b"\x00" * NONCE_BYTES)
+    with pytest.raises(HandshakeFailed, match="FLR1"):
+        await client_handshake(new, FrameReader(new), SECRET, "n@127.0.0.1:1")
