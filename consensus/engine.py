@@ -9,7 +9,10 @@ cluster size, one node included, is a Raft group: `open_engine` builds the
 lends the state machine as the driver's applier. A request waits for its own
 command id to be applied here, and a follower's driver forwards the command
 to the leader; when nothing comes back in time it is submitted again, and
-the state machine applies an id once, so a retry is harmless.
+the state machine applies an id once, so a retry is harmless. A command the
+driver has no room for (its queue and the leader's uncommitted entries are
+full, or snapshots fall behind the writes) is refused with `Overloaded` at
+once rather than queued: the client is told to come back shortly.
 
 `node` imports from `consensus` only through this module: the commands, the
 record types the queries return and the errors are re-exported here.
@@ -39,8 +42,8 @@ from consensus.commands import (
     decode,
     is_valid,
 )
-from consensus.raft.core import MAX_APPEND_BYTES
-from consensus.raft.driver import RaftDriver
+from consensus.raft.core import MAX_APPEND_BYTES, MAX_UNCOMMITTED_BYTES, ProposalsBackedUp
+from consensus.raft.driver import SNAPSHOT_BYTES, RaftDriver
 from consensus.raft.membership import ConfChange
 from consensus.raft.transport import PeerTransport, Transport
 from consensus.state import Refusal, Result, StateMachine
@@ -65,6 +68,7 @@ __all__ = [
     "MembershipRefused",
     "MountBlob",
     "NoQuorum",
+    "Overloaded",
     "PutBlob",
     "PutManifest",
     "Queries",
@@ -88,6 +92,13 @@ RESUBMIT_SECONDS = 1.0
 
 class NoQuorum(Exception):
     """The group could not commit (or confirm leadership) in time: retry later."""
+
+
+class Overloaded(NoQuorum):
+    """Raft has no room for the command right now (proposals queued, entries
+    uncommitted or not yet snapshotted pass their byte limits): retry shortly."""
+
+    retry_after_seconds = 1
 
 
 class MembershipRefused(Exception):
@@ -126,7 +137,11 @@ class RaftSettings:
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     snapshot_every: int = 10_000
+    snapshot_bytes: int = SNAPSHOT_BYTES  # applied entry data in the log that makes a snapshot due
     max_append_bytes: int = MAX_APPEND_BYTES  # entry data in one append to a follower
+    # Entry data a leader holds uncommitted, with the proposals queued for it,
+    # before it refuses more (Overloaded).
+    max_uncommitted_bytes: int = MAX_UNCOMMITTED_BYTES
     propose_timeout: float = 5.0
     linearizable_reads: bool = False  # every `lookup` takes a barrier first
     disk_threads: int = 2  # worker threads Raft's disk work may hold at once
@@ -254,7 +269,9 @@ class RaftEngine:
             election_ticks=settings.election_ticks,
             heartbeat_ticks=settings.heartbeat_ticks,
             snapshot_every=settings.snapshot_every,
+            snapshot_bytes=settings.snapshot_bytes,
             max_append_bytes=settings.max_append_bytes,
+            max_uncommitted_bytes=settings.max_uncommitted_bytes,
             on_applied=self._settle_proposals,
             on_leader_change=self._resubmit_proposals,
             accept_proposal=is_valid,
@@ -267,7 +284,8 @@ class RaftEngine:
     async def propose(self, command: Command) -> None:
         """Commit `command` and wait until it is applied here.
 
-        Raises Refused when the state machine refused it, NoQuorum on timeout.
+        Raises Refused when the state machine refused it, NoQuorum on timeout,
+        Overloaded at once when Raft has no room for it.
         """
         result = await self._commit(command)
         if result.refusal is not None:
@@ -279,22 +297,34 @@ class RaftEngine:
             decode(data)  # a leader would drop it, and the proposal would only time out
         except CommandInvalid as exc:
             return Result(Refusal.COMMAND_INVALID, str(exc))
+        try:
+            self._driver.propose(data)
+        except ProposalsBackedUp as exc:
+            raise Overloaded(str(exc)) from None
         waiter = self._proposals.setdefault(command.id, _Proposal())
         try:
             with trio.move_on_after(self.settings.propose_timeout):
                 while True:
-                    if waiter.wake.is_set():
-                        waiter.wake = trio.Event()
-                    self._driver.propose(data)
                     with trio.move_on_after(RESUBMIT_SECONDS):
                         await waiter.wake.wait()
                     if waiter.done:
                         return waiter.result
                     if self._driver.leader is None:
                         await trio.sleep(self.settings.tick_seconds)
+                    if waiter.wake.is_set():
+                        waiter.wake = trio.Event()
+                    self._resubmit(data)
             raise NoQuorum("the proposal was not committed in time")
         finally:
             self._proposals.pop(command.id, None)
+
+    def _resubmit(self, data: bytes) -> None:
+        """Submit again, unless Raft is full: then the first copy may still
+        commit, and the next round tries again."""
+        try:
+            self._driver.propose(data)
+        except ProposalsBackedUp:
+            pass
 
     async def barrier(self) -> None:
         """Wait until this node has applied everything committed before the call."""
@@ -371,6 +401,9 @@ class RaftEngine:
             "voters": list(st.voters),
             "members": members,
             "transport": {"rejected": transport.rejected, "dropped": transport.dropped},
+            "log_bytes": st.log_bytes,
+            "uncommitted_bytes": st.uncommitted_bytes,
+            "shed_proposals": self._driver.shed_proposals,
         }
 
     async def add_member(self, node_id: str, raft: str, http: str, zone: str = "default") -> None:
