@@ -11,8 +11,9 @@ command id to be applied here, and a follower's driver forwards the command
 to the leader; when nothing comes back in time it is submitted again, and
 the state machine applies an id once, so a retry is harmless. A command the
 driver has no room for (its queue and the leader's uncommitted entries are
-full, or snapshots fall behind the writes) is refused with `Overloaded` at
-once rather than queued: the client is told to come back shortly.
+full, or snapshots fall behind the writes) is not queued: the request waits
+for room, and if none comes within `propose_timeout` it is refused with
+`Overloaded`, which tells the client to come back shortly.
 
 `node` imports from `consensus` only through this module: the commands, the
 record types the queries return and the errors are re-exported here.
@@ -285,7 +286,7 @@ class RaftEngine:
         """Commit `command` and wait until it is applied here.
 
         Raises Refused when the state machine refused it, NoQuorum on timeout,
-        Overloaded at once when Raft has no room for it.
+        Overloaded when Raft had no room for it in that time.
         """
         result = await self._commit(command)
         if result.refusal is not None:
@@ -297,13 +298,13 @@ class RaftEngine:
             decode(data)  # a leader would drop it, and the proposal would only time out
         except CommandInvalid as exc:
             return Result(Refusal.COMMAND_INVALID, str(exc))
-        try:
-            self._driver.propose(data)
-        except ProposalsBackedUp as exc:
-            raise Overloaded(str(exc)) from None
         waiter = self._proposals.setdefault(command.id, _Proposal())
+        submitted = False
         try:
             with trio.move_on_after(self.settings.propose_timeout):
+                while not self._submit(data):
+                    await trio.sleep(self.settings.tick_seconds)  # a commit or snapshot makes room
+                submitted = True
                 while True:
                     with trio.move_on_after(RESUBMIT_SECONDS):
                         await waiter.wake.wait()
@@ -313,18 +314,20 @@ class RaftEngine:
                         await trio.sleep(self.settings.tick_seconds)
                     if waiter.wake.is_set():
                         waiter.wake = trio.Event()
-                    self._resubmit(data)
+                    self._submit(data)  # if Raft is full, the first copy may still commit
+            if not submitted:
+                raise Overloaded("Raft had no room for the command in time")
             raise NoQuorum("the proposal was not committed in time")
         finally:
             self._proposals.pop(command.id, None)
 
-    def _resubmit(self, data: bytes) -> None:
-        """Submit again, unless Raft is full: then the first copy may still
-        commit, and the next round tries again."""
+    def _submit(self, data: bytes) -> bool:
+        """Hand `data` to the driver; False when it has no room for it now."""
         try:
             self._driver.propose(data)
         except ProposalsBackedUp:
-            pass
+            return False
+        return True
 
     async def barrier(self) -> None:
         """Wait until this node has applied everything committed before the call."""

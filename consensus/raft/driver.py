@@ -78,11 +78,10 @@ INLINE_APPLY_ENTRIES = 64
 # How long one ReadIndex request may wait for its answer before it is asked again.
 READ_INDEX_WAIT = 1.0
 # Applied entry data the log may hold before a snapshot is taken, whatever
-# their count. It bounds the log in memory and, since each compaction starts
-# a new write-ahead segment, the log on disk at about twice this. Each
+# their count. With the refusals past twice this, it bounds the log in memory
+# and, as compaction unlinks whole write-ahead segments, on disk. Each
 # snapshot copies the whole state, so smaller means more copying: 64 MiB is
-# eight of the largest manifest entries, one default WAL segment, and small
-# beside a node's memory.
+# eight of the largest manifest entries, and small beside a node's memory.
 SNAPSHOT_BYTES = 64 << 20
 
 

@@ -1,10 +1,11 @@
-"""A write Raft has no room for is refused at once, and a client is told to retry.
+"""A write Raft has no room for is not queued, and a client is told to retry.
 
 Real engines over the in-memory network of `test_raft_driver`: a leader
 cut off from its followers cannot commit, so the entries it takes pile up
-uncommitted; past `max_uncommitted_bytes` it refuses the next write with
-`Overloaded` (503 UNAVAILABLE with Retry-After to a client) instead of
-holding it, and takes writes again once its followers are back.
+uncommitted; past `max_uncommitted_bytes` the next write waits for room
+outside Raft's queues and, when none comes within `propose_timeout`, is
+refused with `Overloaded` (503 UNAVAILABLE with Retry-After to a client);
+writes go through again once the followers are back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from consensus.engine import Overloaded, PutManifest
+from consensus.engine import NoQuorum, Overloaded, PutManifest
 from node.api import errors
 from tests.unit.test_raft_driver import Group, eventually
 
@@ -30,12 +31,13 @@ def manifest(n: int, size: int) -> PutManifest:
     )
 
 
-async def test_a_leader_that_cannot_commit_refuses_writes_past_the_uncommitted_limit_at_once(
+async def test_a_leader_that_cannot_commit_refuses_writes_past_the_uncommitted_limit(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    # Long enough a lease that the cut-off leader still leads while the test writes.
-    group = Group(tmp_path, nursery, ["n1", "n2", "n3"], tick_seconds=0.02, election_ticks=50,
-                  max_uncommitted_bytes=2 * MiB)
+    # A lease (2 s) long enough that the cut-off leader still leads while the
+    # refused write waits out its propose_timeout.
+    group = Group(tmp_path, nursery, ["n1", "n2", "n3"], tick_seconds=0.02, election_ticks=100,
+                  max_uncommitted_bytes=2 * MiB, propose_timeout=0.5)
     await group.start_all()
     await group.settled()
     leader = await group.leader()
@@ -45,14 +47,21 @@ async def test_a_leader_that_cannot_commit_refuses_writes_past_the_uncommitted_l
     done = trio.Event()
 
     async def write_first() -> None:
-        await leader.propose(first)
-        done.set()
+        while True:  # as a client would, until the followers are back
+            try:
+                await leader.propose(first)
+            except NoQuorum:
+                continue
+            done.set()
+            return
 
     nursery.start_soon(write_first)
     await eventually(lambda: leader.status()["uncommitted_bytes"] > MiB)
     with pytest.raises(Overloaded):
         await leader.propose(second)
     assert leader.leader() == leader.node_id  # refused for room, not for leadership
+
+    assert leader.status()["uncommitted_bytes"] < 2 * MiB  # the refused write never got in
 
     group.network.cut.clear()
     await done.wait()
