@@ -23,7 +23,10 @@ no proposals until the snapshot under way has freed it. Proposals waiting in
 the inbox count against the core's `max_uncommitted_bytes` beside its
 uncommitted entries. A proposal refused for either reason raises
 `ProposalsBackedUp` from `propose` at once, or, forwarded by a follower, is
-dropped (its proposer retries); no queue grows instead.
+dropped (its proposer retries); no queue grows instead. Entries arriving in
+peers' messages count too: past `MAX_QUEUED_MESSAGE_BYTES` waiting for the
+loop, the next such frame waits, and with it the connection that brought it,
+so a leader streaming appends to a busy follower is pushed back by TCP.
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ READ_INDEX_WAIT = 1.0
 # snapshot copies the whole state, so smaller means more copying: 64 MiB is
 # eight of the largest manifest entries, and small beside a node's memory.
 SNAPSHOT_BYTES = 64 << 20
+# Entry data of peers' messages that may wait in the inbox for the loop (a
+# save or an apply in progress) before the transport stops reading more.
+MAX_QUEUED_MESSAGE_BYTES = 4 * MAX_APPEND_BYTES
 
 
 def _ignore(*_: Any) -> None:
@@ -189,7 +195,9 @@ class RaftDriver:
             index=recovered.snapshot.index if recovered.snapshot else 0,
         )
         self._inbox: list[Callable[[], None]] = []
-        self._queued_proposal_bytes = 0  # data of the proposals in the inbox
+        # Entry data waiting in the inbox: of proposals, of peers' messages.
+        self._queued = {"proposals": 0, "messages": 0}
+        self._inbox_taken = trio.Event()  # fired each time the loop empties the inbox
         self.shed_proposals = 0  # forwarded proposals dropped for want of room
         self._wakeup = trio.Event()
         self._applied_changed = trio.Event()
@@ -228,9 +236,9 @@ class RaftDriver:
         if not self._has_room(len(data)):
             raise ProposalsBackedUp(
                 f"the Raft log holds {self.core.log_bytes()} bytes, and "
-                f"{self._queued_proposal_bytes} bytes of proposals wait for it"
+                f"{self._queued['proposals']} bytes of proposals wait for it"
             )
-        self._submit_proposal(len(data), lambda: self._forwarder.propose(data))
+        self._submit_counted("proposals", len(data), lambda: self._forwarder.propose(data))
 
     def change_voters(self, change: ConfChange) -> None:
         """Ask the leader for `change`, best effort: the caller watches `committed_voters`."""
@@ -294,14 +302,14 @@ class RaftDriver:
         core = self.core
         if core.role is Role.LEADER and core.log_bytes() >= self.max_log_bytes:
             return False
-        return core.accepts_proposal(size, self._queued_proposal_bytes)
+        return core.accepts_proposal(size, self._queued["proposals"])
 
-    def _submit_proposal(self, size: int, action: Callable[[], None]) -> None:
-        """Queue a proposal of `size` bytes; they count until the loop takes it."""
-        self._queued_proposal_bytes += size
+    def _submit_counted(self, kind: str, size: int, action: Callable[[], None]) -> None:
+        """Queue `action`, whose `size` bytes count in `_queued[kind]` until the loop takes it."""
+        self._queued[kind] += size
 
         def hand_over() -> None:
-            self._queued_proposal_bytes -= size
+            self._queued[kind] -= size
             action()
 
         self._submit(hand_over)
@@ -321,6 +329,7 @@ class RaftDriver:
             inbox, self._inbox = self._inbox, []
             for action in inbox:
                 action()
+            self._inbox_taken = _fire(self._inbox_taken)
             if core.has_ready():
                 rd = core.ready()
                 await self._handle_ready(rd)
@@ -439,7 +448,10 @@ class RaftDriver:
             msg = Message.from_wire(frame.get("m"))
             if msg.from_id != sender:
                 raise MalformedMessage("message sender does not match the connection")
-            self._submit(lambda: self.core.step(msg))
+            size = sum(len(entry.data) for entry in msg.entries)
+            while size and self._queued["messages"] >= MAX_QUEUED_MESSAGE_BYTES:
+                await self._inbox_taken.wait()
+            self._submit_counted("messages", size, lambda: self.core.step(msg))
         elif kind in FORWARDED:
             action = self._forwarder.action_for(sender, frame)
             size = len(frame["d"]) if kind == "propose" else 0  # action_for checked it
@@ -447,7 +459,7 @@ class RaftDriver:
                 self.shed_proposals += 1
                 log.debug("proposal from %s dropped: no room (it retries)", sender)
                 return
-            self._submit_proposal(size, action)
+            self._submit_counted("proposals", size, action)
         elif kind == "snap":
             snapshot = await self.snapshots.receive_piece(sender, frame)
             if snapshot is not None:

@@ -1,10 +1,12 @@
-"""A bare Raft driver snapshots by bytes as well as by count, and bounds the
-proposals it queues in bytes.
+"""A bare Raft driver bounds in bytes what it holds: its log, by snapshots
+taken by bytes as well as by count, and what waits in its inbox.
 
 Real drivers, write-ahead logs and snapshot files in the test's folder, over
 the in-memory network of `test_raft_driver`: a member fed large entries
 takes a snapshot long before `snapshot_every` entries, and its log, in
-memory and on disk, stays near `snapshot_bytes` however many it is fed.
+memory and on disk, stays near `snapshot_bytes` however many it is fed;
+proposals past the uncommitted limit are refused, and a peer's appends the
+loop has not taken yet hold back the connection that brings more.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
-from consensus.raft.core import ProposalsBackedUp
-from consensus.raft.driver import RaftDriver
-from tests.unit.test_raft_driver import MemoryNetwork, PayloadList, bare_drivers, eventually
+from consensus.raft.core import MAX_APPEND_BYTES, ProposalsBackedUp
+from consensus.raft.driver import MAX_QUEUED_MESSAGE_BYTES, RaftDriver
+from consensus.raft.messages import Message, MessageType
+from consensus.raft.types import Entry, EntryKind
+from tests.unit.test_raft_driver import (
+    MemoryNetwork,
+    PayloadList,
+    _over_the_wire,
+    bare_drivers,
+    eventually,
+)
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -86,3 +97,36 @@ async def test_proposals_queued_for_the_core_are_refused_past_the_uncommitted_li
         nursery.cancel_scope.cancel()
     driver.close()
     assert app.payloads == [b"a" * MiB, b"b" * MiB, b"c"]
+
+
+def append_frame(index: int) -> dict:
+    """n2, leading term 1, sends n1 entry `index` of the largest size one append carries."""
+    entry = Entry(1, index, EntryKind.NORMAL, bytes([index]) * MAX_APPEND_BYTES)
+    msg = Message(MessageType.APPEND, "n2", "n1", term=1, index=index - 1,
+                  log_term=1 if index > 1 else 0, entries=(entry,), commit=0)
+    return _over_the_wire({"t": "raft", "m": msg.to_wire()})
+
+
+async def test_appends_a_busy_member_has_not_taken_hold_back_the_connection_bringing_more(
+    tmp_path: Path,
+) -> None:
+    apps = {node_id: PayloadList() for node_id in ("n1", "n2", "n3")}
+    driver = bare_drivers(tmp_path, MemoryNetwork(), apps)[0]  # n1, not running yet
+    frames = [append_frame(index) for index in range(1, 7)]
+    handled = 0
+
+    async def deliver() -> None:  # what the transport does with one connection's frames
+        nonlocal handled
+        for frame in frames:
+            await driver.transport.on_frame("n2", frame)
+            handled += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(deliver)
+        await trio.testing.wait_all_tasks_blocked()
+        assert handled == MAX_QUEUED_MESSAGE_BYTES // MAX_APPEND_BYTES < len(frames)
+        await nursery.start(driver.run)  # the loop takes them, and the rest come in
+        await eventually(lambda: handled == len(frames))
+        await eventually(lambda: driver.status().last_index == len(frames))
+        nursery.cancel_scope.cancel()
+    driver.close()
