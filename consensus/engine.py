@@ -9,7 +9,11 @@ cluster size, one node included, is a Raft group: `open_engine` builds the
 lends the state machine as the driver's applier. A request waits for its own
 command id to be applied here, and a follower's driver forwards the command
 to the leader; when nothing comes back in time it is submitted again, and
-the state machine applies an id once, so a retry is harmless.
+the state machine applies an id once, so a retry is harmless. A command the
+driver has no room for (its queue and the leader's uncommitted entries are
+full, or snapshots fall behind the writes) is not queued: the request waits
+for room, and if none comes within `propose_timeout` it is refused with
+`Overloaded`, which tells the client to come back shortly.
 
 `node` imports from `consensus` only through this module: the commands, the
 record types the queries return and the errors are re-exported here.
@@ -39,8 +43,8 @@ from consensus.commands import (
     decode,
     is_valid,
 )
-from consensus.raft.core import MAX_APPEND_BYTES
-from consensus.raft.driver import RaftDriver
+from consensus.raft.core import MAX_APPEND_BYTES, MAX_UNCOMMITTED_BYTES, ProposalsBackedUp
+from consensus.raft.driver import SNAPSHOT_BYTES, RaftDriver
 from consensus.raft.membership import ConfChange
 from consensus.raft.transport import PeerTransport, Transport
 from consensus.state import Refusal, Result, StateMachine
@@ -65,6 +69,7 @@ __all__ = [
     "MembershipRefused",
     "MountBlob",
     "NoQuorum",
+    "Overloaded",
     "PutBlob",
     "PutManifest",
     "Queries",
@@ -88,6 +93,13 @@ RESUBMIT_SECONDS = 1.0
 
 class NoQuorum(Exception):
     """The group could not commit (or confirm leadership) in time: retry later."""
+
+
+class Overloaded(NoQuorum):
+    """Raft has no room for the command right now (proposals queued, entries
+    uncommitted or not yet snapshotted pass their byte limits): retry shortly."""
+
+    retry_after_seconds = 1
 
 
 class MembershipRefused(Exception):
@@ -126,7 +138,11 @@ class RaftSettings:
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     snapshot_every: int = 10_000
+    snapshot_bytes: int = SNAPSHOT_BYTES  # applied entry data in the log that makes a snapshot due
     max_append_bytes: int = MAX_APPEND_BYTES  # entry data in one append to a follower
+    # Entry data a leader holds uncommitted, with the proposals queued for it,
+    # before it refuses more (Overloaded).
+    max_uncommitted_bytes: int = MAX_UNCOMMITTED_BYTES
     propose_timeout: float = 5.0
     linearizable_reads: bool = False  # every `lookup` takes a barrier first
     disk_threads: int = 2  # worker threads Raft's disk work may hold at once
@@ -254,7 +270,9 @@ class RaftEngine:
             election_ticks=settings.election_ticks,
             heartbeat_ticks=settings.heartbeat_ticks,
             snapshot_every=settings.snapshot_every,
+            snapshot_bytes=settings.snapshot_bytes,
             max_append_bytes=settings.max_append_bytes,
+            max_uncommitted_bytes=settings.max_uncommitted_bytes,
             on_applied=self._settle_proposals,
             on_leader_change=self._resubmit_proposals,
             accept_proposal=is_valid,
@@ -267,7 +285,8 @@ class RaftEngine:
     async def propose(self, command: Command) -> None:
         """Commit `command` and wait until it is applied here.
 
-        Raises Refused when the state machine refused it, NoQuorum on timeout.
+        Raises Refused when the state machine refused it, NoQuorum on timeout,
+        Overloaded when Raft had no room for it in that time.
         """
         result = await self._commit(command)
         if result.refusal is not None:
@@ -280,21 +299,35 @@ class RaftEngine:
         except CommandInvalid as exc:
             return Result(Refusal.COMMAND_INVALID, str(exc))
         waiter = self._proposals.setdefault(command.id, _Proposal())
+        submitted = False
         try:
             with trio.move_on_after(self.settings.propose_timeout):
+                while not self._submit(data):
+                    await trio.sleep(self.settings.tick_seconds)  # a commit or snapshot makes room
+                submitted = True
                 while True:
-                    if waiter.wake.is_set():
-                        waiter.wake = trio.Event()
-                    self._driver.propose(data)
                     with trio.move_on_after(RESUBMIT_SECONDS):
                         await waiter.wake.wait()
                     if waiter.done:
                         return waiter.result
                     if self._driver.leader is None:
                         await trio.sleep(self.settings.tick_seconds)
+                    if waiter.wake.is_set():
+                        waiter.wake = trio.Event()
+                    self._submit(data)  # if Raft is full, the first copy may still commit
+            if not submitted:
+                raise Overloaded("Raft had no room for the command in time")
             raise NoQuorum("the proposal was not committed in time")
         finally:
             self._proposals.pop(command.id, None)
+
+    def _submit(self, data: bytes) -> bool:
+        """Hand `data` to the driver; False when it has no room for it now."""
+        try:
+            self._driver.propose(data)
+        except ProposalsBackedUp:
+            return False
+        return True
 
     async def barrier(self) -> None:
         """Wait until this node has applied everything committed before the call."""
@@ -371,6 +404,9 @@ class RaftEngine:
             "voters": list(st.voters),
             "members": members,
             "transport": {"rejected": transport.rejected, "dropped": transport.dropped},
+            "log_bytes": st.log_bytes,
+            "uncommitted_bytes": st.uncommitted_bytes,
+            "shed_proposals": self._driver.shed_proposals,
         }
 
     async def add_member(self, node_id: str, raft: str, http: str, zone: str = "default") -> None:

@@ -57,6 +57,21 @@ MT = MessageType
 # alone is larger): well under the transport's frame limit, and small enough
 # that a follower catching up gets a steady stream of frames, not one huge one.
 MAX_APPEND_BYTES = 8 << 20
+# The most entry data a leader holds uncommitted before it refuses proposals
+# (etcd-io/raft's MaxUncommittedEntriesSize): a leader that cannot reach its
+# followers, or whose disk is slow, stops taking more instead of growing. Eight
+# of the largest manifest entries (about 8 MiB each) fit, so a burst of big
+# pushes still overlaps its fsyncs and round trips.
+MAX_UNCOMMITTED_BYTES = 64 << 20
+# The most committed entry data one Ready hands over to apply (always at least
+# one entry): a member catching up applies in steps instead of decoding its
+# whole backlog in one transaction.
+MAX_APPLY_BYTES = 32 << 20
+
+
+class ProposalsBackedUp(ProposalDropped):
+    """The leader's uncommitted entries (and the proposals queued for it)
+    already fill `max_uncommitted_bytes`: it takes more once some commit."""
 
 
 class Role(enum.Enum):
@@ -109,6 +124,8 @@ class Status:
     last_index: int
     voters: tuple[str, ...]
     progress: dict[str, FollowerProgress] = field(default_factory=dict)
+    log_bytes: int = 0  # entry data held in memory, everything since the snapshot
+    uncommitted_bytes: int = 0
 
 
 class RaftNode:
@@ -129,14 +146,16 @@ class RaftNode:
         check_quorum: bool = True,
         max_append_entries: int = 256,
         max_append_bytes: int = MAX_APPEND_BYTES,
+        max_uncommitted_bytes: int = MAX_UNCOMMITTED_BYTES,
+        max_apply_bytes: int = MAX_APPLY_BYTES,
         applied: int = 0,
     ) -> None:
         if heartbeat_ticks < 1 or election_ticks <= heartbeat_ticks:
             raise ValueError("need 1 <= heartbeat_ticks < election_ticks")
         if max_append_entries < 1:
             raise ValueError("max_append_entries must be positive")
-        if max_append_bytes < 1:
-            raise ValueError("max_append_bytes must be positive")
+        if max_append_bytes < 1 or max_uncommitted_bytes < 1 or max_apply_bytes < 1:
+            raise ValueError("max_append_bytes, max_uncommitted_bytes, max_apply_bytes: positive")
         self.id = node_id
         self._rng = rng
         self._election_ticks = election_ticks
@@ -148,6 +167,8 @@ class RaftNode:
         # missed many large entries be sent one frame larger than the
         # transport accepts, again and again, and never catch up.
         self._max_append_bytes = max_append_bytes
+        self._max_uncommitted_bytes = max_uncommitted_bytes
+        self._max_apply_bytes = max_apply_bytes
         self._bootstrap_voters = tuple(sorted(set(voters)))
 
         self._log = RaftLog(snapshot, entries, hard_state.commit, applied)
@@ -237,9 +258,33 @@ class RaftNode:
     def propose(self, data: bytes) -> int:
         """Append a state-machine command; returns its log index. The command is
         committed once it shows up in Ready.committed_entries at that index
-        with this node's current term."""
+        with this node's current term. Raises ProposalsBackedUp when the
+        uncommitted entries have no room for `data`."""
         self._check_can_propose()
+        if not self.accepts_proposal(len(data)):
+            raise ProposalsBackedUp(
+                f"{self._log.uncommitted_bytes()} bytes are not committed yet "
+                f"(limit {self._max_uncommitted_bytes})"
+            )
         return self._append_new(EntryKind.NORMAL, data)
+
+    def accepts_proposal(self, size: int, queued: int = 0) -> bool:
+        """Whether a proposal of `size` bytes fits beside the uncommitted
+        entries (a leader's) and the `queued` bytes of proposals still on
+        their way to the core. Nothing waiting means room for one entry of
+        any size, so a single large command is never refused forever."""
+        waiting = queued
+        if self.role is Role.LEADER:
+            waiting += self._log.uncommitted_bytes()
+        return waiting == 0 or waiting + size <= self._max_uncommitted_bytes
+
+    def log_bytes(self) -> int:
+        """Entry data the log holds in memory: everything since the last snapshot."""
+        return self._log.size_bytes()
+
+    def applied_log_bytes(self) -> int:
+        """Entry data of applied entries still in the log: what a snapshot now would free."""
+        return self._log.applied_bytes()
 
     def propose_conf_change(self, change: ConfChange) -> int:
         """Append a membership change of one voter; returns its log index."""
@@ -322,7 +367,7 @@ class RaftNode:
         hard = self._hard_state()
         soft = self._soft_state()
         entries = tuple(log.unstable_entries())
-        committed = tuple(log.next_committed())
+        committed = tuple(log.next_committed(self._max_apply_bytes))
         rd = Ready(
             hard_state=hard if hard != self._prev_hard_state else None,
             entries=entries,
@@ -375,6 +420,8 @@ class RaftNode:
             last_index=self._log.last_index(),
             voters=self._voters,
             progress=progress,
+            log_bytes=self._log.size_bytes(),
+            uncommitted_bytes=self._log.uncommitted_bytes(),
         )
 
     # -- state transitions -------------------------------------------------

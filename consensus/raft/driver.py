@@ -13,6 +13,20 @@ to `on_applied` and a change of leader to `on_leader_change`, and whoever
 waits for a particular command matches the results itself. Requests only
 the leader can take go through `forwarding.py`; snapshots are taken, sent,
 received and installed by `snapshots.py`.
+
+What the driver holds is bounded in bytes. A snapshot is taken every
+`snapshot_every` applied entries or as soon as the applied entries still in
+the log pass `snapshot_bytes`, whichever comes first, so the log in memory and
+on disk stays near that size however large the entries are; a leader
+whose log still reaches twice that (writes come faster than snapshots) takes
+no proposals until the snapshot under way has freed it. Proposals waiting in
+the inbox count against the core's `max_uncommitted_bytes` beside its
+uncommitted entries. A proposal refused for either reason raises
+`ProposalsBackedUp` from `propose` at once, or, forwarded by a follower, is
+dropped (its proposer retries); no queue grows instead. Entries arriving in
+peers' messages count too: past `MAX_QUEUED_MESSAGE_BYTES` waiting for the
+loop, the next such frame waits, and with it the connection that brought it,
+so a leader streaming appends to a busy follower is pushed back by TCP.
 """
 
 from __future__ import annotations
@@ -29,7 +43,15 @@ from typing import Any
 import trio
 
 from consensus.raft.applier import Applier
-from consensus.raft.core import MAX_APPEND_BYTES, RaftNode, Ready, Role, Status
+from consensus.raft.core import (
+    MAX_APPEND_BYTES,
+    MAX_UNCOMMITTED_BYTES,
+    ProposalsBackedUp,
+    RaftNode,
+    Ready,
+    Role,
+    Status,
+)
 from consensus.raft.disk_threads import DiskThreads
 from consensus.raft.errors import InvalidCompaction, MalformedMessage, NotLeader
 from consensus.raft.forwarding import FORWARDED, Forwarder
@@ -58,6 +80,15 @@ INLINE_SAVE_SECONDS = 0.002
 INLINE_APPLY_ENTRIES = 64
 # How long one ReadIndex request may wait for its answer before it is asked again.
 READ_INDEX_WAIT = 1.0
+# Applied entry data the log may hold before a snapshot is taken, whatever
+# their count. With the refusals past twice this, it bounds the log in memory
+# and, as compaction unlinks whole write-ahead segments, on disk. Each
+# snapshot copies the whole state, so smaller means more copying: 64 MiB is
+# eight of the largest manifest entries, and small beside a node's memory.
+SNAPSHOT_BYTES = 64 << 20
+# Entry data of peers' messages that may wait in the inbox for the loop (a
+# save or an apply in progress) before the transport stops reading more.
+MAX_QUEUED_MESSAGE_BYTES = 4 * MAX_APPEND_BYTES
 
 
 def _ignore(*_: Any) -> None:
@@ -105,7 +136,9 @@ class RaftDriver:
         election_ticks: int = 10,
         heartbeat_ticks: int = 1,
         snapshot_every: int = 10_000,
+        snapshot_bytes: int = SNAPSHOT_BYTES,
         max_append_bytes: int = MAX_APPEND_BYTES,
+        max_uncommitted_bytes: int = MAX_UNCOMMITTED_BYTES,
         on_applied: Callable[[list[Any]], None] = _ignore,
         on_leader_change: Callable[[], None] = _ignore,
         accept_proposal: Callable[[bytes], bool] = _accept_any,
@@ -118,6 +151,9 @@ class RaftDriver:
         self.tick_seconds = tick_seconds
         self.election_ticks = election_ticks
         self.snapshot_every = snapshot_every
+        self.snapshot_bytes = snapshot_bytes
+        # A leader's log this large means snapshots fall behind the writes.
+        self.max_log_bytes = 2 * snapshot_bytes
         self.on_applied = on_applied
         self.on_leader_change = on_leader_change
         self._threads = DiskThreads(limiter)
@@ -140,6 +176,7 @@ class RaftDriver:
             election_ticks=election_ticks,
             heartbeat_ticks=heartbeat_ticks,
             max_append_bytes=max_append_bytes,
+            max_uncommitted_bytes=max_uncommitted_bytes,
             applied=self.applied,
         )
         # Voters as of the last applied membership change: a change counts once committed.
@@ -158,6 +195,10 @@ class RaftDriver:
             index=recovered.snapshot.index if recovered.snapshot else 0,
         )
         self._inbox: list[Callable[[], None]] = []
+        # Entry data waiting in the inbox: of proposals, of peers' messages.
+        self._queued = {"proposals": 0, "messages": 0}
+        self._inbox_taken = trio.Event()  # fired each time the loop empties the inbox
+        self.shed_proposals = 0  # forwarded proposals dropped for want of room
         self._wakeup = trio.Event()
         self._applied_changed = trio.Event()
         self._leader_changed = trio.Event()
@@ -187,8 +228,17 @@ class RaftDriver:
         return self.core.status()
 
     def propose(self, data: bytes) -> None:
-        """Hand `data` to the leader, best effort: the caller watches `on_applied`."""
-        self._submit(lambda: self._forwarder.propose(data))
+        """Hand `data` to the leader, best effort: the caller watches `on_applied`.
+
+        Raises ProposalsBackedUp, having queued nothing, when the proposals
+        waiting here and the leader's uncommitted entries leave no room.
+        """
+        if not self._has_room(len(data)):
+            raise ProposalsBackedUp(
+                f"the Raft log holds {self.core.log_bytes()} bytes, and "
+                f"{self._queued['proposals']} bytes of proposals wait for it"
+            )
+        self._submit_counted("proposals", len(data), lambda: self._forwarder.propose(data))
 
     def change_voters(self, change: ConfChange) -> None:
         """Ask the leader for `change`, best effort: the caller watches `committed_voters`."""
@@ -246,6 +296,24 @@ class RaftDriver:
         self._inbox.append(action)
         self._wakeup.set()
 
+    def _has_room(self, size: int) -> bool:
+        """Whether a proposal of `size` bytes may be queued now (see the module's
+        last paragraph); a follower leaves the log's size to its leader."""
+        core = self.core
+        if core.role is Role.LEADER and core.log_bytes() >= self.max_log_bytes:
+            return False
+        return core.accepts_proposal(size, self._queued["proposals"])
+
+    def _submit_counted(self, kind: str, size: int, action: Callable[[], None]) -> None:
+        """Queue `action`, whose `size` bytes count in `_queued[kind]` until the loop takes it."""
+        self._queued[kind] += size
+
+        def hand_over() -> None:
+            self._queued[kind] -= size
+            action()
+
+        self._submit(hand_over)
+
     async def _ticker(self) -> None:
         while True:
             await trio.sleep(self.tick_seconds)
@@ -261,11 +329,14 @@ class RaftDriver:
             inbox, self._inbox = self._inbox, []
             for action in inbox:
                 action()
+            self._inbox_taken = _fire(self._inbox_taken)
             if core.has_ready():
                 rd = core.ready()
                 await self._handle_ready(rd)
                 core.advance(rd)
-                self.snapshots.start_if_due(self._nursery, self.applied, self.snapshot_every)
+            # Checked on every pass, ticks included: a snapshot due while the
+            # previous one ran starts once it is done, traffic or not.
+            self.snapshots.start_if_due(self._nursery, self.applied, self._snapshot_interval())
 
     async def _handle_ready(self, rd: Ready) -> None:
         for step in plan_ready(rd, self._wal.hard_state.term):
@@ -338,6 +409,13 @@ class RaftDriver:
         self._refresh_peers()  # a batch may have changed voters or their addresses
         self._applied_changed = _fire(self._applied_changed)
 
+    def _snapshot_interval(self) -> int:
+        """Applied entries since the last snapshot that make the next one due:
+        `snapshot_every`, or any at all once their bytes pass `snapshot_bytes`."""
+        if self.core.applied_log_bytes() >= self.snapshot_bytes:
+            return 1
+        return self.snapshot_every
+
     async def _compact_core(self, index: int) -> SnapshotMeta | None:
         """Compact the core's log to `index`, on the loop like every call into it."""
         compacted = trio.Event()
@@ -370,9 +448,18 @@ class RaftDriver:
             msg = Message.from_wire(frame.get("m"))
             if msg.from_id != sender:
                 raise MalformedMessage("message sender does not match the connection")
-            self._submit(lambda: self.core.step(msg))
+            size = sum(len(entry.data) for entry in msg.entries)
+            while size and self._queued["messages"] >= MAX_QUEUED_MESSAGE_BYTES:
+                await self._inbox_taken.wait()
+            self._submit_counted("messages", size, lambda: self.core.step(msg))
         elif kind in FORWARDED:
-            self._submit(self._forwarder.action_for(sender, frame))
+            action = self._forwarder.action_for(sender, frame)
+            size = len(frame["d"]) if kind == "propose" else 0  # action_for checked it
+            if size and not self._has_room(size):
+                self.shed_proposals += 1
+                log.debug("proposal from %s dropped: no room (it retries)", sender)
+                return
+            self._submit_counted("proposals", size, action)
         elif kind == "snap":
             snapshot = await self.snapshots.receive_piece(sender, frame)
             if snapshot is not None:

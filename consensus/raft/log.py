@@ -7,10 +7,18 @@ The log never touches a disk. It tracks three cursors the protocol needs —
 the snapshot that replaced the compacted prefix. When a follower must
 overwrite a conflicting suffix, `stable` moves back so the next Ready carries
 the replacement entries and the driver overwrites the same suffix on disk.
+
+It also knows how many bytes of entry data it holds, and how they split
+between applied, committed and uncommitted entries: the driver snapshots by
+bytes, not only by count, and a leader refuses proposals once its
+uncommitted tail is too large. A running total per entry (`_ends`) makes
+each of these figures O(1), kept up to date by append, truncation and
+compaction without rescanning the entries.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 
 from consensus.raft.errors import InconsistentStorage, InvalidCompaction
@@ -39,6 +47,11 @@ class RaftLog:
             if entry.term < (self._entries[-1].term if self._entries else self.offset_term):
                 raise InconsistentStorage(f"entry {entry.index} has a term lower than its prefix")
             self._entries.append(entry)
+        # _ends[i]: bytes of entry data from the start of the log to entry
+        # offset + 1 + i, inclusive; _base: the same figure at the offset.
+        self._base = 0
+        self._ends = array("Q")
+        self._extend_ends(self._entries)
         if commit > self.last_index():
             raise InconsistentStorage(
                 f"commit {commit} is beyond the last entry {self.last_index()}"
@@ -101,14 +114,32 @@ class RaftLog:
                 return entries[:count]
         return entries
 
+    def bytes_through(self, index: int) -> int:
+        """Bytes of entry data from the offset up to `index`, inclusive; an
+        index at or below the offset holds none, one past the end all."""
+        position = min(index, self.last_index()) - self.offset - 1
+        return self._ends[position] - self._base if position >= 0 else 0
+
+    def size_bytes(self) -> int:
+        """Bytes of entry data the log holds in memory (everything since the snapshot)."""
+        return self.bytes_through(self.last_index())
+
+    def applied_bytes(self) -> int:
+        """Bytes of the applied entries still held: what a snapshot now would drop."""
+        return self.bytes_through(self.applied)
+
+    def uncommitted_bytes(self) -> int:
+        """Bytes of the entries not committed yet."""
+        return self.size_bytes() - self.bytes_through(self.committed)
+
     def unstable_entries(self) -> list[Entry]:
         return self._entries[self.stable - self.offset :]
 
     def has_next_committed(self) -> bool:
         return self.committed > self.applying
 
-    def next_committed(self) -> list[Entry]:
-        return self.slice(self.applying + 1, self.committed + 1)
+    def next_committed(self, max_bytes: int | None = None) -> list[Entry]:
+        return self.slice(self.applying + 1, self.committed + 1, max_bytes)
 
     def find_conflict(self, entries: Sequence[Entry]) -> int:
         """The index of the first entry that is new or conflicts with ours, or 0."""
@@ -144,7 +175,9 @@ class RaftLog:
         if first > self.last_index() + 1:
             raise AssertionError(f"gap before entry {first} (last {self.last_index()})")
         del self._entries[first - self.offset - 1 :]
+        del self._ends[first - self.offset - 1 :]
         self._entries.extend(entries)
+        self._extend_ends(entries)
         self.stable = min(self.stable, first - 1)
 
     def maybe_append(
@@ -183,6 +216,8 @@ class RaftLog:
         self.offset = snapshot.index
         self.offset_term = snapshot.term
         self._entries = []
+        self._base = 0
+        self._ends = array("Q")
         self.stable = snapshot.index
         self.committed = snapshot.index
         self.applying = snapshot.index
@@ -201,7 +236,15 @@ class RaftLog:
             raise InvalidCompaction(f"index {index} is already compacted (offset {self.offset})")
         if index > self.applied:
             raise InvalidCompaction(f"index {index} is not applied yet (applied {self.applied})")
+        self._base = self._ends[index - self.offset - 1]
         del self._entries[: index - self.offset]
+        del self._ends[: index - self.offset]
         self.offset = index
         self.offset_term = snapshot.term
         self.snapshot = snapshot
+
+    def _extend_ends(self, entries: Sequence[Entry]) -> None:
+        running = self._ends[-1] if self._ends else self._base
+        for entry in entries:
+            running += len(entry.data)
+            self._ends.append(running)

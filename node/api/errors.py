@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
-from consensus.engine import MembershipRefused, NoQuorum, Refusal, Refused
+from consensus.engine import MembershipRefused, NoQuorum, Overloaded, Refusal, Refused
 from node.cluster import errors as cluster
 from node.storage import errors as storage
 
@@ -238,6 +238,10 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], RegistryError]] = {
     cluster.PeerEndpointUnknown: _from(NotFound),
     cluster.PeerMethodUnsupported: _from(Unsupported),
     NoQuorum: lambda exc: Unavailable("the cluster cannot commit right now; retry later"),
+    Overloaded: lambda exc: Unavailable(
+        "the cluster has no room for more writes right now; retry shortly",
+        headers={"Retry-After": str(Overloaded.retry_after_seconds)},
+    ),
     MembershipRefused: _from(MembershipConflict),
     Refused: _refused,
 }

@@ -398,9 +398,10 @@ class PayloadList:
 
 
 def bare_drivers(
-    folder: Path, network: MemoryNetwork, apps: dict[str, PayloadList]
+    folder: Path, network: MemoryNetwork, apps: dict[str, PayloadList], **options: Any
 ) -> list[RaftDriver]:
-    """A bare `RaftDriver` for each of `apps`, over the memory network, with short ticks."""
+    """A bare `RaftDriver` for each of `apps`, over the memory network, with short
+    ticks; `options` go to every driver."""
     drivers = []
     for node_id, app in apps.items():
         (folder / node_id / "incoming").mkdir(parents=True)
@@ -414,6 +415,7 @@ def bare_drivers(
             limiter=trio.CapacityLimiter(1),
             peers={i: f"memory:{port_of(i)}" for i in apps},
             tick_seconds=0.01,
+            **options,
         ))
     return drivers
 
