@@ -168,6 +168,8 @@ class BoundedRequest(TrioRequest):
 
 
 class BoundedHTTPConnection(TrioASGIHTTPConnection):
+    _finishing = False  # set as the response's last message goes out
+
     def _create_request_from_scope(self, send: ASGISendCallable) -> Request:
         request = super()._create_request_from_scope(send)
         if isinstance(request.body, BoundedBody):
@@ -190,7 +192,11 @@ class BoundedHTTPConnection(TrioASGIHTTPConnection):
                     await body.wait_for_room()
             elif message["type"] == "http.disconnect":
                 break
-        nursery.cancel_scope.cancel()
+        # Hypercorn also reports the end of a response that did not read the whole
+        # body as a disconnect, from inside the response's last send: cancelling
+        # then would stop it from closing the connection, and leave it open.
+        if not self._finishing:
+            nursery.cancel_scope.cancel()
 
     async def handle_request(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Request, send: ASGISendCallable
@@ -219,5 +225,10 @@ class BoundedHTTPConnection(TrioASGIHTTPConnection):
             timeout = cast(float | None, response.timeout)
         else:
             timeout = self.app.config["RESPONSE_TIMEOUT"]
+        async def send_marking_the_end(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self._finishing = True
+            await send(message)
+
         with trio.move_on_after(timeout if timeout is not None else float("inf")):
-            await self._send_response(send, response)
+            await self._send_response(send_marking_the_end, response)
