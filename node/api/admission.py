@@ -132,6 +132,12 @@ class AdmittedTCPServer(TCPServer):
             else:
                 await self.stream.aclose()
 
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # The client has gone. Hypercorn would keep the connection's task, its socket
+        # and so its slot until the keep-alive timer fired, up to 75 s later.
+        await self.idle_task.stop()
+
 
 def cap_connections() -> None:
     """Make Hypercorn's trio worker serve each connection through `AdmittedTCPServer`.
