@@ -7,6 +7,7 @@ the requests queue up.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -50,37 +51,48 @@ async def range_end(client: httpx.AsyncClient, location: str) -> int:
     return int(status.headers["Range"].split("-")[1])
 
 
+@asynccontextmanager
+async def a_writer_holding(
+    client: httpx.AsyncClient, location: str, data: bytes
+) -> AsyncIterator[list[httpx.Response]]:
+    """A PATCH of `data` that holds the session after 2 MiB until the block ends; then
+    it finishes, and the list yielded holds its answer."""
+    release = trio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        for offset in range(0, len(data), MiB):
+            if offset == 2 * MiB:
+                await release.wait()
+            yield data[offset : offset + MiB]
+
+    written: list[httpx.Response] = []
+
+    async def write() -> None:
+        written.append(await client.patch(location, content=body()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write)
+        while await range_end(client, location) < MiB - 1:
+            await trio.sleep(0.05)
+        yield written
+        release.set()
+
+
 async def test_patches_on_a_session_being_written_are_refused_at_once_without_buffering(
     node_process: NodeProcess,
 ) -> None:
     data = random_bytes(6 * MiB, seed=9)
-    contenders_done = trio.Event()
-
-    async def writer_body() -> AsyncIterator[bytes]:
-        for offset in range(0, 2 * MiB, MiB):
-            yield data[offset : offset + MiB]
-        await contenders_done.wait()  # holds the session while the others knock
-        for offset in range(2 * MiB, len(data), MiB):
-            yield data[offset : offset + MiB]
-
     async with httpx.AsyncClient(base_url=node_process.url, timeout=60) as client:
         started = await client.post(f"/v2/{NAME}/blobs/uploads/")
         location = started.headers["Location"]
         answers: list[httpx.Response] = []
-        written: list[httpx.Response] = []
-
-        async def write() -> None:
-            written.append(await client.patch(location, content=writer_body()))
 
         async def contend() -> None:
             async with httpx.AsyncClient(base_url=node_process.url, timeout=60) as own:
                 answers.append(await own.patch(location, content=offered_body(CONTENDER_BODY)))
 
         with trio.fail_after(120):  # a hang guard: on the old code the contenders wait forever
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(write)
-                while await range_end(client, location) < MiB - 1:
-                    await trio.sleep(0.05)
+            async with a_writer_holding(client, location, data) as written:
                 before = memory_of(node_process)
                 peaks = []
                 for _ in range(ROUNDS):
@@ -89,7 +101,6 @@ async def test_patches_on_a_session_being_written_are_refused_at_once_without_bu
                             contenders.start_soon(contend)
                     peaks.append(memory_of(node_process)["VmHWM"])
                 after = memory_of(node_process)
-                contenders_done.set()
 
         print(f"node RSS before {before['VmRSS'] / MiB:.0f} MiB, peak after each round of "
               f"{CONTENDERS} refused PATCHes {[p // MiB for p in peaks]} MiB, "
@@ -114,30 +125,13 @@ async def test_a_closing_put_on_a_session_being_written_is_refused_and_the_uploa
     node_process: NodeProcess,
 ) -> None:
     data = random_bytes(3 * MiB, seed=10)
-    refused = trio.Event()
-
-    async def writer_body() -> AsyncIterator[bytes]:
-        yield data[:MiB]
-        yield data[MiB : 2 * MiB]
-        await refused.wait()
-        yield data[2 * MiB :]
-
     async with httpx.AsyncClient(base_url=node_process.url, timeout=60) as client:
         started = await client.post(f"/v2/{NAME}/blobs/uploads/")
         location = started.headers["Location"]
-        written: list[httpx.Response] = []
-
-        async def write() -> None:
-            written.append(await client.patch(location, content=writer_body()))
-
         with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(write)
-                while await range_end(client, location) < MiB - 1:
-                    await trio.sleep(0.05)
+            async with a_writer_holding(client, location, data) as written:
                 async with httpx.AsyncClient(base_url=node_process.url, timeout=60) as other:
                     closing = await other.put(location, params={"digest": digest_of(data)})
-                refused.set()
 
         assert_error(closing, 416, "RANGE_INVALID")
         assert written[0].status_code == 202
