@@ -43,7 +43,7 @@ from quart_trio.wrappers.request import TrioBody, TrioRequest
 from node.api.errors import BodyTimeout, error_response
 
 HIGH_WATER = 4 << 20
-APP_QUEUE = 1  # body messages Hypercorn queues per request (its default, 10, held 10 MiB)
+APP_QUEUE = 2  # body messages Hypercorn queues per request (its default, 10, held 10 MiB)
 DRAIN_LIMIT = 1 << 20  # unread bytes dropped to keep a connection reusable
 DRAIN_SECONDS = 2.0
 
