@@ -78,13 +78,19 @@ async def a_writer_holding(
         release.set()
 
 
+@asynccontextmanager
+async def a_session(node: NodeProcess) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A client of the node and the Location of an upload session it opened."""
+    async with httpx.AsyncClient(base_url=node.url, timeout=60) as client:
+        started = await client.post(f"/v2/{NAME}/blobs/uploads/")
+        yield client, started.headers["Location"]
+
+
 async def test_patches_on_a_session_being_written_are_refused_at_once_without_buffering(
     node_process: NodeProcess,
 ) -> None:
     data = random_bytes(6 * MiB, seed=9)
-    async with httpx.AsyncClient(base_url=node_process.url, timeout=60) as client:
-        started = await client.post(f"/v2/{NAME}/blobs/uploads/")
-        location = started.headers["Location"]
+    async with a_session(node_process) as (client, location):
         answers: list[httpx.Response] = []
 
         async def contend() -> None:
@@ -125,9 +131,7 @@ async def test_a_closing_put_on_a_session_being_written_is_refused_and_the_uploa
     node_process: NodeProcess,
 ) -> None:
     data = random_bytes(3 * MiB, seed=10)
-    async with httpx.AsyncClient(base_url=node_process.url, timeout=60) as client:
-        started = await client.post(f"/v2/{NAME}/blobs/uploads/")
-        location = started.headers["Location"]
+    async with a_session(node_process) as (client, location):
         with trio.fail_after(60):
             async with a_writer_holding(client, location, data) as written:
                 async with httpx.AsyncClient(base_url=node_process.url, timeout=60) as other:
