@@ -10,7 +10,7 @@ understands rather than a reset; only a further overflow past that is closed
 at accept.
 
 Two kinds of traffic never compete with clients for these slots: the base
-check `/v2/` (what load balancers and `flotilla` itself probe for health) is
+check `/v2/` (what load balancers and the tests probe for readiness) is
 never refused, and the peer API (`/_cluster/…`, other nodes' health checks,
 chunk copies and status) has a budget of requests of its own, so a node
 flooded by clients still answers its peers. Peer requests on a connection
