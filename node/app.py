@@ -22,8 +22,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from consensus.engine import Engine, RaftSettings, StatePaths, open_engine
+from node.api.admission import Admission, AdmittedConfig, cap_connections
 from node.api.errors import API_VERSION, error_response
-from node.api.request_bodies import BoundedHTTPConnection, BoundedRequest
+from node.api.request_bodies import APP_QUEUE, BodyPace, BoundedHTTPConnection, BoundedRequest
 from node.api.routes import dispatch
 from node.cluster.auth import Verifier, load_or_create_secret
 from node.cluster.blob_reader import BlobReader
@@ -49,13 +50,20 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 class RegistryApp(QuartTrio):
     asgi_http_class = BoundedHTTPConnection
     request_class = BoundedRequest
+    admission: Admission | None = None  # the caps its connection class enforces
+    body_pace: BodyPace | None = None  # how slowly a request body may arrive
 
 
-def create_app(rt: NodeServices) -> QuartTrio:
+def create_app(rt: NodeServices) -> RegistryApp:
     app = RegistryApp("flotilla")
+    app.admission = Admission(
+        max_connections=rt.config.max_connections,
+        max_requests=rt.config.max_inflight_requests,
+    )
+    app.body_pace = BodyPace(rt.config.body_read_timeout, rt.config.body_min_rate)
     app.config.update(
         MAX_CONTENT_LENGTH=None,  # uploads stream; manifests are bounded by their handler
-        BODY_TIMEOUT=None,
+        BODY_TIMEOUT=None,  # the body's pace is checked as it streams (request_bodies.py)
         RESPONSE_TIMEOUT=None,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
@@ -155,14 +163,16 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
     )
 
 
-def hypercorn_config(config: Config) -> HypercornConfig:
-    hc = HypercornConfig()
+def hypercorn_config(config: Config, admission: Admission | None = None) -> HypercornConfig:
+    hc = AdmittedConfig()
+    hc.admission = admission
     hc.bind = [config.listen]
     hc.accesslog = logging.getLogger("flotilla.access") if config.access_log else None
     hc.errorlog = logging.getLogger("flotilla.http")
     hc.keep_alive_timeout = 75
     hc.graceful_timeout = 5
     hc.h11_max_incomplete_size = 64 * 1024
+    hc.max_app_queue_size = APP_QUEUE
     return hc
 
 
@@ -182,6 +192,7 @@ async def serve(
 ) -> None:
     """Run one node until cancelled; its worker threads stop with it."""
     tune_process()
+    cap_connections()
     rt = build_services(config)
     app = create_app(rt)
     try:
@@ -189,7 +200,9 @@ async def serve(
             await nursery.start(rt.engine.run)
             await nursery.start(rt.peers.run)
             await nursery.start(rt.blob_writer.run)
-            binds = await nursery.start(hypercorn_serve, app, hypercorn_config(config))
+            binds = await nursery.start(
+                hypercorn_serve, app, hypercorn_config(config, app.admission)
+            )
             url = binds[0] if binds else f"http://{config.listen}"
             port = url.rsplit(":", 1)[1]
             rt.engine.http_advertise = f"{config.advertise_host or config.host}:{port}"

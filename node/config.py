@@ -56,6 +56,11 @@ class Config:
     cache_bytes: int = -1  # room for chunks fetched but not owned; -1 = 10% of free disk
     fetch_window: int = 4  # chunks fetched ahead while a blob streams out
     transfer_concurrency: int = 8  # chunks moving to or from peers at once per request
+    # HTTP admission (see README, "Configuration"): past a cap, 503 with Retry-After.
+    max_connections: int = 512  # client connections held open at once
+    max_inflight_requests: int = 256  # client requests being served at once
+    body_read_timeout: float = 60.0  # seconds a request body may send nothing
+    body_min_rate: int = 1024  # bytes/s a body must average over each body_read_timeout; 0: off
 
     @property
     def host(self) -> str:
@@ -101,6 +106,10 @@ class Config:
             raise ConfigError("replication must be at least 1 and write_quorum not negative")
         if self.fetch_window < 1 or self.transfer_concurrency < 1:
             raise ConfigError("fetch_window and transfer_concurrency must be at least 1")
+        if self.max_connections < 1 or self.max_inflight_requests < 1:
+            raise ConfigError("max_connections and max_inflight_requests must be at least 1")
+        if self.body_read_timeout <= 0 or self.body_min_rate < 0:
+            raise ConfigError("body_read_timeout must be positive and body_min_rate not negative")
         if self.join and self.peers:
             raise ConfigError("a joining node learns its peers from the cluster: drop peers")
         self.peer_map()

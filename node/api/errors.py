@@ -123,6 +123,14 @@ class RangeInvalid(RegistryError):
     code, status, default_message = "RANGE_INVALID", 416, "invalid content range"
 
 
+class UploadBusy(RangeInvalid):
+    """Another request is writing this upload. The spec allows one writer at a time, and
+    a 416 with the session's Range tells the client where the upload stands without
+    failing it (any other 4xx would)."""
+
+    default_message = "another request is writing this upload; resume from its Range"
+
+
 class TagInvalid(RegistryError):
     code, status, default_message = "TAG_INVALID", 400, "manifest tag did not match URI"
 
@@ -151,6 +159,26 @@ class Unavailable(RegistryError):
     """The cluster cannot commit or reach what it needs right now; retry later."""
 
     code, status, default_message = "UNAVAILABLE", 503, "service temporarily unavailable"
+
+
+class Overloaded(Unavailable):
+    """This node is at its cap of connections or requests in flight: retry shortly."""
+
+    default_message = "this node is at its limit of requests in flight; retry later"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1,
+                 close: bool = False) -> None:
+        headers = {"Retry-After": str(retry_after)}
+        if close:
+            headers["Connection"] = "close"
+        super().__init__(message, headers=headers)
+
+
+class BodyTimeout(RegistryError):
+    """The client sent its body too slowly: nothing for the read timeout, or less than
+    the minimum rate. Its connection is closed after this answer."""
+
+    code, status, default_message = "REQUEST_TIMEOUT", 408, "the request body arrived too slowly"
 
 
 class Internal(RegistryError):

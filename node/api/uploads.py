@@ -11,11 +11,13 @@ is durable on its holders.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
+import trio
 from quart import Response, request
 
-from node.api.errors import DigestInvalid, RangeInvalid, SizeInvalid
+from node.api.errors import DigestInvalid, RangeInvalid, SizeInvalid, UploadBusy
 from node.api.grammar import parse_digest, parse_name, parse_upload_range
 from node.cluster.blob_writer import Upload
 from node.cluster.forward import forward_upload, session_node
@@ -42,6 +44,24 @@ def _blob_created(name: str, digest: str) -> Response:
             "Content-Length": "0",
         },
     )
+
+
+@contextmanager
+def writing(name: str, upload: Upload) -> Iterator[None]:
+    """Be the upload's one writer for this request, or UploadBusy at once.
+
+    Refused rather than queued: a request waiting for the session would hold
+    its connection, its slot and its buffered body, and when its turn came
+    its offset would be stale anyway.
+    """
+    try:
+        upload.lock.acquire_nowait()
+    except trio.WouldBlock:
+        raise UploadBusy(headers=_upload_headers(name, upload)) from None
+    try:
+        yield
+    finally:
+        upload.lock.release()
 
 
 UploadHandler = Callable[[NodeServices, str, Upload], Awaitable[Response]]
@@ -73,7 +93,7 @@ async def start_upload(rt: NodeServices, name: str) -> Response:
     monolithic = request.args.get("digest")
     expected = parse_digest(monolithic) if monolithic is not None else None
     upload = await writer.open(name)
-    async with upload.lock:
+    with writing(name, upload):
         try:
             await writer.write(upload, request.body)
         except BaseException:
@@ -87,7 +107,7 @@ async def start_upload(rt: NodeServices, name: str) -> Response:
 
 @on_session_node
 async def patch_upload(rt: NodeServices, name: str, upload: Upload) -> Response:
-    async with upload.lock:
+    with writing(name, upload):
         content_range = request.headers.get("Content-Range")
         if content_range is not None:
             start, end = parse_upload_range(content_range)
@@ -109,7 +129,7 @@ async def patch_upload(rt: NodeServices, name: str, upload: Upload) -> Response:
 
 @on_session_node
 async def finish_upload(rt: NodeServices, name: str, upload: Upload) -> Response:
-    async with upload.lock:
+    with writing(name, upload):
         digest = request.args.get("digest")
         if digest is None:
             raise DigestInvalid("the closing PUT needs ?digest=")
