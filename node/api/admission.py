@@ -33,7 +33,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.utils import parse_socket_addr
 
-from node.api.errors import Overloaded
+from node.api.errors import AtCapacity
 
 RETRY_AFTER = 1  # seconds; a busy node frees slots as fast as requests finish
 Address = tuple[str, int]
@@ -87,18 +87,18 @@ class Admission:
                 self._past_cap.discard(address)
 
     @contextmanager
-    def request(self, path: str, client: Address | None) -> Iterator[Overloaded | None]:
+    def request(self, path: str, client: Address | None) -> Iterator[AtCapacity | None]:
         """Hold a request slot while the request is served; yields the refusal when over a cap."""
         budget = budget_of(path)
         if budget is Budget.NONE:
             yield None
             return
         if budget is Budget.CLIENT and client in self._past_cap:
-            yield Overloaded("this node is at its limit of connections; retry later",
+            yield AtCapacity("this node is at its limit of connections; retry later",
                              retry_after=RETRY_AFTER, close=True)
             return
         if self.requests[budget] >= self.max_requests:
-            yield Overloaded(retry_after=RETRY_AFTER)
+            yield AtCapacity(retry_after=RETRY_AFTER)
             return
         self.requests[budget] += 1
         try:

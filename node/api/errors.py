@@ -161,7 +161,7 @@ class Unavailable(RegistryError):
     code, status, default_message = "UNAVAILABLE", 503, "service temporarily unavailable"
 
 
-class Overloaded(Unavailable):
+class AtCapacity(Unavailable):
     """This node is at its cap of connections or requests in flight: retry shortly."""
 
     default_message = "this node is at its limit of requests in flight; retry later"
@@ -265,7 +265,9 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], RegistryError]] = {
     cluster.UnknownMember: _from(NotFound),
     cluster.PeerEndpointUnknown: _from(NotFound),
     cluster.PeerMethodUnsupported: _from(Unsupported),
-    NoQuorum: lambda exc: Unavailable("the cluster cannot commit right now; retry later"),
+    NoQuorum: lambda exc: Unavailable(
+        "the cluster cannot commit right now; retry later", headers={"Retry-After": "1"}
+    ),
     Overloaded: lambda exc: Unavailable(
         "the cluster has no room for more writes right now; retry shortly",
         headers={"Retry-After": str(Overloaded.retry_after_seconds)},

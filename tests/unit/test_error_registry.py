@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.engine import MembershipRefused, NoQuorum, Refusal, Refused
+from consensus.engine import MembershipRefused, NoQuorum, Overloaded, Refusal, Refused
 from node.api import errors
 from node.cluster import errors as cluster
 from node.storage import errors as storage
@@ -23,6 +23,7 @@ LOWER_LAYER_ERRORS = [
     *_all_subclasses(storage.StorageError),
     *_all_subclasses(cluster.ClusterError),
     NoQuorum,
+    Overloaded,
     MembershipRefused,
 ]
 
@@ -46,6 +47,16 @@ def test_no_holder_reachable_is_503_unavailable() -> None:
     mapped = errors.as_registry_error(cluster.NoHolderReachable("gone", chunk="ab" * 32))
     assert (mapped.http_status, mapped.code) == (503, "UNAVAILABLE")
     assert mapped.detail == {"chunk": "ab" * 32}
+
+
+@pytest.mark.parametrize("exc", [NoQuorum("no leader"), Overloaded("full")],
+                         ids=["no-quorum", "raft-full"])
+def test_a_cluster_that_cannot_take_writes_now_tells_clients_when_to_retry(
+    exc: Exception,
+) -> None:
+    mapped = errors.as_registry_error(exc)
+    assert (mapped.http_status, mapped.code) == (503, "UNAVAILABLE")
+    assert mapped.headers["Retry-After"] == "1"
 
 
 def test_an_upload_the_spool_does_not_know_is_blob_upload_unknown() -> None:
