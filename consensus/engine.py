@@ -46,7 +46,7 @@ from consensus.commands import (
 from consensus.raft.core import MAX_APPEND_BYTES, MAX_UNCOMMITTED_BYTES, ProposalsBackedUp
 from consensus.raft.driver import SNAPSHOT_BYTES, RaftDriver
 from consensus.raft.membership import ConfChange
-from consensus.raft.transport import PeerTransport, Transport
+from consensus.raft.transport import QUEUE_BYTES, PeerTransport, Transport
 from consensus.state import Refusal, Result, StateMachine
 from consensus.store import (
     ManifestRecord,
@@ -146,6 +146,7 @@ class RaftSettings:
     propose_timeout: float = 5.0
     linearizable_reads: bool = False  # every `lookup` takes a barrier first
     disk_threads: int = 2  # worker threads Raft's disk work may hold at once
+    queue_bytes: int = QUEUE_BYTES  # frames waiting for one peer, beyond which they are dropped
 
 
 class Engine(Protocol):
@@ -253,7 +254,7 @@ class RaftEngine:
         if transport is None:
             transport = Transport(
                 settings.node_id, settings.secret, settings.raft_listen,
-                advertise_host=settings.advertise_host,
+                advertise_host=settings.advertise_host, queue_bytes=settings.queue_bytes,
             )
         self._proposals: dict[str, _Proposal] = {}
         self._driver = RaftDriver(

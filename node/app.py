@@ -124,6 +124,9 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
             zone=config.zone,
             tick_seconds=config.tick_ms / 1000,
             snapshot_every=config.snapshot_every,
+            snapshot_bytes=config.snapshot_bytes,
+            max_uncommitted_bytes=config.max_uncommitted_bytes,
+            queue_bytes=config.raft_queue_bytes,
             propose_timeout=config.propose_timeout,
             linearizable_reads=config.consistency == "linearizable",
         )

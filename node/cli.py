@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds a write may wait for a commit before 503 (default 5)")
     serve.add_argument("--snapshot-every", dest="snapshot_every", type=int,
                        help="applied entries between snapshots (default 10000)")
+    serve.add_argument("--snapshot-bytes", dest="snapshot_bytes", type=int,
+                       help="bytes of applied entries in the log that make a snapshot due "
+                            "(default 64 MiB)")
     serve.add_argument("--replication", type=int,
                        help="R: nodes holding each chunk (default 2, capped at the members)")
     serve.add_argument("--write-quorum", dest="write_quorum", type=int,

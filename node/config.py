@@ -49,6 +49,9 @@ class Config:
     consistency: str = "local"  # or "linearizable": every metadata read takes a barrier
     propose_timeout: float = 5.0
     snapshot_every: int = 10_000
+    snapshot_bytes: int = 64 * MiB  # applied entry data in the log that makes a snapshot due
+    max_uncommitted_bytes: int = 64 * MiB  # entry data a leader holds uncommitted before 503
+    raft_queue_bytes: int = 64 * MiB  # frames queued for one peer before new ones are dropped
     tick_ms: int = 100
     # Chunks across peers.
     replication: int = 2  # R: holders of each chunk (capped at the member count)
@@ -102,6 +105,10 @@ class Config:
             raise ConfigError('consistency must be "local" or "linearizable"')
         if self.propose_timeout <= 0 or self.tick_ms < 1 or self.snapshot_every < 1:
             raise ConfigError("propose_timeout, tick_ms and snapshot_every must be positive")
+        if min(self.snapshot_bytes, self.max_uncommitted_bytes, self.raft_queue_bytes) < MiB:
+            raise ConfigError(
+                "snapshot_bytes, max_uncommitted_bytes and raft_queue_bytes must be at least 1 MiB"
+            )
         if self.replication < 1 or self.write_quorum < 0:
             raise ConfigError("replication must be at least 1 and write_quorum not negative")
         if self.fetch_window < 1 or self.transfer_concurrency < 1:

@@ -1,11 +1,12 @@
 """A node taking many large manifests keeps its Raft log bounded in bytes.
 
-One real `flotilla serve` process with its default settings takes manifests
-close to the 4 MiB limit, each a Raft entry of about 8 MiB, well past
-`snapshot_bytes` in total: snapshots are taken by bytes (the count is far
-below `snapshot_every`), the write-ahead log on disk and the log in memory
-stay near `snapshot_bytes`, and after a restart every manifest is served
-byte for byte from the snapshot and what is left of the log.
+One real `flotilla serve` process, with `--snapshot-bytes` at 16 MiB so the
+test stays short, takes manifests close to the 4 MiB limit, each a Raft
+entry of about 8 MiB, well past `snapshot_bytes` in total: snapshots are
+taken by bytes (the count is far below `snapshot_every`), the write-ahead
+log on disk and the log in memory stay near `snapshot_bytes`, and after a
+restart every manifest is served byte for byte from the snapshot and what is
+left of the log.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import httpx
 
-from consensus.raft.driver import SNAPSHOT_BYTES
 from consensus.raft.wal import DEFAULT_SEGMENT_BYTES
 from node.cluster.auth import load_or_create_secret
 from node.cluster.client import call_sync
@@ -23,7 +23,8 @@ from tests.cluster.test_big_entries import MANIFEST_BYTES, padded_manifest
 from tests.conftest import NodeProcess, free_port
 
 MiB = 1 << 20
-MANIFESTS = 30  # about 240 MiB of entries: well past twice snapshot_bytes
+SNAPSHOT_BYTES = 16 * MiB
+MANIFESTS = 12  # about 100 MiB of entries: well past twice snapshot_bytes
 ENTRY_BYTES = 2 * MANIFEST_BYTES + MiB  # the body, its annotation again, the rest
 
 
@@ -44,7 +45,9 @@ def test_many_large_manifests_keep_the_raft_log_bounded_and_all_survive_a_restar
 ) -> None:
     secret_file = tmp_path / "secret"
     load_or_create_secret(secret_file)
-    node = NodeProcess(tmp_path / "node", free_port(), ["--secret-file", str(secret_file)])
+    node = NodeProcess(tmp_path / "node", free_port(), [
+        "--secret-file", str(secret_file), "--snapshot-bytes", str(SNAPSHOT_BYTES),
+    ])
     node.start()
     try:
         config = b'{"architecture":"amd64","os":"linux"}'
