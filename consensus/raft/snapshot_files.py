@@ -17,7 +17,9 @@ pruned only once the new one is durable.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -82,23 +84,40 @@ def file_digest(path: Path) -> bytes:
     return hasher.digest()
 
 
+def _adopt(source: Path, target: Path) -> None:
+    """Make the file at `source` durable and move it to `target`: a copy of the
+    whole database is renamed into place rather than written a second time."""
+    with open(source, "rb") as file:
+        os.fsync(file.fileno())
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with open(source, "rb") as file:  # another file system: copy after all
+            _write_durably(target, lambda out: shutil.copyfileobj(file, out))
+
+
 def save_snapshot(
     directory: Path,
     meta: SnapshotMeta,
-    write_data: Callable[[BinaryIO], None] | bytes,
+    write_data: Callable[[BinaryIO], None] | bytes | Path,
 ) -> Path:
     """Write a snapshot durably and return the path of its data file.
 
-    ``write_data`` is either the bytes or a function that streams them into
-    the open file (so a large database copy never sits in memory). Only
-    after this returns may the write-ahead log be compacted to ``meta.index``.
+    ``write_data`` is the bytes, a function that streams them into the open
+    file (so a large database copy never sits in memory), or a file that
+    becomes the snapshot's data and is moved, not copied. Only after this
+    returns may the write-ahead log be compacted to ``meta.index``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stem = _stem(meta)
     data_tmp = directory / f"{stem}{_DATA_SUFFIX}{_TMP_SUFFIX}"
     try:
-        if isinstance(write_data, bytes | bytearray | memoryview):
+        if isinstance(write_data, Path):
+            _adopt(write_data, data_tmp)
+        elif isinstance(write_data, bytes | bytearray | memoryview):
             payload = write_data
             _write_durably(data_tmp, lambda file: file.write(payload))
         else:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -79,9 +78,8 @@ def open_log(
 
 
 def _save_copy(directory: Path, meta: SnapshotMeta, copy: Path) -> None:
-    """Make the file at `copy` the durable snapshot at `meta`."""
-    with open(copy, "rb") as source:
-        save_snapshot(directory, meta, lambda target: shutil.copyfileobj(source, target))
+    """Make the file at `copy` the durable snapshot at `meta`; `copy` is moved there."""
+    save_snapshot(directory, meta, copy)
 
 
 def _save_received(directory: Path, meta: SnapshotMeta, copy: Path, digest: bytes) -> bool:

@@ -418,6 +418,19 @@ def test_snapshot_round_trip_streams_its_data(tmp_path: Path) -> None:
     assert data_path.read_bytes() == chunk * 16
 
 
+def test_a_database_copy_becomes_the_snapshot_by_moving_not_copying(tmp_path: Path) -> None:
+    # A snapshot of a large state must not cost a second full write of it.
+    copy = tmp_path / "export"
+    copy.write_bytes(os.urandom(256 * 1024))
+    inode, content = copy.stat().st_ino, copy.read_bytes()
+    meta = SnapshotMeta(7, 2, ("a",))
+    data_path = save_snapshot(tmp_path / "snapshots", meta, copy)
+    assert not copy.exists()
+    assert data_path.stat().st_ino == inode
+    assert load_latest_snapshot(tmp_path / "snapshots") == (meta, data_path)
+    assert data_path.read_bytes() == content
+
+
 def test_no_snapshot_loads_as_none(tmp_path: Path) -> None:
     assert load_latest_snapshot(tmp_path / "absent") is None
     assert load_latest_snapshot(tmp_path) is None
