@@ -22,7 +22,10 @@ from werkzeug.exceptions import HTTPException
 
 from consensus.engine import MembershipRefused, NoQuorum, Refusal, Refused
 from node.cluster import errors as cluster
+from node.cluster.peers import RelayBusy
 from node.storage import errors as storage
+from node.storage.layout import InsufficientSpace
+from node.storage.spool import TooManyUploads
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +195,29 @@ class MembershipConflict(RegistryError):
     code, status, default_message = "MEMBERSHIP_CONFLICT", 409, "the change cannot be made"
 
 
+class InsufficientStorage(RegistryError):
+    """The node keeps a free-space floor and these bytes would go below it (RFC 4918's
+    507: the server cannot store what the request needs; the request itself is fine)."""
+
+    code, status, default_message = (
+        "INSUFFICIENT_STORAGE", 507, "not enough free storage on this node"
+    )
+
+
+RETRY_AFTER_SECONDS = "1"
+
+
+def _retry_later(cls: type[RegistryError]) -> Callable[[Exception], RegistryError]:
+    """Map a lower layer's "not now" to `cls`, with the Retry-After a client backs off by."""
+
+    def convert(exc: Exception) -> RegistryError:
+        error = _from(cls)(exc)
+        error.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return error
+
+    return convert
+
+
 def _from(cls: type[RegistryError]) -> Callable[[Exception], RegistryError]:
     """Map a lower layer's error to `cls`, keeping its message and detail."""
 
@@ -237,6 +263,9 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], RegistryError]] = {
     cluster.UnknownMember: _from(NotFound),
     cluster.PeerEndpointUnknown: _from(NotFound),
     cluster.PeerMethodUnsupported: _from(Unsupported),
+    TooManyUploads: _retry_later(TooManyRequests),
+    InsufficientSpace: _from(InsufficientStorage),
+    RelayBusy: _retry_later(Unavailable),
     NoQuorum: lambda exc: Unavailable("the cluster cannot commit right now; retry later"),
     MembershipRefused: _from(MembershipConflict),
     Refused: _refused,
