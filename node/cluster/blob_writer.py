@@ -310,7 +310,7 @@ class BlobWriter:
                 # Unused bytes left on a peer cost room, never correctness.
                 log.warning("could not drop abandoned chunks on %s: %s", node_id, exc)
                 return
-            self.counters["abandoned_chunks_dropped"] += len(answer.get("dropped") or ())
+            self.counters["abandoned_chunks_dropped_on_peers"] += len(answer.get("dropped") or ())
 
     async def _confirm_holders(self, upload: Upload, chunks: list[tuple[str, Path]]) -> None:
         """Count the holders of every chunk again, touching each copy so no drop takes it

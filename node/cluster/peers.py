@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 HEALTH_EVERY = 1.0
 DOWN_AFTER_FAILURES = 2
 EWMA = 0.3
+CHUNK_LIST_TIMEOUT = 10.0  # seconds for a peer to confirm or drop one batch of chunks
 RELAY_CONNECT = 2.0  # seconds to open a relay connection to a peer
 RELAY_PEERS = 8  # the relay pool holds `max_relays_per_peer` connections for this many peers
 
@@ -213,7 +214,7 @@ class Peers:
         body = json.dumps({"chunks": cids}).encode()
         response = await self.request(
             node_id, "POST", f"/_cluster/chunks/{action}", content=body,
-            body_digest=hashlib.sha256(body).hexdigest(),
+            body_digest=hashlib.sha256(body).hexdigest(), timeout=CHUNK_LIST_TIMEOUT,
         )
         if response.status_code != 200:
             raise PeerError(f"{node_id} answered {response.status_code} to chunks/{action}")

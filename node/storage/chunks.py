@@ -129,6 +129,8 @@ class ChunkStore:
         elsewhere: list[tuple[str, Path, threading.Event]] = []
         try:
             for cid, source in files:
+                # A recipe that uses the chunk is about to be proposed: no drop takes it.
+                self._touch(cid)
                 landing = self._claim(cid)
                 if landing is not None:
                     elsewhere.append((cid, source, landing))

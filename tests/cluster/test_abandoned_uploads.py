@@ -131,3 +131,34 @@ def test_a_holder_refuses_to_drop_a_chunk_put_within_the_grace_period(
     assert dropped.status_code == 200, dropped.text
     assert dropped.json() == {"dropped": [], "kept": [cid]}
     assert holders(cluster, cid) == {"n2"}
+
+
+def drop_answers(cluster: Cluster) -> int:
+    counters = [cluster.status(n)["counters"] for n in cluster.nodes]
+    return sum(c.get("abandoned_chunks_dropped", 0) + c.get("abandoned_chunks_kept", 0)
+               for c in counters)
+
+
+def test_a_chunk_another_push_places_while_a_drop_is_pending_is_kept_and_commits(
+    cluster_factory, tmp_path: Path
+) -> None:
+    cluster = start_cluster(cluster_factory, tmp_path, abandoned_chunk_grace_seconds=8.0)
+    shared = os.urandom(3 * CHUNK)
+    abandoned = shared + os.urandom(CHUNK)
+    location = patch_and_wait_for_copies(cluster, "n2", "gone", abandoned)
+    assert httpx.delete(location, timeout=10).status_code == 204
+    # Within the grace period, another node's push places the same chunks again.
+    live = shared + os.urandom(2 * CHUNK + 5)
+    live_location = patch_and_wait_for_copies(cluster, "n1", "live", live)
+    assert drop_answers(cluster) == 0, "precondition: the drop is still waiting out its grace"
+
+    wait_until(lambda: drop_answers(cluster) > 0, "the cancelled upload's drop was answered")
+    wait_until(lambda: not holders(cluster, cids(abandoned)[3]), "its own chunk was dropped")
+    for cid in cids(shared):
+        assert len(holders(cluster, cid) - {"n1"}) >= 1, "the shared chunks were kept"
+    closed = httpx.put(live_location, params={"digest": sha(live)}, timeout=30)
+    assert closed.status_code == 201, closed.text
+    assert cluster.status("n1")["counters"].get("chunks_sent_again", 0) == 0
+    for node in cluster.nodes.values():
+        pulled = httpx.get(f"{node.url}/v2/live/blobs/{sha(live)}", timeout=30)
+        assert pulled.status_code == 200 and pulled.content == live

@@ -9,9 +9,11 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import blake3
 import httpx
 import pytest
 
+from node.cluster.auth import sign
 from tests.cluster.conftest import Cluster, push_blob
 from tests.cluster.test_upload_sessions import write_config
 
@@ -78,6 +80,16 @@ def test_a_push_below_the_floor_is_refused_whole_and_works_again_once_space_is_f
     # Nothing of the refused PATCH was kept; the session is still there to resume.
     status = httpx.get(location, timeout=10)
     assert status.status_code == 204 and status.headers["Range"] == "0-0"
+
+    # A chunk a peer places here is refused the same way, and nothing of it is kept.
+    chunk = os.urandom(512 * 1024)
+    cid = blake3.blake3(chunk).hexdigest()
+    target = f"/_cluster/chunks/{cid}"
+    placed = httpx.put(f"{url}{target}", content=chunk, timeout=30,
+                       headers=sign(cluster.secret, "PUT", target, node_id="n1", body_digest=cid))
+    assert_insufficient_storage(placed)
+    assert not (small_disk / "chunks" / cid[:2] / cid).exists()
+    assert list((small_disk / "tmp").iterdir()) == []
 
     pulled = httpx.get(f"{url}/v2/disk/blobs/{kept_digest}", timeout=30)
     assert pulled.status_code == 200 and pulled.content == kept
