@@ -204,15 +204,14 @@ class InsufficientStorage(RegistryError):
     )
 
 
-RETRY_AFTER_SECONDS = "1"
-
-
-def _retry_later(cls: type[RegistryError]) -> Callable[[Exception], RegistryError]:
+def _retry_later(
+    cls: type[RegistryError], seconds: int
+) -> Callable[[Exception], RegistryError]:
     """Map a lower layer's "not now" to `cls`, with the Retry-After a client backs off by."""
 
     def convert(exc: Exception) -> RegistryError:
         error = _from(cls)(exc)
-        error.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        error.headers["Retry-After"] = str(seconds)
         return error
 
     return convert
@@ -263,9 +262,11 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], RegistryError]] = {
     cluster.UnknownMember: _from(NotFound),
     cluster.PeerEndpointUnknown: _from(NotFound),
     cluster.PeerMethodUnsupported: _from(Unsupported),
-    TooManyUploads: _retry_later(TooManyRequests),
+    # A session slot frees when an upload ends (seconds to minutes); a relay slot
+    # when one request body has arrived.
+    TooManyUploads: _retry_later(TooManyRequests, 5),
     InsufficientSpace: _from(InsufficientStorage),
-    RelayBusy: _retry_later(Unavailable),
+    RelayBusy: _retry_later(Unavailable, 1),
     NoQuorum: lambda exc: Unavailable("the cluster cannot commit right now; retry later"),
     MembershipRefused: _from(MembershipConflict),
     Refused: _refused,
