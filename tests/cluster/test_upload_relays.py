@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
 from tests.cluster.conftest import Cluster, image_manifest, push_blob, put_manifest
+from tests.cluster.test_upload_sessions import write_config
 
 SLOW_RELAYS = 70
 SLOW_BODY = 64  # bytes each slow PATCH declares and trickles
@@ -106,3 +109,21 @@ def test_slow_relayed_patches_leave_health_and_a_push_through_the_relaying_node_
     for code, head in answers:
         if code == 503:
             assert b"retry-after:" in head.lower(), head
+
+
+def test_a_relay_to_a_node_that_stopped_answering_ends_at_its_idle_deadline(
+    cluster_factory, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "relay.toml", relay_idle_seconds=2.0)
+    cluster: Cluster = cluster_factory(3, "--config", str(config))
+    owner, relay = cluster.nodes["n1"], cluster.nodes["n2"]
+    [location] = open_sessions(owner.url, "frozen", 1)
+    assert owner.proc is not None
+    owner.proc.send_signal(signal.SIGSTOP)  # accepts connections, never answers
+    try:
+        response = httpx.patch(f"{relay.url}{location}", content=b"x" * 1000, timeout=20)
+    finally:
+        owner.proc.send_signal(signal.SIGCONT)
+    assert response.status_code == 404, response.text
+    assert response.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+    assert httpx.get(f"{relay.url}/v2/", timeout=10).status_code == 200
