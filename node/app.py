@@ -140,11 +140,22 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
     cache_bytes = config.cache_bytes
     if cache_bytes < 0:
         cache_bytes = shutil.disk_usage(data.root).free // 10
-    chunks = ChunkStore(data, cache_bytes=cache_bytes)
+    chunks = ChunkStore(
+        data, cache_bytes=cache_bytes, min_free_bytes=config.min_free_bytes,
+        grace_seconds=config.abandoned_chunk_grace_seconds,
+    )
     disk = DiskThreads(config.disk_threads)
     counters: Counter[str] = Counter()
-    peers = Peers(engine, node_id=config.node_id, zone=config.zone, secret=secret)
-    spool = Spool(data, node_id=config.node_id, chunk_size=config.chunk_size, threads=disk)
+    peers = Peers(
+        engine, node_id=config.node_id, zone=config.zone, secret=secret,
+        max_relays_per_peer=config.max_relays_per_peer,
+        relay_idle_seconds=config.relay_idle_seconds,
+    )
+    spool = Spool(
+        data, node_id=config.node_id, chunk_size=config.chunk_size, threads=disk,
+        max_sessions=config.max_upload_sessions,
+        max_per_repo=config.max_upload_sessions_per_repo, min_free_bytes=config.min_free_bytes,
+    )
     fetcher = ChunkFetcher(config, chunks, peers, disk, counters)
     return NodeServices(
         config=config,

@@ -64,6 +64,13 @@ class Config:
     max_inflight_requests: int = 256  # client requests being served at once
     body_read_timeout: float = 60.0  # seconds a request body may send nothing
     body_min_rate: int = 1024  # bytes/s a body must average over each body_read_timeout; 0: off
+    # Upload relays, sessions and disk (see node/cluster/forward.py, node/storage/spool.py).
+    max_relays_per_peer: int = 64  # client requests relayed to one peer at once; then 503
+    relay_idle_seconds: float = 30.0  # a relay waiting this long for a byte either way ends
+    max_upload_sessions: int = 1000  # open upload sessions on this node; then 429
+    max_upload_sessions_per_repo: int = 100  # open upload sessions of one repository; then 429
+    min_free_bytes: int = 1 << 30  # free disk a push may not go below; then 507
+    abandoned_chunk_grace_seconds: float = 600.0  # a chunk put this recently is never dropped
 
     @property
     def host(self) -> str:
@@ -117,6 +124,16 @@ class Config:
             raise ConfigError("max_connections and max_inflight_requests must be at least 1")
         if self.body_read_timeout <= 0 or self.body_min_rate < 0:
             raise ConfigError("body_read_timeout must be positive and body_min_rate not negative")
+        if self.max_relays_per_peer < 1 or self.relay_idle_seconds <= 0:
+            raise ConfigError("max_relays_per_peer and relay_idle_seconds must be positive")
+        if self.max_upload_sessions < 1 or self.max_upload_sessions_per_repo < 1:
+            raise ConfigError(
+                "max_upload_sessions and max_upload_sessions_per_repo must be positive"
+            )
+        if self.min_free_bytes < 0:
+            raise ConfigError("min_free_bytes must not be negative")
+        if self.abandoned_chunk_grace_seconds <= 0:
+            raise ConfigError("abandoned_chunk_grace_seconds must be positive")
         if self.join and self.peers:
             raise ConfigError("a joining node learns its peers from the cluster: drop peers")
         self.peer_map()

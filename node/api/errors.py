@@ -220,6 +220,28 @@ class MembershipConflict(RegistryError):
     code, status, default_message = "MEMBERSHIP_CONFLICT", 409, "the change cannot be made"
 
 
+class InsufficientStorage(RegistryError):
+    """The node keeps a free-space floor and these bytes would go below it (RFC 4918's
+    507: the server cannot store what the request needs; the request itself is fine)."""
+
+    code, status, default_message = (
+        "INSUFFICIENT_STORAGE", 507, "not enough free storage on this node"
+    )
+
+
+def _retry_later(
+    cls: type[RegistryError], seconds: int
+) -> Callable[[Exception], RegistryError]:
+    """Map a lower layer's "not now" to `cls`, with the Retry-After a client backs off by."""
+
+    def convert(exc: Exception) -> RegistryError:
+        error = _from(cls)(exc)
+        error.headers["Retry-After"] = str(seconds)
+        return error
+
+    return convert
+
+
 def _from(cls: type[RegistryError]) -> Callable[[Exception], RegistryError]:
     """Map a lower layer's error to `cls`, keeping its message and detail."""
 
@@ -265,6 +287,11 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], RegistryError]] = {
     cluster.UnknownMember: _from(NotFound),
     cluster.PeerEndpointUnknown: _from(NotFound),
     cluster.PeerMethodUnsupported: _from(Unsupported),
+    # A session slot frees when an upload ends (seconds to minutes); a relay slot
+    # when one request body has arrived.
+    storage.TooManyUploads: _retry_later(TooManyRequests, 5),
+    storage.InsufficientSpace: _from(InsufficientStorage),
+    cluster.RelayBusy: _retry_later(Unavailable, 1),
     NoQuorum: lambda exc: Unavailable(
         "the cluster cannot commit right now; retry later", headers={"Retry-After": "1"}
     ),

@@ -18,6 +18,26 @@ upload gets a task under it that owns the nursery of that upload's copies.
 An unexpected error in a copy therefore stops that upload alone (logged, the
 upload marked failed, its next request answered 503), never the node; and
 closing, cancelling or expiring the session cancels its copies.
+
+An upload that ends without its recipe (cancelled, expired, failed) leaves
+chunks on other holders. Chunks are shared between blobs, so dropping them
+follows a protocol that never loses a chunk a recipe needs:
+
+1. The abandoning node waits `abandoned_chunk_grace_seconds` (G), then asks
+   every member of the upload's placement to drop the upload's chunks.
+2. A holder reads the replicated state after a barrier and keeps any chunk a
+   committed recipe uses; of the rest it keeps any chunk put or confirmed by
+   any push within G (its own puts are older than G by step 1), and deletes
+   the others, the time check and the unlink under one lock.
+3. A push about to commit first asks every member which of its chunks they
+   hold — which touches them — sends again any chunk that fell short of W,
+   and then proposes its recipe at once.
+
+A drop either comes after the confirm of step 3, and then the touch spares
+the chunk until the recipe is in the state (which takes far less than G), or
+before it, and then the confirm sees the chunk gone and sends it again. What
+is left is a copy put by a request already in flight when the upload was
+cancelled and landing after the drop: unused bytes, never a missing chunk.
 """
 
 from __future__ import annotations
@@ -44,7 +64,9 @@ from node.storage.spool import Spool, UploadSession
 log = logging.getLogger(__name__)
 
 WRITE_BATCH = 1 << 20  # bytes gathered before one trip to a worker thread
-EXPIRE_EVERY = 60.0  # seconds between sweeps for idle sessions
+EXPIRE_EVERY = 60.0  # seconds between sweeps for idle sessions (at most)
+CHUNK_LIST_BATCH = 500  # chunk ids per confirm or drop request
+PENDING_DROPS = 1024  # abandoned uploads waiting out the grace period; more are not cleaned
 
 
 class Upload:
@@ -96,6 +118,10 @@ class BlobWriter:
     counters: Counter[str]
     _uploads: dict[str, Upload] = field(default_factory=dict)  # by session id
     _nursery: trio.Nursery | None = None  # where upload tasks run, while `run` does
+    # Abandoned uploads' chunks, (when to drop, members to ask, chunk ids), oldest first.
+    _drops: tuple[trio.MemorySendChannel, trio.MemoryReceiveChannel] = field(
+        default_factory=lambda: trio.open_memory_channel(PENDING_DROPS)
+    )
 
     @property
     def node_id(self) -> str:
@@ -103,12 +129,14 @@ class BlobWriter:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold every upload's task and drop sessions left idle, for as long as the node runs."""
+        sweep = min(EXPIRE_EVERY, self.config.upload_idle_seconds / 2)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._drop_abandoned_chunks)
             task_status.started()
             try:
                 while True:
-                    await trio.sleep(EXPIRE_EVERY)
+                    await trio.sleep(sweep)
                     self.expire()
             finally:
                 self._nursery = None
@@ -119,6 +147,8 @@ class BlobWriter:
         """A new upload into `repo`, placed over the membership as it is now."""
         if self._nursery is None:
             raise RuntimeError("the blob writer is not running")
+        if self.spool.full(repo):
+            self.expire()  # idle sessions give their slots back before a POST is refused
         upload = Upload(self.spool.open(repo), self.node_id, self.peers.placed(), self.config)
         self._uploads[upload.id] = upload
         try:
@@ -133,11 +163,17 @@ class BlobWriter:
         return self._uploads[self.spool.get(repo, upload_id).id]
 
     def close(self, upload: Upload) -> None:
-        """Forget the upload, cancel its copies and drop its spool (commit, cancel, failure)."""
-        self._uploads.pop(upload.id, None)
+        """Forget the upload, cancel its copies and drop its spool (cancel, failure); the
+        chunks it placed are dropped from their holders after the grace period."""
+        self._close(upload, abandoned=True)
+
+    def _close(self, upload: Upload, *, abandoned: bool) -> None:
+        known = self._uploads.pop(upload.id, None) is not None
         if upload.copies is not None:
             upload.copies.cancel_scope.cancel()
         self.spool.close(upload.session)
+        if abandoned and known and upload.pending:
+            self._plan_drop(upload)
 
     def expire(self) -> None:
         """Close the sessions idle for longer than `upload_idle_seconds`, unless in use."""
@@ -196,6 +232,7 @@ class BlobWriter:
         DigestMismatch, TooFewHolders or UploadFailed leave nothing recorded;
         the session is closed whatever the outcome.
         """
+        recorded = False
         try:
             blob = await self.disk.run(upload.session.finish, digest, upload.stays_here)
             for cid, path in blob.chunks:
@@ -204,6 +241,7 @@ class BlobWriter:
                 await settled.wait()
             if upload.failure is not None:
                 raise self._failed(upload)
+            await self._confirm_holders(upload, blob.chunks)
             if upload.adopt:
                 await self.disk.run(self.chunks.adopt, upload.adopt)
             short = [cid for cid, _ in blob.chunks if upload.holders.get(cid, 0) < upload.quorum]
@@ -212,8 +250,9 @@ class BlobWriter:
                     f"fewer than {upload.quorum} holders could store {len(short)} chunk(s)",
                     chunks=short[:5],
                 )
+            recorded = True  # from here on the recipe may be in the state: keep its chunks
         finally:
-            self.close(upload)
+            self._close(upload, abandoned=not recorded)
         await self.engine.propose(
             PutBlob(
                 repo=upload.session.repo,
@@ -240,6 +279,75 @@ class BlobWriter:
         except Refused:
             return False  # deleted meanwhile
         return True
+
+    # -- abandoned chunks ----------------------------------------------------------
+
+    def _plan_drop(self, upload: Upload) -> None:
+        """Queue the drop of an abandoned upload's chunks, due once the grace period passed."""
+        due = trio.current_time() + self.config.abandoned_chunk_grace_seconds
+        members = [m.node_id for m in upload.members if m.node_id != self.node_id]
+        try:
+            self._drops[0].send_nowait((due, members, list(upload.pending)))
+        except trio.WouldBlock:
+            self.counters["abandoned_drops_skipped"] += 1
+            log.warning("too many abandoned uploads waiting: %s's chunks stay", upload.id)
+
+    async def _drop_abandoned_chunks(self) -> None:
+        """Drop abandoned uploads' chunks from every member, each once its grace has passed."""
+        async for due, members, cids in self._drops[1]:
+            await trio.sleep_until(due)
+            async with trio.open_nursery() as nursery:
+                for node_id in members:
+                    nursery.start_soon(self._drop_on, node_id, cids)
+
+    async def _drop_on(self, node_id: str, cids: list[str]) -> None:
+        for start in range(0, len(cids), CHUNK_LIST_BATCH):
+            try:
+                answer = await self.peers.chunk_list_call(
+                    node_id, "drop", cids[start : start + CHUNK_LIST_BATCH]
+                )
+            except PeerError as exc:
+                # Unused bytes left on a peer cost room, never correctness.
+                log.warning("could not drop abandoned chunks on %s: %s", node_id, exc)
+                return
+            self.counters["abandoned_chunks_dropped_on_peers"] += len(answer.get("dropped") or ())
+
+    async def _confirm_holders(self, upload: Upload, chunks: list[tuple[str, Path]]) -> None:
+        """Count the holders of every chunk again, touching each copy so no drop takes it
+        before the recipe is recorded, and send again the chunks short of W (a drop
+        came first); step 3 of the protocol in the module's docstring."""
+        cids = [cid for cid, _ in chunks]
+        held: dict[str, int] = dict.fromkeys(cids, 0)
+        for cid, _ in upload.adopt:
+            held[cid] = 1
+
+        async def ask(node_id: str) -> None:
+            for start in range(0, len(cids), CHUNK_LIST_BATCH):
+                try:
+                    answer = await self.peers.chunk_list_call(
+                        node_id, "confirm", cids[start : start + CHUNK_LIST_BATCH]
+                    )
+                except PeerError as exc:
+                    log.warning("could not confirm chunks on %s: %s", node_id, exc)
+                    return
+                for cid in answer.get("held") or ():
+                    if cid in held:
+                        held[cid] += 1
+
+        async with trio.open_nursery() as nursery:
+            for member in upload.members:
+                if member.node_id != self.node_id and self.peers.is_up(member.node_id):
+                    nursery.start_soon(ask, member.node_id)
+        for cid, path in chunks:
+            upload.holders[cid] = held[cid]
+            if held[cid] < upload.quorum:
+                self.counters["chunks_sent_again"] += 1
+                upload.adopt = [(c, p) for c, p in upload.adopt if c != cid]
+                try:
+                    async with upload.limiter:
+                        upload.holders[cid] = await self._place_chunk(upload, cid, path)
+                except (OSError, PeerError) as exc:
+                    log.warning("placing chunk %s again failed: %r", cid, exc)
 
     # -- copies ----------------------------------------------------------------
 

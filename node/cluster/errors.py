@@ -63,3 +63,7 @@ class PeerEndpointUnknown(ClusterError):
 
 class PeerMethodUnsupported(ClusterError):
     """The internal endpoint exists but not for that method."""
+
+
+class RelayBusy(ClusterError):
+    """As many client requests as allowed are being relayed to that peer already."""

@@ -5,6 +5,12 @@ that node. Behind a round-robin load balancer the PATCH, PUT, GET or DELETE
 of a session may land anywhere; the receiving node then relays the request,
 body streamed, to the session's node over the peer API and hands back its
 answer, so the client never sees "blob upload unknown" for a live session.
+
+A relay holds a connection for as long as its client takes to send the body,
+so relays use the peers' relay pool, never the one health checks and chunk
+placement use; at most `max_relays_per_peer` run to one peer at once (more
+are answered 503 with Retry-After at once, not queued), and each gives up
+when the peer takes no byte, or sends none back, for `relay_idle_seconds`.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import httpx
 from quart import Response, request
 
 from node.cluster.auth import sign
-from node.cluster.errors import UploadNodeUnreachable
+from node.cluster.errors import RelayBusy, UploadNodeUnreachable
 from node.cluster.peer_api import request_target
 from node.cluster.peers import Peers
 
@@ -26,7 +32,7 @@ PASS_REQUEST = ("Content-Type", "Content-Range", "Content-Length")
 # Response headers the client needs back.
 PASS_RESPONSE = (
     "Location", "Range", "Docker-Upload-UUID", "Docker-Content-Digest", "Content-Type",
-    "Content-Range",
+    "Content-Range", "Retry-After",
 )
 
 
@@ -49,14 +55,21 @@ async def forward_upload(peers: Peers, owner: str, counters: Counter[str]) -> Re
         async for piece in request.body:
             yield bytes(piece)
 
+    relays = peers.relay_client
     try:
-        upstream = await peers.client.send(
-            peers.client.build_request(
-                request.method, f"http://{peer.http}{target}", headers=headers, content=body()
+        with peers.relay_slot(owner):
+            upstream = await relays.send(
+                relays.build_request(
+                    request.method, f"http://{peer.http}{target}", headers=headers, content=body()
+                )
             )
-        )
-    except httpx.HTTPError:
-        peers.mark_failure(owner)
+    except httpx.PoolTimeout:
+        raise RelayBusy("too many uploads are being relayed; retry later") from None
+    except httpx.HTTPError as exc:
+        if isinstance(exc, httpx.ConnectError):
+            # Only a refused connection says the peer is down; a slow relay may be
+            # its client's doing, and health checks judge the peer on their own.
+            peers.mark_failure(owner)
         raise UploadNodeUnreachable(
             "the node holding this upload session cannot be reached", session_node=owner[:64]
         ) from None

@@ -1,7 +1,8 @@
 """`/_cluster/…`: the internal API on the client port, open only to holders of the secret.
 
-Chunk transfer between peers (GET, HEAD, PUT of one chunk), health, status,
-membership changes and leadership transfer. Every request must be signed
+Chunk transfer between peers (GET, HEAD, PUT of one chunk; confirming and
+dropping chunks in batches), health, status, membership changes and
+leadership transfer. Every request must be signed
 (`node.cluster.auth`); one that is not gets 401 and its body is never read.
 A chunk PUT is signed over the chunk's id, and its bytes must hash to it
 before the chunk becomes visible. `PeerAPI` is built from the few objects
@@ -80,6 +81,23 @@ def _field(doc: dict[str, Any], name: str, *, address: bool = False) -> str:
 
 
 _CHUNK_ID = re.compile(r"[0-9a-f]{64}")
+MAX_CHUNK_LIST = 800  # ids in one confirm or drop request (about 55 KiB of JSON)
+
+
+def _chunk_list(body: bytes) -> list[str]:
+    """The `chunks` list of a confirm or drop request: chunk ids, at most MAX_CHUNK_LIST."""
+    try:
+        doc = json.loads(body or b"null")
+    except ValueError:
+        raise PeerRequestInvalid("body is not JSON") from None
+    cids = doc.get("chunks") if isinstance(doc, dict) else None
+    if (
+        not isinstance(cids, list)
+        or len(cids) > MAX_CHUNK_LIST
+        or not all(isinstance(c, str) and _CHUNK_ID.fullmatch(c) for c in cids)
+    ):
+        raise PeerRequestInvalid(f"chunks must be a list of at most {MAX_CHUNK_LIST} chunk ids")
+    return cids
 
 DiskWork = Callable[..., Awaitable[Any]]
 
@@ -101,6 +119,11 @@ class PeerAPI:
     async def dispatch(self, method: str, path: str) -> Response:
         body_digest = self._authenticate()
         parts = path.strip("/").split("/")
+        if parts in (["chunks", "confirm"], ["chunks", "drop"]) and method == "POST":
+            body = await _authenticated_json_body(body_digest)
+            if parts[1] == "confirm":
+                return await self.confirm_chunks(body)
+            return await self.drop_chunks(body)
         if len(parts) == 2 and parts[0] == "chunks" and method in ("GET", "HEAD", "PUT"):
             return await self.chunk(method, parts[1], body_digest)
         if parts == ["health"] and method == "GET":
@@ -153,6 +176,33 @@ class PeerAPI:
             return Response(b"", status=404)
         self.counters["chunks_served_to_peers"] += 1
         return Response(data, status=200, content_type="application/octet-stream")
+
+    async def confirm_chunks(self, body: bytes) -> Response:
+        """Which of the chunks this node stores; each one held counts as touched now,
+        so a drop within the grace period spares it (a push is about to commit it)."""
+        held = await self.on_disk(self.chunks.confirm, _chunk_list(body))
+        return _json({"held": held})
+
+    async def drop_chunks(self, body: bytes) -> Response:
+        """Delete chunks an abandoned upload left here, sparing any a recipe uses or a
+        push touched within the grace period (see `ChunkStore.drop_abandoned`).
+
+        The barrier first: a recipe committed anywhere before this request is
+        in the local state when it is read.
+        """
+        cids = _chunk_list(body)
+        await self.engine.barrier()
+        wanted = set(cids)
+
+        def referenced() -> set[str]:
+            return {c for chunk_ids in self.engine.blob_chunk_lists() for c in chunk_ids
+                    if c in wanted}
+
+        used = await self.on_disk(referenced)
+        dropped, kept = await self.on_disk(self.chunks.drop_abandoned, cids, used)
+        self.counters["abandoned_chunks_dropped"] += len(dropped)
+        self.counters["abandoned_chunks_kept"] += len(kept)
+        return _json({"dropped": dropped, "kept": kept})
 
     async def status(self) -> Response:
         doc = self.engine.status()

@@ -10,16 +10,21 @@ credentials never travel here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import trio
 
 from consensus.engine import Engine
 from node.cluster.auth import sign
-from node.cluster.errors import PeerError
+from node.cluster.errors import PeerError, RelayBusy
 from node.cluster.placement import Placed
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,9 @@ log = logging.getLogger(__name__)
 HEALTH_EVERY = 1.0
 DOWN_AFTER_FAILURES = 2
 EWMA = 0.3
+CHUNK_LIST_TIMEOUT = 10.0  # seconds for a peer to confirm or drop one batch of chunks
+RELAY_CONNECT = 2.0  # seconds to open a relay connection to a peer
+RELAY_PEERS = 8  # the relay pool holds `max_relays_per_peer` connections for this many peers
 
 
 @dataclass
@@ -49,7 +57,10 @@ class PeerState:
 class Peers:
     """Membership with addresses and health, and the signed HTTP client to reach peers."""
 
-    def __init__(self, engine: Engine, *, node_id: str, zone: str, secret: bytes) -> None:
+    def __init__(
+        self, engine: Engine, *, node_id: str, zone: str, secret: bytes,
+        max_relays_per_peer: int = 64, relay_idle_seconds: float = 30.0,
+    ) -> None:
         self.engine = engine
         self.node_id = node_id
         self.zone = zone
@@ -59,6 +70,32 @@ class Peers:
             timeout=httpx.Timeout(30.0, connect=2.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
+        self.max_relays_per_peer = max_relays_per_peer
+        self.relay_idle_seconds = relay_idle_seconds
+        self.relay_client = httpx.AsyncClient(
+            # read/write: the longest wait for the peer to take or give a byte.
+            timeout=httpx.Timeout(relay_idle_seconds, connect=RELAY_CONNECT, pool=RELAY_CONNECT),
+            limits=httpx.Limits(
+                max_connections=max_relays_per_peer * RELAY_PEERS,
+                max_keepalive_connections=max_relays_per_peer,
+            ),
+        )
+        self._relays: dict[str, int] = {}  # peer id → relays to it in flight
+
+    @contextmanager
+    def relay_slot(self, node_id: str) -> Iterator[None]:
+        """Hold one of the relays `node_id` may take at once; RelayBusy when none is free."""
+        if self._relays.get(node_id, 0) >= self.max_relays_per_peer:
+            raise RelayBusy(
+                "too many uploads are being relayed to the node holding this session; retry later"
+            )
+        self._relays[node_id] = self._relays.get(node_id, 0) + 1
+        try:
+            yield
+        finally:
+            self._relays[node_id] -= 1
+            if not self._relays[node_id]:
+                del self._relays[node_id]
 
     def placed(self) -> list[Placed]:
         """Every member (this node included) as placement sees it."""
@@ -167,6 +204,24 @@ class Peers:
         if response.status_code not in (200, 201):
             raise PeerError(f"{node_id} refused chunk {cid}: {response.status_code}")
 
+    async def chunk_list_call(self, node_id: str, action: str, cids: list[str]) -> dict[str, Any]:
+        """POST a list of chunk ids to `/_cluster/chunks/<action>` (confirm, drop), signed
+        over the body; the peer's JSON answer, or PeerError."""
+        body = json.dumps({"chunks": cids}).encode()
+        response = await self.request(
+            node_id, "POST", f"/_cluster/chunks/{action}", content=body,
+            body_digest=hashlib.sha256(body).hexdigest(), timeout=CHUNK_LIST_TIMEOUT,
+        )
+        if response.status_code != 200:
+            raise PeerError(f"{node_id} answered {response.status_code} to chunks/{action}")
+        try:
+            answer = response.json()
+        except ValueError:
+            raise PeerError(f"{node_id} answered chunks/{action} with no JSON") from None
+        if not isinstance(answer, dict):
+            raise PeerError(f"{node_id} answered chunks/{action} with no JSON object")
+        return answer
+
     async def check(self, node_id: str) -> None:
         started = time.monotonic()
         try:
@@ -191,6 +246,7 @@ class Peers:
         finally:
             with trio.CancelScope(shield=True):
                 await self.client.aclose()
+                await self.relay_client.aclose()
 
     def status(self) -> list[dict[str, object]]:
         return [

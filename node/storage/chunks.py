@@ -6,6 +6,12 @@ a byte leaves the node, so a flipped bit on disk is a logged, counted error,
 never wrong content served. The store holds what placement gives this node
 (and hinted copies for a node that was down); the cache holds what this node
 fetched to serve a pull, least recently used evicted first.
+
+The store also remembers, in memory, when each chunk was last put or
+confirmed by a push: a request to drop chunks an abandoned upload left
+behind spares any chunk touched within the grace period, because another
+push may be about to commit a recipe that uses it (see `drop_abandoned` and
+`node.cluster.blob_writer`).
 """
 
 from __future__ import annotations
@@ -13,15 +19,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 import blake3
 
 from node.storage.errors import ChunkCorrupt, ChunkMissing
-from node.storage.layout import DataDir, fsync_dir, write_durably
+from node.storage.layout import DataDir, FreeSpaceFloor, fsync_dir, write_durably
 
 log = logging.getLogger(__name__)
+
+# Chunks whose last touch is remembered (about 200 bytes each). Beyond that the
+# oldest are forgotten, and every chunk is treated as touched as late as the
+# newest forgotten one: forgetting only ever makes drops more careful.
+TOUCH_MEMORY = 100_000
 
 
 def chunk_id(data: bytes | memoryview) -> str:
@@ -34,9 +46,18 @@ class ChunkStore:
     """Blocking operations on `DataDir.chunks` and `DataDir.cache`; call them from
     a worker thread. Counters and the cache index are guarded by one lock."""
 
-    def __init__(self, data: DataDir, *, cache_bytes: int = 0) -> None:
+    def __init__(
+        self, data: DataDir, *, cache_bytes: int = 0, min_free_bytes: int = 0,
+        grace_seconds: float = 600.0,
+    ) -> None:
         self.data = data
         self.cache_bytes = cache_bytes
+        self.floor = FreeSpaceFloor(data.root, min_free_bytes)
+        self.grace_seconds = grace_seconds
+        self._touched: OrderedDict[str, float] = OrderedDict()  # id → monotonic time, oldest first
+        # Touches before this moment are not remembered: the start (a restarted
+        # node knows nothing of earlier puts) or the newest forgotten entry.
+        self._forgotten = time.monotonic()
         self.corrupt_reads = 0
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, int] = OrderedDict()  # id → size, oldest first
@@ -108,6 +129,8 @@ class ChunkStore:
         elsewhere: list[tuple[str, Path, threading.Event]] = []
         try:
             for cid, source in files:
+                # A recipe that uses the chunk is about to be proposed: no drop takes it.
+                self._touch(cid)
                 landing = self._claim(cid)
                 if landing is not None:
                     elsewhere.append((cid, source, landing))
@@ -145,6 +168,7 @@ class ChunkStore:
         while (landing := self._claim(cid)) is not None:
             landing.wait()
         try:
+            self._touch(cid)
             target = self.data.chunk_path(cid)
             replacing = target.exists()
             if replacing:
@@ -153,16 +177,71 @@ class ChunkStore:
                     return
                 except (ChunkCorrupt, ChunkMissing):
                     pass  # replace a damaged copy with the good bytes
+            self.floor.check(len(data))
             write_durably(target, data, self.data.tmp)
             if not replacing:
                 self._count_stored(len(data))
         finally:
             self._landed([cid])
 
+    def _touch(self, cid: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._touched[cid] = now
+            self._touched.move_to_end(cid)
+            while self._touched:
+                oldest, when = next(iter(self._touched.items()))
+                if now - when < self.grace_seconds and len(self._touched) <= TOUCH_MEMORY:
+                    break
+                # Past the grace period an entry says no more than forgetting it does.
+                del self._touched[oldest]
+                self._forgotten = max(self._forgotten, when)
+
+    def confirm(self, cids: list[str]) -> list[str]:
+        """Which of `cids` this node stores (not cache); each one held counts as touched now."""
+        held = [cid for cid in cids if self.has(cid)]
+        for cid in held:
+            self._touch(cid)
+        return held
+
+    def drop_abandoned(self, cids: list[str], referenced: set[str]) -> tuple[list[str], list[str]]:
+        """Delete the stored chunks of `cids` that no recipe uses (`referenced` says which
+        do) and that no push touched within the grace period; returns (dropped, kept).
+
+        The touch check and the unlink happen under the store's lock, so a put
+        or confirm either comes first (and the chunk is kept) or finds the chunk
+        gone and writes it again. The unlink is not fsynced: a dropped chunk
+        that comes back after a crash is unused bytes, never a wrong answer.
+        """
+        dropped: list[str] = []
+        kept: list[str] = []
+        now = time.monotonic()
+        for cid in cids:
+            path = self.data.chunk_path(cid)
+            with self._lock:
+                if not path.exists():
+                    continue
+                touched = self._touched.get(cid, self._forgotten)
+                if (
+                    cid in referenced
+                    or cid in self._landing
+                    or now - touched < self.grace_seconds
+                ):
+                    kept.append(cid)
+                    continue
+                size = path.stat().st_size
+                path.unlink()
+                self.stored_chunks -= 1
+                self.stored_bytes -= size
+            dropped.append(cid)
+        return dropped, kept
+
     def cache_put(self, cid: str, data: bytes) -> None:
         """Keep verified bytes fetched from a peer; the oldest cached chunks make room."""
         if self.cache_bytes <= 0 or cid in self._cache or self.has(cid):
             return
+        if not self.floor.has_room(len(data)):
+            return  # a cache entry is never worth going below the floor
         if chunk_id(data) != cid:
             raise ChunkCorrupt(cid)
         target = self.data.cache_path(cid)

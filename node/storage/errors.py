@@ -31,3 +31,11 @@ class ChunkMissing(StorageError):
 
 class ChunkCorrupt(StorageError):
     """The chunk's bytes do not hash to its id."""
+
+
+class InsufficientSpace(StorageError):
+    """Storing these bytes would leave less free disk than the node's floor."""
+
+
+class TooManyUploads(StorageError):
+    """This node, or this repository on it, has as many open upload sessions as it allows."""

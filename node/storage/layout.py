@@ -30,6 +30,41 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.storage.errors import InsufficientSpace
+
+
+@dataclass(frozen=True)
+class FreeSpaceFloor:
+    """The free disk a node keeps: writes that would go below it are refused.
+
+    A full disk breaks more than the write that filled it: the Raft log and
+    the state database need room to take the next commit, and a node that
+    cannot fsync its log stops. So every byte a push brings (spooled bodies,
+    chunks from peers) is measured against the floor before it is written;
+    one `statvfs` per batch is cheap beside the write itself.
+    """
+
+    root: Path
+    min_free_bytes: int = 0
+
+    def free_bytes(self) -> int:
+        stat = os.statvfs(self.root)
+        return stat.f_bavail * stat.f_frsize
+
+    def has_room(self, incoming: int) -> bool:
+        return self.min_free_bytes <= 0 or self.free_bytes() - incoming >= self.min_free_bytes
+
+    def check(self, incoming: int) -> None:
+        """InsufficientSpace when `incoming` more bytes would leave less than the floor."""
+        if self.min_free_bytes <= 0:
+            return
+        free = self.free_bytes()
+        if free - incoming < self.min_free_bytes:
+            raise InsufficientSpace(
+                "not enough free disk on this node to store the upload; retry later",
+                free_bytes=free, incoming_bytes=incoming, min_free_bytes=self.min_free_bytes,
+            )
+
 
 def fsync_dir(path: Path) -> None:
     """Make the entries of a folder (renames, creations) durable."""

@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -36,8 +37,8 @@ import trio
 from node.storage.chunker import ChunkCutter
 from node.storage.digest import Digest
 from node.storage.disk_threads import DiskThreads
-from node.storage.errors import DigestMismatch, UploadUnknown
-from node.storage.layout import DataDir
+from node.storage.errors import DigestMismatch, TooManyUploads, UploadUnknown
+from node.storage.layout import DataDir, FreeSpaceFloor
 
 FSYNCS_IN_FLIGHT = 4  # full chunks of one session being flushed while it goes on
 
@@ -81,6 +82,7 @@ class UploadSession:
     created: float
     touched: float
     threads: DiskThreads
+    floor: FreeSpaceFloor | None = None  # refuses a write that would leave too little disk
     state: UploadState = UploadState.RECEIVING
     lock: trio.Lock = field(default_factory=trio.Lock)  # one request at a time
     size: int = 0
@@ -107,6 +109,9 @@ class UploadSession:
         """
         if self.state is not UploadState.RECEIVING:
             raise UploadUnknown()
+        if self.floor is not None:
+            # Before any byte of the batch: a refused batch leaves the session as it was.
+            self.floor.check(sum(len(p) for p in pieces))
         digesting = self.threads.digest.submit(_update_all, self._sha256, pieces)
         try:
             for data in pieces:
@@ -193,25 +198,49 @@ class UploadSession:
 
 
 class Spool:
-    """The upload sessions of this node, by id."""
+    """The upload sessions of this node, by id, as many as the caps allow.
+
+    Each session holds a folder, an open file and memory until it is
+    committed, cancelled or expires, so their number is capped on the node
+    and per repository (one busy repository cannot take every slot).
+    """
 
     def __init__(
-        self, data: DataDir, *, node_id: str, chunk_size: int, threads: DiskThreads
+        self, data: DataDir, *, node_id: str, chunk_size: int, threads: DiskThreads,
+        max_sessions: int = 1000, max_per_repo: int = 100, min_free_bytes: int = 0,
     ) -> None:
         self.data = data
         self.node_id = node_id
         self.chunk_size = chunk_size
         self.threads = threads
+        self.max_sessions = max_sessions
+        self.max_per_repo = max_per_repo
+        self.floor = FreeSpaceFloor(data.root, min_free_bytes)
         self._sessions: dict[str, UploadSession] = {}
+        self._per_repo: Counter[str] = Counter()
+
+    def full(self, repo: str) -> bool:
+        """Whether a new session for `repo` would go over a cap."""
+        return len(self._sessions) >= self.max_sessions or self._per_repo[repo] >= self.max_per_repo
 
     def open(self, repo: str) -> UploadSession:
+        """A new session; TooManyUploads (and no folder made) when a cap is reached."""
+        if self.full(repo):
+            per_repo = self._per_repo[repo] >= self.max_per_repo
+            raise TooManyUploads(
+                "too many uploads in progress"
+                + (" for this repository" if per_repo else "") + "; retry later"
+            )
         # The id names this node (so peers can forward to it) and is unguessable.
         session_id = f"{self.node_id}.{secrets.token_urlsafe(24)}"
         folder = self.data.upload_folder(session_id)
         folder.mkdir()
         now = time.monotonic()
-        session = UploadSession(session_id, repo, folder, self.chunk_size, now, now, self.threads)
+        session = UploadSession(
+            session_id, repo, folder, self.chunk_size, now, now, self.threads, self.floor
+        )
         self._sessions[session_id] = session
+        self._per_repo[repo] += 1
         return session
 
     def get(self, repo: str, session_id: str) -> UploadSession:
@@ -223,7 +252,10 @@ class Spool:
 
     def close(self, session: UploadSession) -> None:
         """Forget a session and its spool (after commit, cancel or a failed digest)."""
-        self._sessions.pop(session.id, None)
+        if self._sessions.pop(session.id, None) is not None:
+            self._per_repo[session.repo] -= 1
+            if not self._per_repo[session.repo]:
+                del self._per_repo[session.repo]
         session.discard()
 
     def expired(self, idle_seconds: float) -> list[UploadSession]:
