@@ -34,6 +34,8 @@ MANIFEST_TYPES = [
 ]
 WRITABLE_REPOS = [f"fuzz/w{k}" for k in range(6)] + ["fuzz/deep/a/b/c", "fuzz/x-y_z.q"]
 KiB, MiB = 1024, 1024 * 1024
+# Valid JSON ("\ud800" once dumped) that decodes to a str no encoder will write.
+LONE_SURROGATE = "\ud800"
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,7 @@ async def route_fuzz(s: Sender, scene: Scene, rng: random.Random) -> None:
 
 def wrong_value(rng: random.Random) -> Any:
     return rng.choice([None, True, -1, 2**70, 1.5, 1e308, "12", "", [],
-                       {}, [1, 2], {"a": 1}, "x" * 5000, "é", 0])
+                       {}, [1, 2], {"a": 1}, "x" * 5000, "é", 0, LONE_SURROGATE])
 
 
 def mutate_manifest(scene: Scene, rng: random.Random) -> tuple[bytes, str]:
@@ -331,10 +333,13 @@ def mutate_manifest(scene: Scene, rng: random.Random) -> tuple[bytes, str]:
     elif kind == 5:  # a referrer with a subject, valid or not
         doc["subject"] = {"mediaType": MANIFEST_TYPES[0], "digest": digest_pool(scene, rng),
                           "size": rng.choice([1, -1, 2**64, "1"])}
-        doc["artifactType"] = rng.choice(["application/vnd.fuzz", "", None, 5])
+        doc["artifactType"] = rng.choice(["application/vnd.fuzz", "", None, 5,
+                                          "application/x" + LONE_SURROGATE])
     elif kind == 6:
         doc["annotations"] = {random_text(rng, 10): random_text(rng, 10)
                               for _ in range(rng.randrange(5))}
+        if rng.random() < 0.2:
+            doc["annotations"][rng.choice(["k", LONE_SURROGATE])] = LONE_SURROGATE + "v"
         if rng.random() < 0.3:
             doc["annotations"]["big"] = "x" * rng.choice([1000, 100_000])
     elif kind == 7:
