@@ -49,6 +49,9 @@ TMPFS = Path("/dev/shm")
 KNOWN_BUGS = {
     "raft-number-overflow": "a Raft frame with a term or index past 2**63 from any holder "
                             "of the secret stops the node (OverflowError encoding term + 1)",
+    "http-short-body-hangup": "a body shorter than its Content-Length on a request refused "
+                              "at once, the client hanging up as the node stops draining "
+                              "it: trio.BusyResourceError traceback (request_bodies.py)",
 }
 
 
@@ -239,7 +242,7 @@ def run_target(name: str, plan: Plan, workdir: Path) -> Outcome:
             outcome.problems.insert(0, "the fixture did not read back before the run")
             return outcome
         scene = Scene(target.bases, list(target.servers), target.secret, fixture,
-                      body_classes(plan.seed, MAX_MANIFEST), MAX_MANIFEST)
+                      body_classes(plan.seed, MAX_MANIFEST), MAX_MANIFEST, plan.suppress)
         trio.run(_fuzz_http, target, scene, plan, tally)
         if target.raft and plan.replay is None:
             trio.run(fuzz_raft, target.raft, target.secret, plan.seed, plan.frames, tally,
