@@ -45,12 +45,26 @@ def _invalid(reason: str) -> ManifestInvalid:
     return ManifestInvalid(f"manifest invalid: {reason}", detail={"reason": reason})
 
 
+def _is_text(value: Any) -> bool:
+    """A string that is text: JSON can spell a lone surrogate ("\\ud800"), which decodes
+    to a str no encoder will write, so it could be neither stored nor sent on."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _descriptor(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _invalid(f"{where} is not a descriptor")
     media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
     if not isinstance(media_type, str) or not media_type:
         raise _invalid(f"{where}.mediaType missing")
+    if not _is_text(media_type):
+        raise _invalid(f"{where}.mediaType is not text")
     if not isinstance(digest, str):
         raise _invalid(f"{where}.digest missing")
     try:
@@ -67,7 +81,7 @@ def _annotations(doc: dict[str, Any]) -> dict[str, str] | None:
     if value is None:
         return None
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        _is_text(k) and _is_text(v) for k, v in value.items()
     ):
         raise _invalid("annotations must map strings to strings")
     return value or None
@@ -107,7 +121,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         raise _invalid(f"unsupported manifest media type {declared or inner!r}")
 
     artifact_type = doc.get("artifactType")
-    if artifact_type is not None and (not isinstance(artifact_type, str) or not artifact_type):
+    if artifact_type is not None and (not _is_text(artifact_type) or not artifact_type):
         raise _invalid("artifactType must be a non-empty string")
     subject = None
     if doc.get("subject") is not None:
