@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consensus.raft.errors import MalformedMessage
-from consensus.raft.types import Entry, SnapshotMeta
+from consensus.raft.types import Entry, SnapshotMeta, wire_bytes, wire_count
 
 # A vote request carrying this context comes from a leadership transfer, so
 # voters must not ignore it because they still hear from the current leader.
@@ -89,19 +89,25 @@ class Message:
                 type=MessageType(raw["type"]),
                 from_id=_string(raw["from"]),
                 to=_string(raw["to"]),
-                term=_count(raw.get("term", 0)),
-                log_term=_count(raw.get("log_term", 0)),
-                index=_count(raw.get("index", 0)),
-                entries=tuple(Entry.from_wire(e) for e in raw.get("entries", ())),
-                commit=_count(raw.get("commit", 0)),
+                term=wire_count(raw.get("term", 0)),
+                log_term=wire_count(raw.get("log_term", 0)),
+                index=wire_count(raw.get("index", 0)),
+                entries=tuple(Entry.from_wire(e) for e in _entries(raw.get("entries", ()))),
+                commit=wire_count(raw.get("commit", 0)),
                 reject=bool(raw.get("reject", False)),
-                reject_hint=_count(raw.get("reject_hint", 0)),
+                reject_hint=wire_count(raw.get("reject_hint", 0)),
                 snapshot=None if snapshot is None else SnapshotMeta.from_wire(snapshot),
-                context=bytes(raw.get("context", b"")),
+                context=wire_bytes(raw.get("context", b"")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedMessage(str(exc)) from exc
         return message
+
+
+def _entries(value: Any) -> list | tuple:
+    if not isinstance(value, list | tuple):
+        raise TypeError("entries come as a list")
+    return value
 
 
 def _string(value: Any) -> str:
@@ -110,7 +116,3 @@ def _string(value: Any) -> str:
     return value
 
 
-def _count(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"expected a non-negative integer, got {value!r}")
-    return value

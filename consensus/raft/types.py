@@ -9,6 +9,33 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
+
+# Terms and indexes stay far below SQLite's and msgpack's 64-bit integers, with
+# room to count on: no group reaches 2**62 elections or entries, so a larger
+# number on the wire is garbage, never a value to adopt.
+MAX_COUNT = 2**62
+
+
+def wire_count(value: Any) -> int:
+    """A term, index or commit read from the wire or the log: an int in range."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_COUNT:
+        raise ValueError(f"expected an integer from 0 to 2**62, got {value!r}")
+    return value
+
+
+def wire_bytes(value: Any) -> bytes:
+    """Bytes read from the wire: never a count to build them from (`bytes(n)`)."""
+    if not isinstance(value, bytes | bytearray):
+        raise TypeError(f"expected bytes, got {type(value).__name__}")
+    return bytes(value)
+
+
+def wire_ids(value: Any) -> tuple[str, ...]:
+    """A list of node ids read from the wire: never a string spelt out letter by letter."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise TypeError("expected a list of node ids")
+    return tuple(value)
 
 
 class EntryKind(enum.IntEnum):
@@ -33,7 +60,7 @@ class Entry:
     @classmethod
     def from_wire(cls, raw: list | tuple) -> Entry:
         term, index, kind, data = raw
-        return cls(int(term), int(index), EntryKind(kind), bytes(data))
+        return cls(wire_count(term), wire_count(index), EntryKind(kind), wire_bytes(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +77,9 @@ class HardState:
     @classmethod
     def from_wire(cls, raw: list | tuple) -> HardState:
         term, vote, commit = raw
-        return cls(int(term), vote, int(commit))
+        if vote is not None and not isinstance(vote, str):
+            raise TypeError("a vote names a node id")
+        return cls(wire_count(term), vote, wire_count(commit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,4 +96,4 @@ class SnapshotMeta:
     @classmethod
     def from_wire(cls, raw: list | tuple) -> SnapshotMeta:
         index, term, voters = raw
-        return cls(int(index), int(term), tuple(voters))
+        return cls(wire_count(index), wire_count(term), wire_ids(voters))
