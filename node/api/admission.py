@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from enum import Enum
 
 import hypercorn.trio.run as hypercorn_run
+import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.utils import parse_socket_addr
@@ -137,6 +138,17 @@ class AdmittedTCPServer(TCPServer):
         # The client has gone. Hypercorn would keep the connection's task, its socket
         # and so its slot until the keep-alive timer fired, up to 75 s later.
         await self.idle_task.stop()
+
+    async def _close(self) -> None:
+        # Hypercorn half-closes the socket (send_eof) without its send lock, so a
+        # response going out at that moment, typically one answered as the client
+        # hangs up, raised BusyResourceError into the application and logged a
+        # traceback. Closing waits for the send in progress instead.
+        if self.send_lock.statistics().owner is trio.lowlevel.current_task():
+            await super()._close()
+        else:
+            async with self.send_lock:
+                await super()._close()
 
 
 def cap_connections() -> None:

@@ -7,7 +7,7 @@ import signal
 import sys
 from types import FrameType
 
-from scripts.fuzzing.harness import KNOWN_BUGS, Plan, report, run_target, scratch
+from scripts.fuzzing.harness import Plan, report, run_target, scratch
 
 # (HTTP requests per target, Raft frames, concurrent requests)
 PROFILES = {"short": (2500, 500, 12), "long": (50_000, 5000, 24)}
@@ -25,8 +25,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, help="requests in flight")
     parser.add_argument("--seed", type=int, default=1, help="the run's seed (default 1)")
     parser.add_argument("--target", choices=["single", "cluster", "both"], default="both")
-    parser.add_argument("--suppress", action="append", default=[], choices=sorted(KNOWN_BUGS),
-                        help="leave out the inputs of a known, reported bug (repeatable)")
     parser.add_argument("--replay", type=int, metavar="CASE",
                         help="send only this case, printing each request and its status")
     return parser
@@ -45,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         frames=args.frames if args.frames is not None else frames,
         concurrency=args.concurrency or concurrency,
         replay=args.replay,
-        suppress=frozenset(args.suppress),
     )
     if args.replay is not None and args.target == "both":
         _parser().error("--replay needs --target single or --target cluster")

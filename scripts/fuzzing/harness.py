@@ -43,17 +43,6 @@ KEPT_LOG_LINES = 30
 TMPFS = Path("/dev/shm")
 
 
-# Bugs the fuzzer finds outside the code its owner may change, which a run
-# can be told to leave out until they are fixed (each with its reproducer in
-# the report of issue 9). Remove an entry once its bug is fixed.
-KNOWN_BUGS = {
-    "raft-number-overflow": "a Raft frame with a term or index past 2**63 from any holder "
-                            "of the secret stops the node (OverflowError encoding term + 1)",
-    "http-short-body-hangup": "a body shorter than its Content-Length on a request refused "
-                              "at once, the client hanging up as the node stops draining "
-                              "it: trio.BusyResourceError traceback (request_bodies.py)",
-}
-
 
 @dataclass
 class Plan:
@@ -62,7 +51,6 @@ class Plan:
     frames: int  # Raft frames, cluster only
     concurrency: int
     replay: int | None = None
-    suppress: frozenset[str] = frozenset()  # known bugs the run leaves out (KNOWN_BUGS)
 
 
 @dataclass
@@ -242,11 +230,10 @@ def run_target(name: str, plan: Plan, workdir: Path) -> Outcome:
             outcome.problems.insert(0, "the fixture did not read back before the run")
             return outcome
         scene = Scene(target.bases, list(target.servers), target.secret, fixture,
-                      body_classes(plan.seed, MAX_MANIFEST), MAX_MANIFEST, plan.suppress)
+                      body_classes(plan.seed, MAX_MANIFEST), MAX_MANIFEST)
         trio.run(_fuzz_http, target, scene, plan, tally)
         if target.raft and plan.replay is None:
-            trio.run(fuzz_raft, target.raft, target.secret, plan.seed, plan.frames, tally,
-                     "raft-number-overflow" not in plan.suppress)
+            trio.run(fuzz_raft, target.raft, target.secret, plan.seed, plan.frames, tally)
         outcome.problems += _still_up(target)
         if not outcome.problems:
             for base in target.bases:

@@ -25,17 +25,10 @@ FUZZ_ID = "fuzzer"
 FRAMES_PER_CONNECTION = 4
 
 
-# Numbers past what an int64 or a uint64 holds: a term or index there cannot
-# be incremented and still be encoded. `numbers_past_int64 = False` leaves them
-# out (`--suppress raft-number-overflow`) while the Raft layer
-# still accepts them (see the issue 9 report: one frame stops a node).
-numbers_past_int64 = True
-
-
+# Numbers at and past the 2**62 a term or index may reach, up to what a
+# uint64 holds: a node that adopted one could not count on from it.
 def huge(rng: random.Random) -> int:
-    if numbers_past_int64:
-        return rng.choice([2**63, 2**64 - 1])
-    return rng.choice([2**63 - 2, 2**62])
+    return rng.choice([2**62, 2**63 - 2, 2**63, 2**64 - 1])
 
 
 def random_object(rng: random.Random, depth: int = 0) -> Any:
@@ -181,12 +174,9 @@ async def _ignore(sender: str, frame: Any) -> None:
 
 async def fuzz_raft(
     members: dict[str, str], secret: bytes, seed: int, count: int, tally: Tally,
-    past_int64: bool = True,
 ) -> None:
     """`count` generated frames spread over the members (id -> raft address), then
     a tenth as many raw garbage connections."""
-    global numbers_past_int64
-    numbers_past_int64 = past_int64
     rng = random.Random(f"{seed}:raft")
     transport = Transport(FUZZ_ID, secret, "127.0.0.1:0", on_frame=_ignore)
     async with trio.open_nursery() as nursery:

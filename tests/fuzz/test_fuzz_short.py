@@ -17,19 +17,12 @@ import pytest
 
 from tests.conftest import ROOT
 
-# Known bugs outside the client API whose inputs the CI run leaves out until
-# they are fixed (scripts/fuzzing/harness.py KNOWN_BUGS); `scripts/fuzz`
-# itself still sends them. Remove an entry once its bug is fixed.
-SUPPRESSED = ["raft-number-overflow", "http-short-body-hangup"]
-
 
 @pytest.mark.fuzz
 @pytest.mark.slow
 def test_nodes_survive_the_short_fuzz_profile_unharmed() -> None:
-    suppress = [arg for name in SUPPRESSED for arg in ("--suppress", name)]
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.fuzzing", "--profile", "short", "--seed", "1",
-         *suppress],
+        [sys.executable, "-m", "scripts.fuzzing", "--profile", "short", "--seed", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     report = result.stdout + result.stderr
