@@ -66,6 +66,8 @@ MAX_FRAME = 64 << 20
 # Per peer: enough for a few full appends (8 MiB each) or the largest entry.
 QUEUE_BYTES = 64 << 20
 HANDSHAKE_TIMEOUT = 5.0
+# Diallers' addresses remembered; any secret holder can dial under any id.
+MAX_LEARNED = 64
 _LENGTH = struct.Struct(">I")
 _SEQUENCE = struct.Struct(">Q")
 # The BLAKE3 key-derivation context: fixed, and unique to this use.
@@ -529,7 +531,12 @@ class Transport:
             log.warning("refused raft connection from %s: %s", _remote(stream), exc)
             return None
         if address and self.learned.get(peer_id) != address:
-            self.learned[peer_id] = address
+            self.learned.pop(peer_id, None)
+            self.learned[peer_id] = address  # newest last
+            while len(self.learned) > MAX_LEARNED:
+                # Members' addresses are in the replicated state; what this keeps
+                # is for the moments before a new member has applied them.
+                del self.learned[next(iter(self.learned))]
             if peer_id not in self._peers and self.on_learned is not None:
                 self.on_learned()
         return peer_id, reader, seal

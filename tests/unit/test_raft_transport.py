@@ -11,6 +11,7 @@ import trio.testing
 
 from consensus.raft.transport import (
     MAGIC,
+    MAX_LEARNED,
     NONCE_BYTES,
     FrameReader,
     FrameSeal,
@@ -210,6 +211,19 @@ async def test_member_advertising_an_unusable_address_is_refused_not_dialled(
     await wait_for(lambda: inbox.frames)
     assert inbox.frames == [("p", "still serving")]
     await good.aclose()
+
+
+async def test_diallers_under_ever_new_ids_leave_a_bounded_set_of_addresses_to_dial(
+    nursery: trio.Nursery,
+) -> None:
+    # Every learned address is a peer the driver may dial again and again.
+    node, _ = await start(nursery, "n")
+    for n in range(MAX_LEARNED + 20):
+        member = await connect_as(node, f"x{n}@127.0.0.1:{1000 + n}")
+        await member.aclose()
+    assert len(node.learned) == MAX_LEARNED
+    assert f"x{MAX_LEARNED + 19}" in node.learned  # the newest are kept
+    assert "x0" not in node.learned
 
 
 async def test_a_sealed_header_announcing_a_huge_frame_is_refused_before_any_payload(
