@@ -34,6 +34,7 @@ from node.cluster.join import join_cluster
 from node.cluster.peer_api import PeerAPI
 from node.cluster.peers import Peers
 from node.cluster.replication import ReplicationReport
+from node.cluster.scrub import Scrubber
 from node.config import Config
 from node.services import NodeServices
 from node.storage.chunks import ChunkStore
@@ -79,6 +80,7 @@ def create_app(rt: NodeServices) -> RegistryApp:
         counters=rt.counters,
         on_disk=rt.on_disk,
         replication_report=rt.replication_report,
+        scrub=rt.scrubber.status,
     )
 
     @app.route("/v2", methods=["GET", "HEAD"])
@@ -173,6 +175,11 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
         ),
         blob_reader=BlobReader(fetcher, window=config.fetch_window),
         replication_report=ReplicationReport(config, engine, peers, chunks, disk),
+        scrubber=Scrubber(
+            chunks, fetcher, disk, counters,
+            bytes_per_second=config.scrub_bytes_per_second,
+            interval_seconds=config.scrub_interval_seconds,
+        ),
         counters=counters,
     )
 
@@ -214,6 +221,7 @@ async def serve(
             await nursery.start(rt.engine.run)
             await nursery.start(rt.peers.run)
             await nursery.start(rt.blob_writer.run)
+            await nursery.start(rt.scrubber.run)
             binds = await nursery.start(
                 hypercorn_serve, app, hypercorn_config(config, app.admission)
             )

@@ -114,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds a write may wait for a commit before 503 (default 5)")
     serve.add_argument("--snapshot-every", dest="snapshot_every", type=int,
                        help="applied entries between snapshots (default 10000)")
+    serve.add_argument("--scrub-bytes-per-second", dest="scrub_bytes_per_second", type=int,
+                       help="bytes/s the background scrub re-reads (default 16 MiB; 0: off)")
+    serve.add_argument("--scrub-interval", dest="scrub_interval_seconds", type=float,
+                       help="seconds from one scrub pass's start to the next (default 86400)")
     serve.add_argument("--snapshot-bytes", dest="snapshot_bytes", type=int,
                        help="bytes of applied entries in the log that make a snapshot due "
                             "(default 64 MiB)")

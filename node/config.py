@@ -70,6 +70,9 @@ class Config:
     max_upload_sessions: int = 1000  # open upload sessions on this node; then 429
     max_upload_sessions_per_repo: int = 100  # open upload sessions of one repository; then 429
     min_free_bytes: int = 1 << 30  # free disk a push may not go below; then 507
+    # Scrub (node/cluster/scrub.py): stored chunks re-read and checked in the background.
+    scrub_bytes_per_second: int = 16 * MiB  # 0 turns the scrub off
+    scrub_interval_seconds: float = 86400.0  # a pass starts this long after the previous one
     abandoned_chunk_grace_seconds: float = 600.0  # a chunk put this recently is never dropped
 
     @property
@@ -132,6 +135,10 @@ class Config:
             )
         if self.min_free_bytes < 0:
             raise ConfigError("min_free_bytes must not be negative")
+        if self.scrub_bytes_per_second < 0 or self.scrub_interval_seconds <= 0:
+            raise ConfigError(
+                "scrub_bytes_per_second must not be negative and scrub_interval_seconds positive"
+            )
         if self.abandoned_chunk_grace_seconds <= 0:
             raise ConfigError("abandoned_chunk_grace_seconds must be positive")
         if self.join and self.peers:

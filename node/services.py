@@ -3,7 +3,7 @@
 A plain bundle, no logic of its own: the configuration, the data directory,
 the chunk store and upload spool, the metadata engine, peers, the blob writer
 and reader that pushes and pulls go through, the replication report, and the
-bounded worker threads that do blocking disk work so the event loop never
+background scrub, and the bounded worker threads that do blocking disk work so the event loop never
 waits on the disk.
 """
 
@@ -20,6 +20,7 @@ from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
 from node.cluster.peers import Peers
 from node.cluster.replication import ReplicationReport
+from node.cluster.scrub import Scrubber
 from node.config import Config
 from node.storage.chunks import ChunkStore
 from node.storage.disk_threads import DiskThreads
@@ -43,6 +44,7 @@ class NodeServices:
     blob_writer: BlobWriter
     blob_reader: BlobReader
     replication_report: ReplicationReport
+    scrubber: Scrubber
     counters: Counter[str] = field(default_factory=Counter)
 
     async def on_disk(self, fn: Callable[..., T], *args: Any) -> T:

@@ -88,6 +88,11 @@ class ChunkFetcher:
         except OSError as exc:
             log.warning("could not keep chunk %s: %r", cid, exc)
 
+    async def fetch_from_holders(self, cid: str) -> bytes:
+        """The chunk's verified bytes from another holder, never this node's disk:
+        for replacing a damaged copy stored here."""
+        return await self._fetch(cid)
+
     def _hedge_delay(self, node_id: str) -> float:
         peer = self.peers.state.get(node_id)
         if peer is None or peer.fetch_time is None:

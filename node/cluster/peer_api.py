@@ -33,6 +33,7 @@ from node.cluster.errors import (
     UnknownMember,
 )
 from node.cluster.peers import Peers
+from node.cluster.scrub import ScrubStatus
 from node.config import NODE_ID_RE, Config
 from node.storage.chunks import ChunkStore
 from node.storage.errors import ChunkCorrupt, ChunkMissing
@@ -115,6 +116,7 @@ class PeerAPI:
     counters: Counter[str]
     on_disk: DiskWork  # runs blocking disk work in a bounded worker thread
     replication_report: Callable[[], Awaitable[dict[str, int]]]
+    scrub: ScrubStatus
 
     async def dispatch(self, method: str, path: str) -> Response:
         body_digest = self._authenticate()
@@ -218,6 +220,7 @@ class PeerAPI:
             "cache_limit_bytes": chunks.cache_bytes,
             "corrupt_reads": chunks.corrupt_reads,
         }
+        doc["scrub"] = self.scrub.as_dict(len(await self.on_disk(chunks.quarantined)))
         doc["under_replicated"] = await self.replication_report()
         doc["peers"] = self.peers.status()
         doc["counters"] = dict(self.counters)

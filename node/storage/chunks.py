@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -259,6 +260,37 @@ class ChunkStore:
                 evict.append(old)
         for old in evict:
             self.data.cache_path(old).unlink(missing_ok=True)
+
+    def stored_ids(self) -> Iterator[str]:
+        """The ids of the chunks this node stores, one folder at a time."""
+        for folder in sorted(self.data.chunks.glob("??")):
+            for path in sorted(folder.iterdir()):
+                yield path.name
+
+    def quarantine(self, cid: str) -> bool:
+        """Move a damaged stored chunk aside, so it counts and serves as missing until a
+        good copy replaces it; False when it is no longer there."""
+        self.data.quarantine.mkdir(exist_ok=True)
+        source = self.data.chunk_path(cid)
+        try:
+            size = source.stat().st_size
+            os.replace(source, self.data.quarantine / cid)
+        except FileNotFoundError:
+            return False
+        fsync_dir(source.parent)
+        with self._lock:
+            self.stored_chunks -= 1
+            self.stored_bytes -= size
+        return True
+
+    def quarantined(self) -> list[str]:
+        """Ids of the damaged chunks set aside and not replaced yet."""
+        folder = self.data.quarantine
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+    def release(self, cid: str) -> None:
+        """Forget a quarantined copy once a good one is stored."""
+        (self.data.quarantine / cid).unlink(missing_ok=True)
 
     def read(self, cid: str) -> bytes:
         """The chunk's bytes from the store or the cache, verified against its id."""

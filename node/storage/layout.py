@@ -9,6 +9,8 @@ DATA/
   uploads/<session-id>/    the spool of one upload in progress:
       0, 1, 2 …            chunk files as they fill (each fsynced when full)
   tmp/                     files being written before they are renamed into place
+  quarantine/<blake3-hex>  stored chunks the scrub found damaged, kept until a good
+                           copy from a holder has replaced them
   state/                   the replicated metadata (written only by `consensus`):
       state.sqlite         the state machine's tables and the applied log index
       raft/wal/            the write-ahead log: checksummed segments and hard state
@@ -122,6 +124,10 @@ class DataDir:
     @property
     def tmp(self) -> Path:
         return self.root / "tmp"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
 
     @property
     def state(self) -> Path:
