@@ -87,9 +87,9 @@ class Scrubber:
             return  # dropped or replaced since the folder was listed
         except ChunkCorrupt:
             size = 0
-            self.status.damaged += 1
-            self.counters["scrub_damaged"] += 1
             if await self.disk.run(self.chunks.quarantine, cid):
+                self.status.damaged += 1
+                self.counters["scrub_damaged"] += 1
                 log.warning("scrub: chunk %s is damaged; quarantined, fetching a good copy", cid)
                 await self._replace(cid)
         self.status.chunks_checked += 1

@@ -269,19 +269,29 @@ class ChunkStore:
 
     def quarantine(self, cid: str) -> bool:
         """Move a damaged stored chunk aside, so it counts and serves as missing until a
-        good copy replaces it; False when it is no longer there."""
+        good copy replaces it; False when it is gone or, checked again, intact (a
+        repair landed it meanwhile: writers of one chunk take turns, so the good
+        copy is never the one moved)."""
         self.data.quarantine.mkdir(exist_ok=True)
         source = self.data.chunk_path(cid)
+        while (landing := self._claim(cid)) is not None:
+            landing.wait()
         try:
-            size = source.stat().st_size
+            try:
+                with open(source, "rb", buffering=0) as f:
+                    data = f.read()
+            except FileNotFoundError:
+                return False
+            if chunk_id(data) == cid:
+                return False
             os.replace(source, self.data.quarantine / cid)
-        except FileNotFoundError:
-            return False
-        fsync_dir(source.parent)
-        with self._lock:
-            self.stored_chunks -= 1
-            self.stored_bytes -= size
-        return True
+            fsync_dir(source.parent)
+            with self._lock:
+                self.stored_chunks -= 1
+                self.stored_bytes -= len(data)
+            return True
+        finally:
+            self._landed([cid])
 
     def quarantined(self) -> list[str]:
         """Ids of the damaged chunks set aside and not replaced yet."""
