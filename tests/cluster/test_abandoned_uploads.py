@@ -101,9 +101,16 @@ def test_a_live_upload_whose_chunks_another_upload_dropped_sends_them_again_at_c
     # its drop of the shared chunks comes after the live upload's last touch of them.
     other = live[: 4 * CHUNK] + os.urandom(2 * CHUNK)
     other_location = patch_and_wait_for_copies(cluster, "n2", "other", other)
+    before = {cid: holders(cluster, cid) for cid in cids(live)}
+    # The shared chunks were on their holders already, so the wait above says
+    # nothing of this upload's own copies of them, each a touch that keeps a
+    # chunk for the grace period: let those land before the cancel.
+    time.sleep(1.0)
     assert httpx.delete(other_location, timeout=10).status_code == 204
     wait_until(lambda: not any(holders(cluster, cid) for cid in cids(other)[4:]),
                "the cancelled upload's own chunks were dropped")
+    wait_until(lambda: any(holders(cluster, cid) < before[cid] for cid in before),
+               "the drop took a copy of a chunk the live upload shares")
 
     closed = httpx.put(live_location, params={"digest": sha(live)}, timeout=30)
     assert closed.status_code == 201, closed.text
