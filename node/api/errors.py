@@ -230,12 +230,13 @@ class InsufficientStorage(RegistryError):
 
 
 def _retry_later(
-    cls: type[RegistryError], seconds: int
+    cls: type[RegistryError], seconds: int, message: str | None = None
 ) -> Callable[[Exception], RegistryError]:
-    """Map a lower layer's "not now" to `cls`, with the Retry-After a client backs off by."""
+    """Map a lower layer's "not now" to `cls`, with the Retry-After a client backs off by;
+    with `message`, the client reads that instead of the lower layer's own words."""
 
     def convert(exc: Exception) -> RegistryError:
-        error = _from(cls)(exc)
+        error = _from(cls)(exc) if message is None else cls(message)
         error.headers["Retry-After"] = str(seconds)
         return error
 
@@ -292,12 +293,10 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], RegistryError]] = {
     storage.TooManyUploads: _retry_later(TooManyRequests, 5),
     storage.InsufficientSpace: _from(InsufficientStorage),
     cluster.RelayBusy: _retry_later(Unavailable, 1),
-    NoQuorum: lambda exc: Unavailable(
-        "the cluster cannot commit right now; retry later", headers={"Retry-After": "1"}
-    ),
-    Overloaded: lambda exc: Unavailable(
+    NoQuorum: _retry_later(Unavailable, 1, "the cluster cannot commit right now; retry later"),
+    Overloaded: _retry_later(
+        Unavailable, Overloaded.retry_after_seconds,
         "the cluster has no room for more writes right now; retry shortly",
-        headers={"Retry-After": str(Overloaded.retry_after_seconds)},
     ),
     MembershipRefused: _from(MembershipConflict),
     Refused: _refused,
