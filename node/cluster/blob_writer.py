@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 
 WRITE_BATCH = 1 << 20  # bytes gathered before one trip to a worker thread
 EXPIRE_EVERY = 60.0  # seconds between sweeps for idle sessions (at most)
-CHUNK_LIST_BATCH = 500  # chunk ids per confirm or drop request
 PENDING_DROPS = 1024  # abandoned uploads waiting out the grace period; more are not cleaned
 
 
@@ -301,16 +300,13 @@ class BlobWriter:
                     nursery.start_soon(self._drop_on, node_id, cids)
 
     async def _drop_on(self, node_id: str, cids: list[str]) -> None:
-        for start in range(0, len(cids), CHUNK_LIST_BATCH):
-            try:
-                answer = await self.peers.chunk_list_call(
-                    node_id, "drop", cids[start : start + CHUNK_LIST_BATCH]
-                )
-            except PeerError as exc:
-                # Unused bytes left on a peer cost room, never correctness.
-                log.warning("could not drop abandoned chunks on %s: %s", node_id, exc)
-                return
-            self.counters["abandoned_chunks_dropped_on_peers"] += len(answer.get("dropped") or ())
+        try:
+            async for answer in self.peers.chunk_list_answers(node_id, "drop", cids):
+                dropped = answer.get("dropped") or ()
+                self.counters["abandoned_chunks_dropped_on_peers"] += len(dropped)
+        except PeerError as exc:
+            # Unused bytes left on a peer cost room, never correctness.
+            log.warning("could not drop abandoned chunks on %s: %s", node_id, exc)
 
     async def _confirm_holders(self, upload: Upload, chunks: list[tuple[str, Path]]) -> None:
         """Count the holders of every chunk again, touching each copy so no drop takes it
@@ -322,17 +318,13 @@ class BlobWriter:
             held[cid] = 1
 
         async def ask(node_id: str) -> None:
-            for start in range(0, len(cids), CHUNK_LIST_BATCH):
-                try:
-                    answer = await self.peers.chunk_list_call(
-                        node_id, "confirm", cids[start : start + CHUNK_LIST_BATCH]
-                    )
-                except PeerError as exc:
-                    log.warning("could not confirm chunks on %s: %s", node_id, exc)
-                    return
-                for cid in answer.get("held") or ():
-                    if cid in held:
-                        held[cid] += 1
+            try:
+                async for answer in self.peers.chunk_list_answers(node_id, "confirm", cids):
+                    for cid in answer.get("held") or ():
+                        if cid in held:
+                            held[cid] += 1
+            except PeerError as exc:
+                log.warning("could not confirm chunks on %s: %s", node_id, exc)
 
         async with trio.open_nursery() as nursery:
             for member in upload.members:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 HEALTH_EVERY = 1.0
 DOWN_AFTER_FAILURES = 2
 EWMA = 0.3
+CHUNK_LIST_BATCH = 500  # chunk ids per confirm or drop request
 CHUNK_LIST_TIMEOUT = 10.0  # seconds for a peer to confirm or drop one batch of chunks
 RELAY_CONNECT = 2.0  # seconds to open a relay connection to a peer
 RELAY_PEERS = 8  # the relay pool holds `max_relays_per_peer` connections for this many peers
@@ -221,6 +222,16 @@ class Peers:
         if not isinstance(answer, dict):
             raise PeerError(f"{node_id} answered chunks/{action} with no JSON object")
         return answer
+
+    async def chunk_list_answers(
+        self, node_id: str, action: str, cids: list[str]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """`chunk_list_call` for any number of ids, `CHUNK_LIST_BATCH` a request: each
+        answer as it comes, so what arrived before a PeerError still counts."""
+        for start in range(0, len(cids), CHUNK_LIST_BATCH):
+            yield await self.chunk_list_call(
+                node_id, action, cids[start : start + CHUNK_LIST_BATCH]
+            )
 
     async def check(self, node_id: str) -> None:
         started = time.monotonic()
