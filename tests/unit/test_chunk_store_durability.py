@@ -96,24 +96,16 @@ def test_second_put_of_a_chunk_waits_for_the_first_puts_directory_fsync(
     assert store.stored_chunks == 1
 
 
-def test_put_of_a_chunk_being_adopted_waits_for_the_adopt_directory_fsync(
-    store: ChunkStore, held: HeldDirectoryFsync,
+@pytest.mark.parametrize("first", ["adopt", "put"])
+def test_put_and_adopt_of_one_chunk_wait_for_each_others_directory_fsync(
+    store: ChunkStore, held: HeldDirectoryFsync, first: str,
 ) -> None:
     cid = chunk_id(DATA)
     spooled = store.data.tmp / "spooled"
     spooled.write_bytes(DATA)
-    _race(store, held, lambda: store.adopt([(cid, spooled)]), lambda: store.put(cid, DATA))
-    assert store.read(cid) == DATA
-    assert store.stored_chunks == 1
-
-
-def test_adopt_of_a_chunk_being_put_waits_for_the_put_directory_fsync(
-    store: ChunkStore, held: HeldDirectoryFsync,
-) -> None:
-    cid = chunk_id(DATA)
-    spooled = store.data.tmp / "spooled"
-    spooled.write_bytes(DATA)
-    _race(store, held, lambda: store.put(cid, DATA), lambda: store.adopt([(cid, spooled)]))
+    writers = {"adopt": lambda: store.adopt([(cid, spooled)]), "put": lambda: store.put(cid, DATA)}
+    second = "put" if first == "adopt" else "adopt"
+    _race(store, held, writers[first], writers[second])
     assert store.read(cid) == DATA
     assert not spooled.exists()
     assert store.stored_chunks == 1
