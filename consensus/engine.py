@@ -16,7 +16,9 @@ for room, and if none comes within `propose_timeout` it is refused with
 `Overloaded`, which tells the client to come back shortly.
 
 `node` imports from `consensus` only through this module: the commands, the
-record types the queries return and the errors are re-exported here.
+record types the queries return and the errors are re-exported here, and so
+is the transport's handshake and frame seal, which the chunk data plane
+(`node/cluster/data_plane.py`) authenticates its connections with.
 """
 
 from __future__ import annotations
@@ -46,7 +48,20 @@ from consensus.commands import (
 from consensus.raft.core import MAX_APPEND_BYTES, MAX_UNCOMMITTED_BYTES, ProposalsBackedUp
 from consensus.raft.driver import SNAPSHOT_BYTES, RaftDriver
 from consensus.raft.membership import ConfChange
-from consensus.raft.transport import QUEUE_BYTES, PeerTransport, Transport
+from consensus.raft.transport import (
+    QUEUE_BYTES,
+    TAG_BYTES,
+    FrameForged,
+    FrameInvalid,
+    FrameSeal,
+    Greeting,
+    Handshake,
+    HandshakeFailed,
+    PeerTransport,
+    Transport,
+    answer_handshake,
+    dial_handshake,
+)
 from consensus.state import Refusal, Result, StateMachine
 from consensus.store import (
     ManifestRecord,
@@ -64,6 +79,12 @@ __all__ = [
     "DeleteManifest",
     "DeleteTag",
     "Engine",
+    "FrameForged",
+    "FrameInvalid",
+    "FrameSeal",
+    "Greeting",
+    "Handshake",
+    "HandshakeFailed",
     "ManifestRecord",
     "Member",
     "MembershipRefused",
@@ -80,8 +101,11 @@ __all__ = [
     "Refused",
     "RegisterMember",
     "StatePaths",
+    "TAG_BYTES",
     "UnlinkBlob",
     "UnregisterMember",
+    "answer_handshake",
+    "dial_handshake",
     "open_engine",
 ]
 

@@ -25,6 +25,12 @@ drops the connection. Keyed BLAKE3 rather than HMAC-SHA256: on one core it
 took 2.2 µs and 1.5 ms to tag 1 KiB and 8 MiB, HMAC-SHA256 2.8 µs and 5.0 ms;
 `scripts/bench frames` measures both, and what sealing costs a frame.
 
+The handshake and the frame seal serve another protocol too (the chunk data
+plane in `node/cluster/data_plane.py`): a `Greeting` names the protocol, its
+magic and the roles under its proofs, so a proof made for one protocol never
+opens another, and `Handshake.seal(context)` derives a key per direction from
+a context string of that protocol's own, so a Raft key never opens its frames.
+
 Delivery is best effort, which is what Raft expects: a full send queue (in
 frames or in bytes) or a broken connection drops frames, and the protocol
 retries on its own. `PeerTransport` is what the driver needs of a transport;
@@ -149,13 +155,55 @@ def _proof(secret: bytes, role: bytes, *parts: bytes) -> bytes:
     return mac.digest()
 
 
-def _frame_key(secret: bytes, server_nonce: bytes, client_nonce: bytes, ident: bytes) -> bytes:
+def _frame_key(
+    secret: bytes, server_nonce: bytes, client_nonce: bytes, ident: bytes,
+    context: str = _KEY_CONTEXT,
+) -> bytes:
     """The key of this connection's frames: no other connection, before or after, shares it."""
-    kdf = blake3(derive_key_context=_KEY_CONTEXT)
+    kdf = blake3(derive_key_context=context)
     for part in (secret, server_nonce, client_nonce, ident):
         kdf.update(_LENGTH.pack(len(part)))
         kdf.update(part)
     return kdf.digest()
+
+
+@dataclass(frozen=True)
+class Greeting:
+    """What tells one protocol's handshake from another's: the magic the listener
+    opens with, the name its errors use, and the roles its proofs are made under
+    (distinct per protocol, so a proof relayed from one never passes in another)."""
+
+    magic: bytes
+    name: str
+    client_role: bytes
+    server_role: bytes
+
+
+RAFT_GREETING = Greeting(MAGIC, "raft", b"client", b"server")
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What both ends of a connection agreed on once each proved the secret: the
+    nonces and the dialler's identity, from which each direction's key is derived."""
+
+    secret: bytes = field(repr=False)
+    server_nonce: bytes
+    client_nonce: bytes
+    ident: bytes
+
+    def seal(self, context: str) -> FrameSeal:
+        """The seal of the frames of one direction, its key derived under `context`."""
+        return FrameSeal(
+            _frame_key(self.secret, self.server_nonce, self.client_nonce, self.ident, context)
+        )
+
+
+class ExactReader(Protocol):
+    """What the handshake reads from: exactly `n` bytes, or EOFError."""
+
+    async def read_exactly(self, n: int) -> bytes:
+        ...
 
 
 class FrameSeal:
@@ -261,47 +309,72 @@ def encode_frame(obj: Any) -> bytes:
 
 
 async def client_handshake(
-    stream: trio.abc.Stream, reader: FrameReader, secret: bytes, node_id: str
+    stream: trio.abc.Stream, reader: ExactReader, secret: bytes, node_id: str
 ) -> FrameSeal:
     """Prove our knowledge of the secret to the server, and check its proof;
     returns the seal of the frames we send on this connection."""
-    server_nonce = await reader.read_exactly(len(MAGIC) + NONCE_BYTES)
-    if not server_nonce.startswith(MAGIC):
-        if server_nonce.startswith(b"FLR"):
-            raise HandshakeFailed(f"raft endpoint speaks {server_nonce[:4]!r}, we speak {MAGIC!r}")
-        raise HandshakeFailed("not a flotilla raft endpoint")
-    server_nonce = server_nonce[len(MAGIC):]
-    client_nonce = os.urandom(NONCE_BYTES)
-    ident = node_id.encode()
-    proof = _proof(secret, b"client", server_nonce, client_nonce, ident)
-    await stream.send_all(_LENGTH.pack(len(ident)) + ident + client_nonce + proof)
-    expected = _proof(secret, b"server", client_nonce, server_nonce, ident)
-    if not hmac.compare_digest(await reader.read_exactly(len(expected)), expected):
-        raise HandshakeFailed("server did not prove the cluster secret")
-    return FrameSeal(_frame_key(secret, server_nonce, client_nonce, ident))
+    agreed = await dial_handshake(stream, reader, secret, node_id, RAFT_GREETING)
+    return agreed.seal(_KEY_CONTEXT)
 
 
 async def server_handshake(
-    stream: trio.abc.Stream, reader: FrameReader, secret: bytes
+    stream: trio.abc.Stream, reader: ExactReader, secret: bytes
 ) -> tuple[str, FrameSeal]:
     """Challenge a connecting peer; returns its identity (`id@host:port` of its
     own listener) once it has proved the secret, and the seal its frames must carry."""
+    identity, agreed = await answer_handshake(stream, reader, secret, RAFT_GREETING)
+    return identity, agreed.seal(_KEY_CONTEXT)
+
+
+async def dial_handshake(
+    stream: trio.abc.Stream, reader: ExactReader, secret: bytes, node_id: str,
+    greeting: Greeting,
+) -> Handshake:
+    """The dialler's side of `greeting`'s handshake: check the listener's magic,
+    prove the secret over both nonces, check the listener's proof."""
+    server_nonce = await reader.read_exactly(len(greeting.magic) + NONCE_BYTES)
+    if not server_nonce.startswith(greeting.magic):
+        if server_nonce.startswith(greeting.magic[:3]):
+            raise HandshakeFailed(
+                f"{greeting.name} endpoint speaks {server_nonce[:len(greeting.magic)]!r}, "
+                f"we speak {greeting.magic!r}"
+            )
+        raise HandshakeFailed(f"not a flotilla {greeting.name} endpoint")
+    server_nonce = server_nonce[len(greeting.magic):]
+    client_nonce = os.urandom(NONCE_BYTES)
+    ident = node_id.encode()
+    proof = _proof(secret, greeting.client_role, server_nonce, client_nonce, ident)
+    await stream.send_all(_LENGTH.pack(len(ident)) + ident + client_nonce + proof)
+    expected = _proof(secret, greeting.server_role, client_nonce, server_nonce, ident)
+    if not hmac.compare_digest(await reader.read_exactly(len(expected)), expected):
+        raise HandshakeFailed("server did not prove the cluster secret")
+    return Handshake(secret, server_nonce, client_nonce, ident)
+
+
+async def answer_handshake(
+    stream: trio.abc.Stream, reader: ExactReader, secret: bytes, greeting: Greeting
+) -> tuple[str, Handshake]:
+    """The listener's side of `greeting`'s handshake: send a fresh nonce, check the
+    dialler's proof, prove the secret back; returns the identity the dialler gave."""
     server_nonce = os.urandom(NONCE_BYTES)
-    await stream.send_all(MAGIC + server_nonce)
+    await stream.send_all(greeting.magic + server_nonce)
     (length,) = _LENGTH.unpack(await reader.read_exactly(_LENGTH.size))
     if length > 256:
         raise HandshakeFailed("node id too long")
     ident = await reader.read_exactly(length)
     client_nonce = await reader.read_exactly(NONCE_BYTES)
     proof = await reader.read_exactly(hashlib.sha256().digest_size)
-    if not hmac.compare_digest(proof, _proof(secret, b"client", server_nonce, client_nonce, ident)):
+    expected = _proof(secret, greeting.client_role, server_nonce, client_nonce, ident)
+    if not hmac.compare_digest(proof, expected):
         raise HandshakeFailed("peer did not prove the cluster secret")
-    await stream.send_all(_proof(secret, b"server", client_nonce, server_nonce, ident))
+    await stream.send_all(
+        _proof(secret, greeting.server_role, client_nonce, server_nonce, ident)
+    )
     try:
         identity = ident.decode()
     except UnicodeDecodeError:
         raise HandshakeFailed("node id is not text") from None
-    return identity, FrameSeal(_frame_key(secret, server_nonce, client_nonce, ident))
+    return identity, Handshake(secret, server_nonce, client_nonce, ident)
 
 
 @dataclass
