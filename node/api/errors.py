@@ -277,6 +277,8 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], RegistryError]] = {
     storage.ChunkCorrupt: _from(Unavailable),
     cluster.ClusterError: _from(Unavailable),
     cluster.PeerError: _from(Unavailable),
+    cluster.PeerUnreachable: _from(Unavailable),
+    cluster.PeerSentWrongBytes: _from(Unavailable),
     cluster.NoHolderReachable: _from(Unavailable),
     cluster.ChunkLost: _from(ContentCorrupt),
     cluster.TooFewHolders: _from(Unavailable),

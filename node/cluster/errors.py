@@ -21,6 +21,14 @@ class PeerError(ClusterError):
     """A peer did not give what was asked (down, refused, or not holding it)."""
 
 
+class PeerUnreachable(PeerError):
+    """The connection to a peer failed: refused, reset, timed out, or garbled on the way."""
+
+
+class PeerSentWrongBytes(PeerError):
+    """A peer answered with bytes that do not hash to the chunk id asked for."""
+
+
 class NoHolderReachable(ClusterError):
     """No node that should hold a chunk could provide an intact copy of it."""
 

@@ -302,6 +302,31 @@ class ChunkStore:
         """Forget a quarantined copy once a good one is stored."""
         (self.data.quarantine / cid).unlink(missing_ok=True)
 
+    def open_file(self, cid: str) -> tuple[int, int]:
+        """An open descriptor of the chunk's file and its size, from the store or else
+        the cache (touched as `read` touches it), for sending to a peer as it is on
+        disk: the bytes are not read here, the receiver checks them against the id.
+        The caller closes the descriptor; ChunkMissing when neither holds the chunk."""
+        try:
+            fd = os.open(self.data.chunk_path(cid), os.O_RDONLY)
+        except FileNotFoundError:
+            if cid not in self._cache:
+                raise ChunkMissing(cid) from None
+            try:
+                fd = os.open(self.data.cache_path(cid), os.O_RDONLY)
+            except FileNotFoundError:
+                with self._lock:
+                    self._cache.pop(cid, None)
+                raise ChunkMissing(cid) from None
+            with self._lock:
+                if cid in self._cache:
+                    self._cache.move_to_end(cid)
+        try:
+            return fd, os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+
     def read(self, cid: str) -> bytes:
         """The chunk's bytes from the store or the cache, verified against its id."""
         path = self.data.chunk_path(cid)
