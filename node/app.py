@@ -30,6 +30,7 @@ from node.cluster.auth import Verifier, load_or_create_secret
 from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
 from node.cluster.chunk_fetch import ChunkFetcher
+from node.cluster.data_plane import DataPlaneServer
 from node.cluster.join import join_cluster
 from node.cluster.peer_api import PeerAPI
 from node.cluster.peers import Peers
@@ -219,6 +220,12 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(rt.engine.run)
+            data_plane = DataPlaneServer(
+                rt.chunks, rt.disk, rt.secret, config.data_plane_listen, counters=rt.counters,
+                advertise_host=config.advertise_host or config.host,
+            )
+            await nursery.start(data_plane.run)
+            rt.peers.data_address = data_plane.address
             await nursery.start(rt.peers.run)
             await nursery.start(rt.blob_writer.run)
             await nursery.start(rt.scrubber.run)

@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
         help="log every request",
     )
     serve.add_argument("--raft", help="HOST:PORT of the Raft transport (default: port + 1000)")
+    serve.add_argument("--data-listen", dest="data_listen",
+                       help="HOST:PORT of the chunk data plane between peers "
+                            "(default: port + 2000)")
     serve.add_argument("--peers", help="bootstrap members: ID=RAFTHOST:PORT,…")
     serve.add_argument("--join", help="URL of a member to ask to add this node")
     serve.add_argument("--secret-file", dest="secret_file", type=Path,

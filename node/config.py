@@ -41,6 +41,8 @@ class Config:
     access_log: bool = False
     # The Raft group (see README, "Running a cluster").
     raft: str | None = None  # HOST:PORT of this node's Raft transport; default port + 1000
+    # HOST:PORT of this node's chunk data plane (node/cluster/data_plane.py); default port + 2000
+    data_listen: str | None = None
     advertise_host: str | None = None  # host peers and clients reach; default the listen host
     peers: str = ""  # bootstrap members: ID=RAFTHOST:PORT,… (this node may be listed too)
     join: str | None = None  # URL of a member to ask to add this node
@@ -89,6 +91,14 @@ class Config:
             return self.raft
         return f"{self.host}:{self.port + 1000 if self.port else 0}"
 
+    @property
+    def data_plane_listen(self) -> str:
+        """Where the chunk data plane listens: `data_listen`, else the HTTP port + 2000
+        (an ephemeral port when the HTTP port is)."""
+        if self.data_listen:
+            return self.data_listen
+        return f"{self.host}:{self.port + 2000 if self.port else 0}"
+
     def peer_map(self) -> dict[str, str]:
         """The bootstrap members, id → Raft address."""
         peers = {}
@@ -105,6 +115,13 @@ class Config:
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ConfigError(f"listen {self.listen!r}: expected HOST:PORT")
+        if self.data_listen is not None:
+            data_host, _, data_port = self.data_listen.rpartition(":")
+            if not data_host or not data_port.isdigit() or not 0 <= int(data_port) < 65536:
+                raise ConfigError(f"data_listen {self.data_listen!r}: expected HOST:PORT")
+        elif self.port + 2000 >= 65536:
+            raise ConfigError(f"listen port {self.port} leaves no default data plane port "
+                              "(port + 2000): set data_listen")
         if self.chunk_size < 64 * 1024 or self.chunk_size > 256 * MiB:
             raise ConfigError("chunk_size must be between 64 KiB and 256 MiB")
         if not 1024 <= self.max_manifest_bytes <= MAX_MANIFEST_LIMIT:

@@ -217,8 +217,11 @@ class _Wire:
 
 def _open_for_sending(chunks: ChunkStore, cid: str) -> tuple[int, int]:
     fd, size = chunks.open_file(cid)
-    # Start reading a cold chunk from disk now, so sendfile seldom waits for it.
-    os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+    try:
+        # Start reading a cold chunk from disk now, so sendfile seldom waits for it.
+        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass  # only a hint
     return fd, size
 
 

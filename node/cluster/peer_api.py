@@ -1,12 +1,12 @@
 """`/_cluster/…`: the internal API on the client port, open only to holders of the secret.
 
-Chunk transfer between peers (GET, HEAD, PUT of one chunk; confirming and
-dropping chunks in batches), health, status, membership changes and
-leadership transfer. Every request must be signed
+Confirming and dropping chunks in batches, health (which also tells where
+this node's chunk data plane listens), status, membership changes and
+leadership transfer. Chunk bytes themselves never come here: they travel on
+the data plane (`node/cluster/data_plane.py`). Every request must be signed
 (`node.cluster.auth`); one that is not gets 401 and its body is never read.
-A chunk PUT is signed over the chunk's id, and its bytes must hash to it
-before the chunk becomes visible. `PeerAPI` is built from the few objects
-these endpoints serve from, not from the whole node.
+`PeerAPI` is built from the few objects these endpoints serve from, not from
+the whole node.
 """
 
 from __future__ import annotations
@@ -36,12 +36,10 @@ from node.cluster.peers import Peers
 from node.cluster.scrub import ScrubStatus
 from node.config import NODE_ID_RE, Config
 from node.storage.chunks import ChunkStore
-from node.storage.errors import ChunkCorrupt, ChunkMissing
 from node.storage.spool import Spool
 
 log = logging.getLogger(__name__)
 MAX_ADMIN_BODY = 64 * 1024
-MAX_CHUNK_BODY = 256 << 20
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -126,10 +124,10 @@ class PeerAPI:
             if parts[1] == "confirm":
                 return await self.confirm_chunks(body)
             return await self.drop_chunks(body)
-        if len(parts) == 2 and parts[0] == "chunks" and method in ("GET", "HEAD", "PUT"):
-            return await self.chunk(method, parts[1], body_digest)
         if parts == ["health"] and method == "GET":
-            return _json({"node_id": self.config.node_id, "ok": True})
+            return _json(
+                {"node_id": self.config.node_id, "ok": True, "data": self.peers.data_address}
+            )
         body = await _authenticated_json_body(body_digest)
         if parts == ["status"] and method == "GET":
             return await self.status()
@@ -152,32 +150,6 @@ class PeerAPI:
         except PeerAuthFailed as exc:
             log.warning("refused %s %s: %s", request.method, request.path, exc)
             raise PeerAuthFailed("cluster secret required") from None
-
-    async def chunk(self, method: str, cid: str, body_digest: str) -> Response:
-        if not _CHUNK_ID.fullmatch(cid):
-            raise PeerRequestInvalid("not a chunk id")
-        if method == "PUT":
-            if body_digest != cid:
-                raise PeerAuthFailed("a chunk must be signed over its id")
-            data = await _read_body(MAX_CHUNK_BODY)
-            try:
-                await self.on_disk(self.chunks.put, cid, data)
-            except ChunkCorrupt:
-                self.counters["chunk_put_mismatch"] += 1
-                raise PeerRequestInvalid("chunk bytes do not match the id") from None
-            return Response(b"", status=201)
-        if method == "HEAD":
-            held = await self.on_disk(self.chunks.holds, cid)
-            return Response(b"", status=200 if held else 404)
-        try:
-            data = await self.on_disk(self.chunks.read, cid)
-        except ChunkMissing:
-            return Response(b"", status=404)
-        except ChunkCorrupt:
-            self.counters["chunk_corrupt"] += 1
-            return Response(b"", status=404)
-        self.counters["chunks_served_to_peers"] += 1
-        return Response(data, status=200, content_type="application/octet-stream")
 
     async def confirm_chunks(self, body: bytes) -> Response:
         """Which of the chunks this node stores; each one held counts as touched now,

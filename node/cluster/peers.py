@@ -6,6 +6,12 @@ marked down until it answers again. Chunk reads go to holders in the order
 this gives (same zone first, then lowest round trip), and writes skip peers
 marked down. Every request carries proof of the cluster secret; client
 credentials never travel here.
+
+Chunk bytes do not travel over HTTP: `get_chunk`, `put_chunk` and
+`put_chunk_file` go through the data plane (`node/cluster/data_plane.py`),
+at the address each peer gives in its signed health answer. A peer whose
+data plane address is not known yet is asked for its health first; one that
+gives none is not up, and a transfer to it fails with PeerError.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +31,8 @@ import trio
 
 from consensus.engine import Engine
 from node.cluster.auth import sign
-from node.cluster.errors import PeerError, RelayBusy
+from node.cluster.data_plane import DataPlaneClient
+from node.cluster.errors import PeerError, PeerSentWrongBytes, PeerUnreachable, RelayBusy
 from node.cluster.placement import Placed
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,7 @@ class PeerState:
     up: bool = True
     failures: int = 0
     bad_chunks: int = 0  # chunks that arrived not matching their id
+    data: str | None = None  # HOST:PORT of its data plane, from its health answer
 
     def observe_fetch(self, seconds: float) -> None:
         self.fetch_time = (
@@ -82,6 +91,9 @@ class Peers:
             ),
         )
         self._relays: dict[str, int] = {}  # peer id → relays to it in flight
+        self.data = DataPlaneClient(node_id, secret)
+        # Where this node's own data plane listens, as peers reach it (set by `serve`).
+        self.data_address: str | None = None
 
     @contextmanager
     def relay_slot(self, node_id: str) -> Iterator[None]:
@@ -190,20 +202,53 @@ class Peers:
         if rtt is not None:
             peer.rtt = rtt if peer.rtt is None else EWMA * rtt + (1 - EWMA) * peer.rtt
 
+    async def _data_peer(self, node_id: str) -> tuple[PeerState, str]:
+        """The peer and its data plane address, asking for its health once when the
+        address is not known yet; PeerError when it is not a member or gives none."""
+        peer = self.get(node_id)
+        if peer is None:
+            raise PeerError(f"{node_id} is not a known member")
+        if peer.data is None:
+            await self.check(node_id)
+            peer = self.state.get(node_id, peer)
+        if peer.data is None:
+            raise PeerError(f"{node_id} has not told where its data plane listens")
+        return peer, peer.data
+
     async def get_chunk(self, node_id: str, cid: str) -> bytes:
+        """The chunk's bytes from the peer, already checked against `cid` (a fresh
+        bytearray the caller owns); PeerSentWrongBytes, counted, when they do not match."""
+        peer, address = await self._data_peer(node_id)
         started = time.monotonic()
-        response = await self.request(node_id, "GET", f"/_cluster/chunks/{cid}")
-        if response.status_code != 200:
-            raise PeerError(f"{node_id} answered {response.status_code} for chunk {cid}")
-        self.state[node_id].observe_fetch(time.monotonic() - started)
-        return response.content
+        try:
+            data = await self.data.get(address, cid)
+        except PeerSentWrongBytes:
+            peer.bad_chunks += 1
+            raise
+        except PeerUnreachable:
+            self.mark_failure(node_id)
+            raise
+        peer.observe_fetch(time.monotonic() - started)
+        return data  # type: ignore[return-value]  # bytes-like; copying it would cost a pass
 
     async def put_chunk(self, node_id: str, cid: str, data: bytes) -> None:
-        response = await self.request(
-            node_id, "PUT", f"/_cluster/chunks/{cid}", content=data, body_digest=cid
-        )
-        if response.status_code not in (200, 201):
-            raise PeerError(f"{node_id} refused chunk {cid}: {response.status_code}")
+        """Store the chunk durably on the peer, which checks it against `cid`."""
+        _, address = await self._data_peer(node_id)
+        try:
+            await self.data.put(address, cid, data)
+        except PeerUnreachable:
+            self.mark_failure(node_id)
+            raise
+
+    async def put_chunk_file(self, node_id: str, cid: str, path: Path) -> None:
+        """`put_chunk` of the chunk in the file at `path`, sent from the file as it is
+        (`sendfile`); OSError when the file cannot be read."""
+        _, address = await self._data_peer(node_id)
+        try:
+            await self.data.put_file(address, cid, path)
+        except PeerUnreachable:
+            self.mark_failure(node_id)
+            raise
 
     async def chunk_list_call(self, node_id: str, action: str, cids: list[str]) -> dict[str, Any]:
         """POST a list of chunk ids to `/_cluster/chunks/<action>` (confirm, drop), signed
@@ -241,19 +286,39 @@ class Peers:
             return
         if response.status_code == 200:
             self.mark_success(node_id, time.monotonic() - started)
+            self._learn_data_address(node_id, response)
         else:
             self.mark_failure(node_id)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep membership and health current, for as long as the node runs."""
-        task_status.started()
+    def _learn_data_address(self, node_id: str, response: httpx.Response) -> None:
+        """Keep the data plane address the peer's health answer gives, if it is usable."""
+        peer = self.state.get(node_id)
+        if peer is None:
+            return
         try:
-            while True:
-                self.refresh()
-                async with trio.open_nursery() as nursery:
-                    for node_id in list(self.state):
-                        nursery.start_soon(self.check, node_id)
-                await trio.sleep(HEALTH_EVERY)
+            address = response.json().get("data")
+        except (ValueError, AttributeError):
+            address = None
+        if not _usable_address(address):
+            address = None
+        if address != peer.data:
+            if peer.data is not None:
+                self.data.forget(peer.data)
+            peer.data = address
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep membership and health current, and the data plane client's connections
+        open, for as long as the node runs."""
+        try:
+            async with trio.open_nursery() as running:
+                await running.start(self.data.run)
+                task_status.started()
+                while True:
+                    self.refresh()
+                    async with trio.open_nursery() as nursery:
+                        for node_id in list(self.state):
+                            nursery.start_soon(self.check, node_id)
+                    await trio.sleep(HEALTH_EVERY)
         finally:
             with trio.CancelScope(shield=True):
                 await self.client.aclose()
@@ -269,6 +334,15 @@ class Peers:
                 "rtt_ms": None if p.rtt is None else round(p.rtt * 1000, 2),
                 "chunk_fetch_ms": None if p.fetch_time is None else round(p.fetch_time * 1000, 2),
                 "bad_chunks": p.bad_chunks,
+                "data": p.data,
             }
             for p in sorted(self.state.values(), key=lambda p: p.node_id)
         ]
+
+
+def _usable_address(address: object) -> bool:
+    """Whether a peer's word for its data plane address is HOST:PORT we could dial."""
+    if not isinstance(address, str) or len(address) > 300:
+        return False
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from node.cluster.placement import Placed
@@ -18,10 +20,10 @@ def place_beside_a_peer_that_explodes(registry: Registry, monkeypatch: pytest.Mo
     me = services.config.node_id
     monkeypatch.setattr(services.peers, "placed", lambda: [Placed(me), Placed("n9")])
 
-    async def put_chunk(node_id: str, cid: str, data: bytes) -> None:
+    async def put_chunk_file(node_id: str, cid: str, path: Path) -> None:
         raise RuntimeError("a bug in the copy path")
 
-    monkeypatch.setattr(services.peers, "put_chunk", put_chunk)
+    monkeypatch.setattr(services.peers, "put_chunk_file", put_chunk_file)
 
 
 async def test_an_unexpected_error_in_a_copy_fails_that_upload_and_the_node_serves_on(

@@ -12,9 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from node.cluster.auth import load_or_create_secret
 from node.cluster.client import call_sync
+from node.cluster.data_plane import DataPlaneClient
+from node.cluster.errors import PeerError
 from tests.conftest import NodeProcess, free_port
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -33,6 +36,7 @@ class Cluster:
 
     def node_args(self, node_id: str, raft_port: int, peers: str | None) -> list[str]:
         args = ["--node-id", node_id, "--raft", f"127.0.0.1:{raft_port}",
+                "--data-listen", f"127.0.0.1:{free_port()}",
                 "--secret-file", str(self.secret_file), *self.env_extra]
         if peers:
             args += ["--peers", peers]
@@ -83,6 +87,34 @@ class Cluster:
         response = call_sync(self.secret, "GET", url, node_id=node_id, timeout=5)
         response.raise_for_status()
         return response.json()
+
+    def data_address(self, node_id: str) -> str:
+        """Where the node's chunk data plane listens, as its health answer says."""
+        url = f"{self.nodes[node_id].url}/_cluster/health"
+        response = call_sync(self.secret, "GET", url, node_id=node_id, timeout=5)
+        response.raise_for_status()
+        return response.json()["data"]
+
+    def place_chunk(self, node_id: str, cid: str, data: bytes) -> None:
+        """Store a chunk on the node over its data plane, as a peer placing it would;
+        PeerError when the node refuses it."""
+        address = self.data_address(node_id)
+        refused: list[PeerError] = []
+
+        async def put() -> None:
+            client = DataPlaneClient("test", self.secret)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(client.run)
+                try:
+                    await client.put(address, cid, data)
+                except PeerError as exc:  # raised here, not wrapped in the nursery's group
+                    refused.append(exc)
+                finally:
+                    nursery.cancel_scope.cancel()
+
+        trio.run(put)
+        if refused:
+            raise refused[0]
 
     def alive(self) -> list[str]:
         return [n for n, p in self.nodes.items() if p.proc and p.proc.poll() is None]

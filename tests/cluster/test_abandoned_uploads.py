@@ -10,7 +10,6 @@ from pathlib import Path
 import blake3
 import httpx
 
-from node.cluster.auth import sign
 from node.cluster.client import call_sync
 from tests.cluster.conftest import Cluster, push_blob
 from tests.cluster.test_upload_sessions import write_config
@@ -129,10 +128,7 @@ def test_a_holder_refuses_to_drop_a_chunk_put_within_the_grace_period(
     data = os.urandom(1000)
     cid = blake3.blake3(data).hexdigest()
     holder = cluster.nodes["n2"]
-    target = f"/_cluster/chunks/{cid}"
-    put = httpx.put(f"{holder.url}{target}", content=data, timeout=10,
-                    headers=sign(cluster.secret, "PUT", target, node_id="n2", body_digest=cid))
-    assert put.status_code == 201
+    cluster.place_chunk("n2", cid, data)
     dropped = call_sync(cluster.secret, "POST", f"{holder.url}/_cluster/chunks/drop",
                         {"chunks": [cid]}, node_id="n2", timeout=10)
     assert dropped.status_code == 200, dropped.text

@@ -13,7 +13,7 @@ import blake3
 import httpx
 import pytest
 
-from node.cluster.auth import sign
+from node.cluster.errors import PeerError
 from tests.cluster.conftest import Cluster, push_blob
 from tests.cluster.test_upload_sessions import write_config
 
@@ -84,10 +84,8 @@ def test_a_push_below_the_floor_is_refused_whole_and_works_again_once_space_is_f
     # A chunk a peer places here is refused the same way, and nothing of it is kept.
     chunk = os.urandom(512 * 1024)
     cid = blake3.blake3(chunk).hexdigest()
-    target = f"/_cluster/chunks/{cid}"
-    placed = httpx.put(f"{url}{target}", content=chunk, timeout=30,
-                       headers=sign(cluster.secret, "PUT", target, node_id="n1", body_digest=cid))
-    assert_insufficient_storage(placed)
+    with pytest.raises(PeerError, match="no space"):
+        cluster.place_chunk("n1", cid, chunk)
     assert not (small_disk / "chunks" / cid[:2] / cid).exists()
     assert list((small_disk / "tmp").iterdir()) == []
 
