@@ -457,7 +457,6 @@ class _Request:
     status: int = OK
     data: bytearray | None = None
     error: _Lost | None = None
-    abandoned: bool = False  # its caller was cancelled: the answer is read and dropped
 
 
 class _Connection:
@@ -514,11 +513,9 @@ class _Connection:
                                     trio.TooSlowError, EOFError)):
                     raise reason from None
                 raise
-        try:
-            await request.done.wait()
-        except BaseException:
-            request.abandoned = True
-            raise
+        # A caller cancelled from here on leaves its request pending: the reading
+        # task reads its answer all the same and drops it, and the stream stays whole.
+        await request.done.wait()
         if request.error is not None:
             raise _Lost(str(request.error), retry=request.error.retry)
         return request

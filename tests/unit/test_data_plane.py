@@ -24,6 +24,7 @@ from node.cluster.data_frames import (
 )
 from node.cluster.data_plane import DataPlaneClient, DataPlaneServer
 from node.cluster.errors import PeerError, PeerSentWrongBytes, PeerUnreachable
+from node.config import Config, ConfigError, load_config
 from node.storage.chunks import ChunkStore, chunk_id
 from node.storage.disk_threads import DiskThreads
 from node.storage.layout import DataDir
@@ -134,6 +135,7 @@ async def test_a_client_with_the_wrong_secret_fails_the_handshake(
 
 async def handshaken(plane: Plane) -> tuple[trio.SocketStream, FrameReader, FrameSeal]:
     """A raw connection that passed the handshake, and the seal of its requests."""
+    assert plane.server.port is not None
     stream = await trio.open_tcp_stream("127.0.0.1", plane.server.port)
     reader = FrameReader(stream)
     agreed = await dial_handshake(stream, reader, SECRET, "raw", GREETING)
@@ -264,3 +266,34 @@ async def test_a_server_that_is_not_there_is_unreachable(nursery: trio.Nursery) 
         port = probe.getsockname()[1]
     with pytest.raises(PeerUnreachable):
         await client.get(f"127.0.0.1:{port}", chunk_id(b"x"))
+
+
+async def test_connections_past_the_cap_are_closed_on_arrival(
+    plane: Plane, nursery: trio.Nursery
+) -> None:
+    disk = DiskThreads(1)
+    capped = DataPlaneServer(plane.chunks, disk, SECRET, "127.0.0.1:0",
+                             counters=plane.counters, max_connections=1)
+    await nursery.start(capped.run)
+    cid = plane.store(b"capped")
+    first = DataPlaneClient("first", SECRET, connections_per_peer=1)
+    second = DataPlaneClient("second", SECRET, connections_per_peer=1)
+    await nursery.start(first.run)
+    await nursery.start(second.run)
+    assert await first.get(capped.address, cid) == b"capped"
+    with pytest.raises(PeerUnreachable):
+        await second.get(capped.address, cid)
+    assert plane.counters["data_plane_connections_refused"] == 1
+    assert await first.get(capped.address, cid) == b"capped"
+    disk.close()
+
+
+def test_the_data_plane_listens_on_the_http_port_plus_2000_unless_told() -> None:
+    assert Config(listen="10.0.0.5:5001").validated().data_plane_listen == "10.0.0.5:7001"
+    assert Config(listen="127.0.0.1:0").validated().data_plane_listen == "127.0.0.1:0"
+    told = load_config(env={"FLOTILLA_DATA_LISTEN": "0.0.0.0:9999"})
+    assert told.data_plane_listen == "0.0.0.0:9999"
+    with pytest.raises(ConfigError, match="data_listen"):
+        load_config(env={}, flags={"data_listen": "no-port"})
+    with pytest.raises(ConfigError, match="data_listen"):
+        Config(listen="127.0.0.1:64000").validated()
