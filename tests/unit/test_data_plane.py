@@ -13,7 +13,13 @@ import pytest
 import trio
 
 from consensus.engine import dial_handshake
-from consensus.raft.transport import FrameReader, FrameSeal
+from consensus.raft.transport import (
+    RAFT_GREETING,
+    FrameReader,
+    FrameSeal,
+    HandshakeFailed,
+    client_handshake,
+)
 from node.cluster.data_frames import (
     GET,
     GREETING,
@@ -168,6 +174,48 @@ async def test_a_header_sealed_with_another_key_closes_its_connection(plane: Pla
     await stream.send_all(seal_header(forged, GET, b"\x00" * 32, 0))
     await assert_closed_by_server(stream, reader)
     assert plane.server.forged == 1
+
+
+async def test_a_frame_sealed_with_the_raft_key_of_the_same_handshake_is_refused(
+    plane: Plane,
+) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", plane.server.port)
+    reader = FrameReader(stream)
+    agreed = await dial_handshake(stream, reader, SECRET, "raw", GREETING)
+    raft_key = agreed.seal("flotilla raft 2026-12 frame key, dialler to listener")
+    await stream.send_all(seal_header(raft_key, GET, b"\x00" * 32, 0))
+    await assert_closed_by_server(stream, reader)
+    assert plane.server.forged == 1
+
+
+async def test_a_raft_dialler_and_a_data_plane_listener_refuse_each_other(
+    plane: Plane,
+) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", plane.server.port)
+    with pytest.raises(HandshakeFailed, match="not a flotilla raft endpoint"):
+        await client_handshake(stream, FrameReader(stream), SECRET, "n1@127.0.0.1:1")
+    await stream.aclose()
+    # The proofs differ too: a greeting spoofed to look like Raft's is no way in.
+    stream = await trio.open_tcp_stream("127.0.0.1", plane.server.port)
+    spoofed = type(RAFT_GREETING)(GREETING.magic, "raft", RAFT_GREETING.client_role,
+                                  RAFT_GREETING.server_role)
+    with pytest.raises((HandshakeFailed, EOFError)):
+        await dial_handshake(stream, FrameReader(stream), SECRET, "n1", spoofed)
+    await stream.aclose()
+    assert plane.server.rejected == 2
+
+
+async def test_garbage_instead_of_a_handshake_is_refused_and_the_server_serves_on(
+    plane: Plane,
+) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", plane.server.port)
+    reader = FrameReader(stream)
+    await reader.read_exactly(4 + 32)  # the greeting and its nonce
+    await stream.send_all(os.urandom(4096))
+    await assert_closed_by_server(stream, reader)
+    assert plane.server.rejected == 1
+    cid = plane.store(b"still serving")
+    assert await plane.client.get(plane.address, cid) == b"still serving"
 
 
 async def test_a_replayed_request_closes_its_connection(plane: Plane) -> None:
