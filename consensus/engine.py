@@ -434,6 +434,18 @@ class RaftEngine:
         )
 
     async def remove_member(self, node_id: str) -> None:
+        """Make `node_id` leave the voters, then forget its addresses.
+
+        Refused for this node itself: the group takes forwarded requests only
+        from voters, so once the removal committed this node could not have its
+        registration forgotten, nor even learn the removal committed. Another
+        member must make it (a drained node asks its leader, node/cluster/drain.py).
+        """
+        if node_id == self.node_id:
+            raise MembershipRefused(
+                f"{node_id} cannot remove itself (once removed, the group takes no request "
+                "from it): ask another member"
+            )
         await self._change_voters(
             ConfChange.remove(node_id), lambda: node_id not in self._driver.committed_voters
         )

@@ -30,6 +30,7 @@ from node.cluster.auth import Verifier, load_or_create_secret
 from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
 from node.cluster.chunk_fetch import ChunkFetcher
+from node.cluster.drain import DrainFinisher
 from node.cluster.join import join_cluster
 from node.cluster.peer_api import PeerAPI
 from node.cluster.peers import Peers
@@ -233,6 +234,9 @@ async def serve(
             await nursery.start(rt.blob_writer.run)
             await nursery.start(rt.scrubber.run)
             await nursery.start(rt.repairer.run)
+            await nursery.start(
+                DrainFinisher(config.node_id, rt.engine, rt.peers, rt.repairer.status.as_dict).run
+            )
             binds = await nursery.start(
                 hypercorn_serve, app, hypercorn_config(config, app.admission)
             )

@@ -139,6 +139,10 @@ class PeerAPI:
             return await self.add_member(body)
         if len(parts) == 2 and parts[0] == "members" and method == "DELETE":
             return await self.remove_member(parts[1])
+        if len(parts) == 3 and parts[0] == "members" and parts[2] == "drain":
+            if method in ("POST", "DELETE"):
+                return await self.drain_member(parts[1], draining=method == "POST")
+            raise PeerMethodUnsupported()
         if parts == ["leader"] and method == "POST":
             return await self.transfer_leader(body)
         if parts[0] in ("status", "members", "leader", "chunks", "health"):
@@ -257,6 +261,30 @@ class PeerAPI:
         except MembershipRefused as exc:
             raise MembershipConflict(str(exc)) from None
         return _json({"removed": node_id, "voters": list(self.engine.voters())})
+
+    async def drain_member(self, node_id: str, *, draining: bool) -> Response:
+        """Start (or cancel) moving everything `node_id` holds to the other members.
+
+        Refused while the members left to own chunks would be fewer than R: the
+        drain could never finish without a chunk going below R copies.
+        """
+        voters = set(self.engine.voters())
+        if node_id not in voters:
+            raise UnknownMember(f"{node_id} is not a member")
+        if draining:
+            staying = voters - self.engine.draining() - {node_id}
+            if len(staying) < self.config.replication:
+                raise MembershipConflict(
+                    f"draining {node_id} would leave {len(staying)} members to hold "
+                    f"{self.config.replication} copies of every chunk (replication "
+                    f"{self.config.replication}); add a member first"
+                )
+        try:
+            await self.engine.drain_member(node_id, draining)
+        except MembershipRefused as exc:
+            raise MembershipConflict(str(exc)) from None
+        log.info("%s of %s committed", "drain" if draining else "drain cancel", node_id)
+        return _json({"node_id": node_id, "draining": sorted(self.engine.draining())})
 
     async def transfer_leader(self, body: bytes) -> Response:
         try:

@@ -8,21 +8,23 @@ all take their numbers from here, so they agree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
 from consensus.engine import Engine
 from node.cluster.peers import Peers
-from node.cluster.placement import owners
+from node.cluster.placement import Placed, eligible, owners
 from node.config import Config
 from node.storage.chunks import ChunkStore
 from node.storage.disk_threads import DiskThreads
 
 
-def replication_factors(config: Config, members: int) -> tuple[int, int]:
-    """(R, W): R capped at the member count, W at R."""
-    r = max(1, min(config.replication, members))
+def replication_factors(config: Config, members: int | Sequence[Placed]) -> tuple[int, int]:
+    """(R, W): R capped at the member count, W at R. Given the members themselves,
+    only those that may own chunks count (a draining member holds no replica)."""
+    count = members if isinstance(members, int) else len(eligible(members))
+    r = max(1, min(config.replication, count))
     w = max(1, min(config.write_quorum or r, r))
     return r, w
 
@@ -57,7 +59,7 @@ class ReplicationReport:
         if self._last is not None and now - self._last[0] < max_age:
             return self._last[1]
         members = self.peers.placed()
-        replication, _ = replication_factors(self.config, len(members))
+        replication, _ = replication_factors(self.config, members)
         me = self.config.node_id
 
         def scan() -> dict[str, int]:
