@@ -10,8 +10,10 @@ is there, else fetched from its holders, a few at a time, the bytes paced by
 `repair_bytes_per_second` so client traffic keeps priority. Unreferenced
 chunks are left alone: an upload not committed yet may be about to use them.
 A pass runs at start, at once when the membership changes (ids, zones,
-draining flags; checked every second), every `repair_interval_seconds`, and
-soon again after a pass that left work undone.
+draining flags; checked every second) or a peer comes back up, every
+`repair_interval_seconds`, when this node catches up with the log, and soon
+again after a pass that left work undone
+(a membership change also ends the pass under way: its plan is out of date).
 
 Deleting an unowned copy is safe by this protocol. The node asks each of the
 chunk's R owners (in its own view of the membership) to confirm it; an owner
@@ -146,6 +148,7 @@ class Repairer:
     status: RepairStatus = field(default_factory=RepairStatus)
     _signature: tuple[tuple[Any, ...], ...] = ()
     _changed: trio.Event = field(default_factory=trio.Event)
+    _last_sizes: tuple[int, int] | None = None  # (needed, unowned) of the last pass's plan
 
     @property
     def me(self) -> str:
@@ -178,11 +181,25 @@ class Repairer:
                     await self._changed.wait()
 
     async def _watch_membership(self) -> None:
+        """Wake the loop when the membership changes, when a peer comes back up (it may
+        now confirm copies, or provide chunks, that it could not a moment ago), and
+        when this node has caught up with the log (after a restart or a partition,
+        recipes committed meanwhile name chunks it owns and was never sent)."""
+        up = {p for p in self.peers.state if self.peers.is_up(p)}
+        behind = True
         while True:
             signature = membership_signature(self.peers.placed())
-            if signature != self._signature:
+            now_up = {p for p in self.peers.state if self.peers.is_up(p)}
+            raft = self.engine.status()
+            # Behind from start or from losing the leader, until the log is applied (a
+            # moment's lag while it applies a busy stream of pushes does not count).
+            caught_up = raft["leader"] is not None and raft["applied_index"] >= raft["commit_index"]
+            woken = signature != self._signature or now_up - up or (behind and caught_up)
+            if woken:
                 self._signature = signature
                 self._changed.set()
+            behind = raft["leader"] is None or (behind and not caught_up)
+            up = now_up
             await trio.sleep(MEMBERSHIP_POLL)
 
     def _check_membership(self, signature: tuple[tuple[Any, ...], ...]) -> None:
@@ -200,16 +217,23 @@ class Repairer:
         status.state = "repairing"
         status.last_pass_started = time.time()
         before = (status.repaired_chunks, status.repaired_bytes, status.dropped_chunks)
-        complete = False
+        complete = quiet = False
         try:
             plan = await self.disk.run(self._scan, members, replication)
             status.owned_chunks = plan.owned
             status.owned_missing_chunks = len(plan.need)
             status.owned_missing_bytes = len(plan.need) * self.config.chunk_size
             status.unowned_held_chunks = len(plan.unowned)
+            # A pass that changes nothing, like the last, says so only at debug level.
+            sizes = (len(plan.need), len(plan.unowned))
+            quiet = sizes == self._last_sizes
+            self._last_sizes = sizes
             if plan.need or plan.unowned:
-                log.info("repair: pass started: %d chunks owned and missing, %d held unowned",
-                         len(plan.need), len(plan.unowned))
+                log.log(
+                    logging.DEBUG if quiet else logging.INFO,
+                    "repair: pass started: %d chunks owned and missing, %d held unowned",
+                    len(plan.need), len(plan.unowned),
+                )
             fetched_all = await self._fetch_needed(plan.need, signature)
             kept = await self._drop_unowned(plan.unowned, signature)
             status.unowned_held_chunks = kept
@@ -223,7 +247,9 @@ class Repairer:
             status.last_pass_complete = complete
         repaired = status.repaired_chunks - before[0]
         dropped = status.dropped_chunks - before[2]
-        if repaired or dropped or not complete:
+        if repaired or dropped:
+            self._last_sizes = None
+        if repaired or dropped or (not complete and not quiet):
             log.info(
                 "repair: pass %s: %d chunks repaired (%d bytes), %d unowned copies dropped, "
                 "%s owned chunks still missing, %s unowned held",

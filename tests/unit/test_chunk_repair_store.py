@@ -127,7 +127,7 @@ def test_confirm_and_drop_never_both_win(store: ChunkStore) -> None:
         store._touched.pop(cid, None)
         store._forgotten = time.monotonic() - 10 * GRACE
         held: list[str] = []
-        racer = threading.Thread(target=lambda: held.extend(store.confirm([cid])))
+        racer = threading.Thread(target=lambda h=held, c=cid: h.extend(store.confirm([c])))
         racer.start()
         dropped = store.drop_unowned([cid], time.monotonic())
         racer.join()
