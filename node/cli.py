@@ -141,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         ("add", "add a node to the group"),
         ("remove", "remove a node from the group"),
         ("transfer-leader", "hand leadership to another member"),
+        ("drain", "move everything a node holds to the others, then remove it"),
     ]:
         action = actions.add_parser(name, help=text)
         action.add_argument("--url", required=True, help="HTTP URL of any member")
@@ -157,6 +158,14 @@ def _parser() -> argparse.ArgumentParser:
             action.add_argument("--zone", default="default")
         if name == "transfer-leader":
             action.add_argument("--to", required=True, help="node id of the new leader")
+        if name == "drain":
+            action.add_argument("node_id", metavar="NODE", help="id of the node to drain")
+            action.add_argument("--wait", action="store_true",
+                                help="show progress and return once the node left the group")
+            action.add_argument("--timeout", type=float, default=None,
+                                help="with --wait: give up after this many seconds")
+            action.add_argument("--cancel", action="store_true",
+                                help="stop draining the node (it owns chunks again)")
     return parser
 
 
