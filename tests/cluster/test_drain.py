@@ -200,3 +200,45 @@ def test_a_drain_that_would_leave_fewer_than_r_members_is_refused_and_changes_no
     assert unknown.returncode != 0 and "n9 is not a member" in unknown.stderr
     cancelled = drain_cli(cluster, "n2", "--url", url, "--cancel")
     assert cancelled.returncode == 0, cancelled.stderr
+
+
+def test_pushes_during_a_drain_place_nothing_on_the_draining_node_and_cancel_ends_it(
+    cluster_factory,
+) -> None:
+    # The default grace period keeps n2's freshly pushed copies, so it stays draining.
+    cluster = cluster_factory(4, "--chunk-size", str(CHUNK), "--replication", str(R))
+    urls = {n: cluster.nodes[n].url for n in ("n1", "n2", "n3", "n4")}
+    before = os.urandom(4 * MiB)
+    push_blob(urls["n1"], "drain", before)
+    assert stored(cluster, "n2") & chunk_ids(before), "n2 holds copies to drain"
+    started = drain_cli(cluster, "n2", "--url", urls["n3"])
+    assert started.returncode == 0, started.stderr
+    for node_id in urls:
+        assert next(m for m in cluster.status(node_id)["members"]
+                    if m["node_id"] == "n2")["draining"] is True
+    shown = subprocess.run(
+        [sys.executable, "-m", "node.cli", "cluster", "status", "--url", urls["n1"],
+         "--secret-file", str(cluster.secret_file)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert "DRAINING" in next(line for line in shown.stdout.splitlines()
+                              if line.startswith("n2 "))
+    pushed = {}
+    for via in ("n2", "n1", "n4"):  # the draining node itself takes pushes too
+        data = os.urandom(3 * MiB + 1)
+        pushed[push_blob(urls[via], "drain", data)] = data
+    new_chunks = set().union(*(chunk_ids(d) for d in pushed.values()))
+    assert not stored(cluster, "n2") & new_chunks, "a push placed chunks on the draining node"
+    counted: Counter[str] = Counter()
+    for node_id in ("n1", "n3", "n4"):
+        counted.update(stored(cluster, node_id))
+    assert min(counted[c] for c in new_chunks) >= R
+    for digest, data in pushed.items():
+        assert httpx.get(f"{urls['n2']}/v2/drain/blobs/{digest}", timeout=60).content == data
+
+    cancelled = drain_cli(cluster, "n2", "--url", urls["n1"], "--cancel")
+    assert cancelled.returncode == 0, cancelled.stderr
+    for node_id in urls:
+        members = cluster.status(node_id)["members"]
+        assert {m["node_id"] for m in members} == set(urls)
+        assert not any(m["draining"] for m in members)
