@@ -133,7 +133,10 @@ def test_node_lost_for_good_is_re_replicated_and_survives_a_second_loss(
         )
 
     wait_for(healed, "under-replication reached 0 after the removal", timeout=240)
+    healed_after = time.time() - removed_at
     repaired = sum(repair(cluster, n)["repaired_chunks"] for n in survivors)
+    print(f"lost node: {repaired} chunks ({repaired} MiB) copied again, under-replication "
+          f"0 within {healed_after:.1f} s of the removal")
     assert repaired == sum(
         1 for cid in everything if "n4" in placement(["n1", "n2", "n3", "n4"], cid)
     ), "every chunk n4 held was fetched again, once"
@@ -212,6 +215,8 @@ def test_a_joining_node_takes_its_share_and_r_copies_hold_throughout(
     wait_for(moved, "the chunks moved to their new owners", timeout=240, every=0.05)
     assert samples > 5
     share = len(stored(cluster, "n5")) / (len(pushed) * R)
+    print(f"join: n5 holds {share:.3f} of {len(pushed) * R} ownership slots; "
+          f"{samples} samples during the move all had >= {R} copies")
     assert 0.15 <= share <= 0.25, share
     gave = sum(repair(cluster, n)["dropped_chunks"] for n in old)
     assert gave == len(stored(cluster, "n5")), "the old nodes dropped what they gave away"
