@@ -100,6 +100,7 @@ class RepairStatus:
     unowned_held_chunks: int | None = None
     repaired_chunks: int = 0
     repaired_bytes: int = 0
+    promoted_chunks: int = 0  # of the repaired, taken from this node's cache: no fetch
     dropped_chunks: int = 0
     dropped_bytes: int = 0
     rate_bytes_per_second: float | None = None
@@ -260,23 +261,28 @@ class Repairer:
         return complete
 
     def _scan(self, members: list[Placed], replication: int) -> PassPlan:
-        """Blocking: read every recipe and the store, sort chunks into needed and unowned."""
-        referenced: set[str] = set()
-        for chunk_ids in self.engine.blob_chunk_lists():
-            referenced.update(chunk_ids)
+        """Blocking: read the store and every recipe, sort chunks into needed and unowned.
+
+        Memory follows this node's share, not the cluster's: the ids it stores,
+        and those it owns.
+        """
+        stored = set(self.chunks.stored_ids())
+        owned: set[str] = set()
         plan = PassPlan()
         me = self.me
-        for cid in referenced:
-            if any(m.node_id == me for m in owners(cid, members, replication)):
-                plan.owned += 1
-                if not self.chunks.has(cid):
-                    plan.need.append(cid)
-        for cid in self.chunks.stored_ids():
-            if cid not in referenced:
-                continue
-            chunk_owners = [m.node_id for m in owners(cid, members, replication)]
-            if me not in chunk_owners:
-                plan.unowned[cid] = chunk_owners
+        for chunk_ids in self.engine.blob_chunk_lists():
+            for cid in chunk_ids:
+                if cid in owned or cid in plan.unowned:
+                    continue
+                chunk_owners = [m.node_id for m in owners(cid, members, replication)]
+                if me in chunk_owners:
+                    owned.add(cid)
+                    # Listed before the recipes: a chunk stored since is checked again.
+                    if cid not in stored and not self.chunks.has(cid):
+                        plan.need.append(cid)
+                elif cid in stored:
+                    plan.unowned[cid] = chunk_owners
+        plan.owned = len(owned)
         return plan
 
     # -- needed chunks ---------------------------------------------------------
@@ -329,6 +335,7 @@ class Repairer:
         try:
             promoted = await self.disk.run(self.chunks.promote, cid)
             if promoted is not None:
+                self.status.promoted_chunks += 1
                 return promoted
             expected = self.config.chunk_size
             await pace.take(expected)

@@ -111,7 +111,10 @@ def test_node_lost_for_good_is_re_replicated_and_survives_a_second_loss(
     blobs = push_many(cluster.nodes["n1"].url, "lost", [40 * MiB + 17] * 5)
     everything = copies(cluster, list(cluster.nodes))
     assert len(everything) >= 200 and set(everything.values()) == {R}
+    first, first_data = next(iter(blobs.items()))
+    assert pull(cluster.nodes["n1"].url, "lost", first) == first_data  # n1 caches some chunks
 
+    cached_before = cluster.status("n1")["chunks"]["cached"]
     cluster.nodes["n4"].kill()
     leader = cluster.wait_for_leader(among=["n1", "n2", "n3"], not_="n4", timeout=30)
     removed_at = time.time()
@@ -140,6 +143,9 @@ def test_node_lost_for_good_is_re_replicated_and_survives_a_second_loss(
     assert repaired == sum(
         1 for cid in everything if "n4" in placement(["n1", "n2", "n3", "n4"], cid)
     ), "every chunk n4 held was fetched again, once"
+    promoted = repair(cluster, "n1")["promoted_chunks"]
+    assert promoted > 0, "chunks n1 had cached became stored ones without a fetch"
+    assert cluster.status("n1")["chunks"]["cached"] == cached_before - promoted
     on_disk = copies(cluster, survivors)
     assert set(on_disk) == set(everything) and set(on_disk.values()) == {R}
     shown = flotilla_cluster(cluster, "status", "--url", cluster.nodes["n1"].url)
