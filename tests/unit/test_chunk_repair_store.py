@@ -165,3 +165,9 @@ def test_two_nodes_each_asking_the_other_never_both_delete(tmp_path: Path) -> No
         assert left >= 1, order
         if order == tuple(steps):
             assert left == 1  # one after the other, the first one's delete goes through
+
+
+def test_a_cached_copy_is_never_confirmed_as_a_replica(store: ChunkStore) -> None:
+    cid, data = chunk()
+    store.cache_put(cid, data)
+    assert store.holds(cid) and store.confirm([cid]) == []
