@@ -11,9 +11,10 @@ is there, else fetched from its holders, a few at a time, the bytes paced by
 chunks are left alone: an upload not committed yet may be about to use them.
 A pass runs at start, at once when the membership changes (ids, zones,
 draining flags; checked every second) or a peer comes back up, every
-`repair_interval_seconds`, when this node catches up with the log, and soon
-again after a pass that left work undone
-(a membership change also ends the pass under way: its plan is out of date).
+`repair_interval_seconds`, when this node catches up with the log, and 5 s
+after a pass that left work undone (doubling up to a minute while passes make
+no progress: a chunk no holder has, an owner that stays down). A membership
+change also ends the pass under way: its plan is out of date.
 
 Deleting an unowned copy is safe by this protocol. The node asks each of the
 chunk's R owners (in its own view of the membership) to confirm it; an owner
@@ -24,10 +25,12 @@ store's lock. The asking node deletes its copy only if all R owners said
 "held", only within G/2 of sending the question, and only if its own copy was
 not touched within G (`ChunkStore.drop_unowned`). So at the moment of any
 delete, R other copies exist that cannot go before that moment has passed,
-and the number of copies never falls below R through deletes. Two nodes with
-different views, each asking the other, cannot both delete: each one's
-question protects the other's copy beyond its own deadline to delete, so the
-second to try finds its copy touched (or the first copy gone, and says so).
+and the number of copies never falls below R through deletes. Two nodes A
+and B with different views, each counting the other as an owner and asking it,
+cannot both delete: if B's question reaches A before A deletes, it touches
+A's copy and A's delete is refused; if it reaches A after, A answers "not
+held" and B keeps its copy. Deletes are not fsynced: a copy that comes back
+after a crash is one copy too many, which the next pass removes.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ class RepairStatus:
     unowned_held_chunks: int | None = None
     repaired_chunks: int = 0
     repaired_bytes: int = 0
+    promoted_chunks: int = 0  # of the repaired, taken from this node's cache: no fetch
     dropped_chunks: int = 0
     dropped_bytes: int = 0
     rate_bytes_per_second: float | None = None
@@ -203,7 +207,8 @@ class Repairer:
             await trio.sleep(MEMBERSHIP_POLL)
 
     def _check_membership(self, signature: tuple[tuple[Any, ...], ...]) -> None:
-        if membership_signature(self.peers.placed()) != signature:
+        """PassStopped once the watcher saw the membership move on from `signature`."""
+        if self._signature != signature:
             raise PassStopped()
 
     async def repair_pass(self) -> bool:
@@ -212,7 +217,8 @@ class Repairer:
             return False  # not a registered member (yet, or any more): owns nothing
         status = self.status
         members = self.peers.placed()
-        signature = membership_signature(members)
+        # The watcher compares against what this pass plans with from now on.
+        signature = self._signature = membership_signature(members)
         replication, _ = replication_factors(self.config, len(members))
         status.state = "repairing"
         status.last_pass_started = time.time()
@@ -260,23 +266,28 @@ class Repairer:
         return complete
 
     def _scan(self, members: list[Placed], replication: int) -> PassPlan:
-        """Blocking: read every recipe and the store, sort chunks into needed and unowned."""
-        referenced: set[str] = set()
-        for chunk_ids in self.engine.blob_chunk_lists():
-            referenced.update(chunk_ids)
+        """Blocking: read the store and every recipe, sort chunks into needed and unowned.
+
+        Memory follows this node's share, not the cluster's: the ids it stores,
+        and those it owns.
+        """
+        stored = set(self.chunks.stored_ids())
+        owned: set[str] = set()
         plan = PassPlan()
         me = self.me
-        for cid in referenced:
-            if any(m.node_id == me for m in owners(cid, members, replication)):
-                plan.owned += 1
-                if not self.chunks.has(cid):
-                    plan.need.append(cid)
-        for cid in self.chunks.stored_ids():
-            if cid not in referenced:
-                continue
-            chunk_owners = [m.node_id for m in owners(cid, members, replication)]
-            if me not in chunk_owners:
-                plan.unowned[cid] = chunk_owners
+        for chunk_ids in self.engine.blob_chunk_lists():
+            for cid in chunk_ids:
+                if cid in owned or cid in plan.unowned:
+                    continue
+                chunk_owners = [m.node_id for m in owners(cid, members, replication)]
+                if me in chunk_owners:
+                    owned.add(cid)
+                    # Listed before the recipes: a chunk stored since is checked again.
+                    if cid not in stored and not self.chunks.has(cid):
+                        plan.need.append(cid)
+                elif cid in stored:
+                    plan.unowned[cid] = chunk_owners
+        plan.owned = len(owned)
         return plan
 
     # -- needed chunks ---------------------------------------------------------
@@ -296,7 +307,7 @@ class Repairer:
         async def worker() -> None:
             nonlocal moved, failed, stopped
             for cid in queue:
-                if stopped or membership_signature(self.peers.placed()) != signature:
+                if stopped or self._signature != signature:
                     stopped = True
                     return
                 size = await self._repair_one(cid, pace)
@@ -329,6 +340,7 @@ class Repairer:
         try:
             promoted = await self.disk.run(self.chunks.promote, cid)
             if promoted is not None:
+                self.status.promoted_chunks += 1
                 return promoted
             expected = self.config.chunk_size
             await pace.take(expected)

@@ -11,7 +11,10 @@ The store also remembers, in memory, when each chunk was last put or
 confirmed by a push: a request to drop chunks an abandoned upload left
 behind spares any chunk touched within the grace period, because another
 push may be about to commit a recipe that uses it (see `drop_abandoned` and
-`node.cluster.blob_writer`).
+`node.cluster.blob_writer`). The repair loop leans on the same memory: a
+confirm answers only for durable copies and touches them under the store's
+lock, and `drop_unowned` deletes a copy this node does not own only when
+nothing touched it within the grace period (see `node.cluster.repair`).
 """
 
 from __future__ import annotations

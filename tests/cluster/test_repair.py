@@ -111,7 +111,10 @@ def test_node_lost_for_good_is_re_replicated_and_survives_a_second_loss(
     blobs = push_many(cluster.nodes["n1"].url, "lost", [40 * MiB + 17] * 5)
     everything = copies(cluster, list(cluster.nodes))
     assert len(everything) >= 200 and set(everything.values()) == {R}
+    first, first_data = next(iter(blobs.items()))
+    assert pull(cluster.nodes["n1"].url, "lost", first) == first_data  # n1 caches some chunks
 
+    cached_before = cluster.status("n1")["chunks"]["cached"]
     cluster.nodes["n4"].kill()
     leader = cluster.wait_for_leader(among=["n1", "n2", "n3"], not_="n4", timeout=30)
     removed_at = time.time()
@@ -133,10 +136,16 @@ def test_node_lost_for_good_is_re_replicated_and_survives_a_second_loss(
         )
 
     wait_for(healed, "under-replication reached 0 after the removal", timeout=240)
+    healed_after = time.time() - removed_at
     repaired = sum(repair(cluster, n)["repaired_chunks"] for n in survivors)
+    print(f"lost node: {repaired} chunks ({repaired} MiB) copied again, under-replication "
+          f"0 within {healed_after:.1f} s of the removal")
     assert repaired == sum(
         1 for cid in everything if "n4" in placement(["n1", "n2", "n3", "n4"], cid)
     ), "every chunk n4 held was fetched again, once"
+    promoted = repair(cluster, "n1")["promoted_chunks"]
+    assert promoted > 0, "chunks n1 had cached became stored ones without a fetch"
+    assert cluster.status("n1")["chunks"]["cached"] == cached_before - promoted
     on_disk = copies(cluster, survivors)
     assert set(on_disk) == set(everything) and set(on_disk.values()) == {R}
     shown = flotilla_cluster(cluster, "status", "--url", cluster.nodes["n1"].url)
@@ -212,6 +221,8 @@ def test_a_joining_node_takes_its_share_and_r_copies_hold_throughout(
     wait_for(moved, "the chunks moved to their new owners", timeout=240, every=0.05)
     assert samples > 5
     share = len(stored(cluster, "n5")) / (len(pushed) * R)
+    print(f"join: n5 holds {share:.3f} of {len(pushed) * R} ownership slots; "
+          f"{samples} samples during the move all had >= {R} copies")
     assert 0.15 <= share <= 0.25, share
     gave = sum(repair(cluster, n)["dropped_chunks"] for n in old)
     assert gave == len(stored(cluster, "n5")), "the old nodes dropped what they gave away"

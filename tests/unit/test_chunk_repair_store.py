@@ -8,6 +8,7 @@ for copies that are durable.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -133,3 +134,40 @@ def test_confirm_and_drop_never_both_win(store: ChunkStore) -> None:
         racer.join()
         assert not (held and dropped)
         assert bool(held) == store.has(cid)
+
+
+def test_two_nodes_each_asking_the_other_never_both_delete(tmp_path: Path) -> None:
+    # Two holders whose membership views disagree: each thinks the other owns the
+    # chunk and it does not. Each asks the other to confirm, then drops its own copy
+    # if the answer was "held". In every interleaving one copy survives.
+    cid, data = chunk()
+    steps = [("a", "ask"), ("a", "drop"), ("b", "ask"), ("b", "drop")]
+    orders = [
+        order for order in itertools.permutations(steps)
+        if order.index(("a", "ask")) < order.index(("a", "drop"))
+        and order.index(("b", "ask")) < order.index(("b", "drop"))
+    ]
+    assert len(orders) == 6
+    for number, order in enumerate(orders):
+        stores = {n: make_store(tmp_path / f"{number}{n}") for n in "ab"}
+        for store in stores.values():
+            store.put(cid, data)
+            store._touched.clear()
+            store._forgotten = time.monotonic() - 10 * GRACE  # the put is long past
+        answers: dict[str, tuple[bool, float]] = {}
+        for node, step in order:
+            other = stores["b" if node == "a" else "a"]
+            if step == "ask":
+                answers[node] = (other.confirm([cid]) == [cid], time.monotonic())
+            elif answers[node][0]:
+                stores[node].drop_unowned([cid], answers[node][1])
+        left = sum(store.has(cid) for store in stores.values())
+        assert left >= 1, order
+        if order == tuple(steps):
+            assert left == 1  # one after the other, the first one's delete goes through
+
+
+def test_a_cached_copy_is_never_confirmed_as_a_replica(store: ChunkStore) -> None:
+    cid, data = chunk()
+    store.cache_put(cid, data)
+    assert store.holds(cid) and store.confirm([cid]) == []
