@@ -242,3 +242,25 @@ def test_pushes_during_a_drain_place_nothing_on_the_draining_node_and_cancel_end
         members = cluster.status(node_id)["members"]
         assert {m["node_id"] for m in members} == set(urls)
         assert not any(m["draining"] for m in members)
+
+
+def test_drain_wait_gives_up_on_its_timeout_and_when_the_node_becomes_unreachable(
+    cluster_factory,
+) -> None:
+    # The default grace period keeps n3's freshly pushed copies: its drain cannot finish.
+    cluster = cluster_factory(3, "--chunk-size", str(CHUNK), "--replication", str(R))
+    url = cluster.nodes["n1"].url
+    push_blob(url, "drain", os.urandom(2 * MiB))
+    timed_out = drain_cli(cluster, "n3", "--url", url, "--wait", "--timeout", "3")
+    assert timed_out.returncode == 1
+    assert "timed out waiting for the drain of n3" in timed_out.stdout
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "cluster", "drain", "n3", "--url", url, "--wait",
+         "--secret-file", str(cluster.secret_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    time.sleep(2)
+    cluster.nodes["n3"].kill()
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 1, out + err
+    assert "n3 became unreachable before its drain finished" in out
