@@ -122,7 +122,7 @@ def test_drain_moves_every_chunk_off_the_node_while_it_serves_then_removes_it(
     config = write_config(tmp_path / "drain.toml", abandoned_chunk_grace_seconds=2.0)
     cluster = cluster_factory(
         4, "--config", str(config), "--chunk-size", str(CHUNK), "--replication", str(R),
-        "--repair-bytes-per-second", str(48 * MiB),
+        "--repair-bytes-per-second", str(8 * MiB),
     )
     urls = {n: cluster.nodes[n].url for n in ("n1", "n2", "n3", "n4")}
     blobs: dict[str, bytes] = {}
