@@ -274,10 +274,11 @@ class PeerAPI:
         if draining:
             staying = voters - self.engine.draining() - {node_id}
             if len(staying) < self.config.replication:
+                left = len(staying)
                 raise MembershipConflict(
-                    f"draining {node_id} would leave {len(staying)} members to hold "
-                    f"{self.config.replication} copies of every chunk (replication "
-                    f"{self.config.replication}); add a member first"
+                    f"draining {node_id} would leave {left} member{'' if left == 1 else 's'} "
+                    f"to hold the {self.config.replication} copies of every chunk "
+                    "(replication); add a member first"
                 )
         try:
             await self.engine.drain_member(node_id, draining)

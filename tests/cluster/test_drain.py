@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from node.cluster.client import call_sync
 from node.storage.chunks import chunk_id
 from tests.cluster.conftest import Cluster, push_blob
 from tests.cluster.test_chunks import MiB, sha
@@ -189,7 +190,10 @@ def test_a_drain_that_would_leave_fewer_than_r_members_is_refused_and_changes_no
     url = cluster.nodes["n1"].url
     refused = drain_cli(cluster, "n2", "--url", url, "--wait")
     assert refused.returncode != 0
-    assert "would leave 1 members to hold 2 copies" in refused.stderr, refused.stderr
+    assert "would leave 1 member to hold the 2 copies" in refused.stderr, refused.stderr
+    answer = call_sync(cluster.secret, "POST", f"{url}/_cluster/members/n2/drain")
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["errors"][0]["code"] == "MEMBERSHIP_CONFLICT"
     for node_id in ("n1", "n2"):
         members = cluster.status(node_id)["members"]
         assert {m["node_id"] for m in members} == {"n1", "n2"}
