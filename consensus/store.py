@@ -142,9 +142,8 @@ def import_snapshot(conn: sqlite3.Connection, source: Path) -> None:
             for table in TABLES:
                 # By name: a snapshot an older version wrote may lack a newer column,
                 # which then takes its default.
-                names = ", ".join(
-                    c for c in _columns(conn, table, "snap") if c in _columns(conn, table)
-                )
+                ours = set(_columns(conn, table))
+                names = ", ".join(c for c in _columns(conn, table, "snap") if c in ours)
                 conn.execute(f"DELETE FROM main.{table}")
                 conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM snap.{table}")
             conn.execute("COMMIT")
