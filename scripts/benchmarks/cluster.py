@@ -19,7 +19,11 @@ something new. Goals (issue 4): ratio ≥ 0.8 for (1) and (2), ≥ 1.0 for (3).
 Beside the ratios it prints what bounds them on one machine: the CPU seconds
 per GiB every Flotilla node together, Distribution, and the client spent
 (all share the same cores), and the disk's write rate with fsync (a push
-with R=2 makes two fsynced copies on that one disk).
+with R=2 makes two fsynced copies on that one disk). A second table splits
+the nodes' CPU by role, read from /proc/PID/stat around each transfer: for
+the push, the receiving node and the other holders; for the pull through the
+fourth node, that relaying node and each holder with their sum (the serving
+holders' goal is ≤ 0.3 CPU s per GiB they serve).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from scripts.benchmarks.raft import Cluster
 from scripts.benchmarks.table import render, verdict
 
 GOALS = {"push": 0.8, "pull": 0.8, "pull3": 1.0}
+HOLDER_CPU_GOAL = 0.3  # CPU s per GiB a holder serves to a relaying node
 LABELS = {
     "push": "(1) push through node 1, R=2  vs  push",
     "pull": "(2) pull through a node holding no chunk  vs  pull",
@@ -112,16 +117,18 @@ class Spent:
     wall: float
     servers: float  # all processes of the system measured (every Flotilla node)
     client: float  # this process, all threads
+    per_server: dict[str, float]  # each measured process by its Server.name
 
 
 def _timed(action: Callable[[], object], servers: list[Server]) -> Spent:
-    before = sum(processes.cpu_seconds(s.pid) for s in servers)
+    before = {s.name: processes.cpu_seconds(s.pid) for s in servers}
     client = time.process_time()
     started = time.perf_counter()
     action()
     wall = time.perf_counter() - started
     client = time.process_time() - client
-    return Spent(wall, sum(processes.cpu_seconds(s.pid) for s in servers) - before, client)
+    per_server = {s.name: processes.cpu_seconds(s.pid) - before[s.name] for s in servers}
+    return Spent(wall, sum(per_server.values()), client, per_server)
 
 
 def fsync_write_rate(directory: Path, size: int = 256 * MiB) -> float:
@@ -258,8 +265,38 @@ def _report(
         render(["CPU s per GiB moved (user+sys)", "Flotilla nodes", "Distribution",
                 "client F / D"], cpu_rows),
         "",
+        render(["CPU s per GiB of the blob, by node", "node", "CPU s/GiB", "goal"],
+               _role_rows(size, spent)),
+        "",
         f"{os.cpu_count()} CPUs shared by every node, Distribution and the clients; one disk "
         f"({disk_rate:.0f} MB/s written with fsync). With R=2 a push writes two fsynced copies",
         "on this one machine, plus the receiving node's spool of the chunks it does not own;",
         "Distribution writes one copy and does not fsync it.",
     ])
+
+
+def _node_per_gib(spent: list[Spent], node_id: str, size: int) -> float:
+    """Median CPU seconds one node spent per GiB of the blob moved."""
+    return statistics.median(x.per_server[f"Flotilla {node_id}"] / (size / (1 << 30))
+                             for x in spent)
+
+
+def _role_rows(size: int, spent: dict[tuple[str, str], list[Spent]]) -> list[list[str]]:
+    """The push split into the receiving node and the other holders; the pull through
+    n4 into that relaying node and each holder, with the holders' sum (what serving
+    the blob's bytes cost the holders, per GiB served)."""
+    push, pull = spent["push", "Flotilla"], spent["pull", "Flotilla"]
+    rows = [["(1) push: receiving node", "n1", f"{_node_per_gib(push, 'n1', size):.2f}", ""]]
+    others = [_node_per_gib(push, n, size) for n in ("n2", "n3")]
+    rows += [["(1) push: other holder", n, f"{v:.2f}", ""]
+             for n, v in zip(("n2", "n3"), others, strict=True)]
+    rows.append(["(1) push: other holders, sum", "n2+n3", f"{sum(others):.2f}", ""])
+    rows.append(["(2) pull: relaying node (no chunk)", "n4",
+                 f"{_node_per_gib(pull, 'n4', size):.2f}", ""])
+    holders = [_node_per_gib(pull, n, size) for n in ("n1", "n2", "n3")]
+    rows += [["(2) pull: holder's share", n, f"{v:.2f}", ""]
+             for n, v in zip(("n1", "n2", "n3"), holders, strict=True)]
+    total = sum(holders)
+    rows.append(["(2) pull: serving holders, sum", "n1+n2+n3", f"{total:.2f}",
+                 f"≤ {HOLDER_CPU_GOAL} {verdict(total <= HOLDER_CPU_GOAL)}"])
+    return rows
