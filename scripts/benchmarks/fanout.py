@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -287,6 +288,8 @@ def _report(args: argparse.Namespace, hosts: int, size: int, dist: Round, flot: 
         [f"Distribution, {hosts - 1} concurrent pulls", _per_gib(dist_cpu, (hosts - 1) * size)],
         ["Distribution, one pull", _per_gib(sum(dist.alone.cpu.values()), size)],
     ]
+    used = sum(node_cpu.values())
+    cores = os.cpu_count() or 1
     return "\n".join([
         f"scripts/bench fanout — N={hosts} hosts (network namespaces on one bridge), each link "
         f"{args.rate_mbit} Mbit/s each way; {args.size_mib} MiB random blob; Flotilla R=2, one "
@@ -297,7 +300,9 @@ def _report(args: argparse.Namespace, hosts: int, size: int, dist: Round, flot: 
         "",
         render(["CPU s per GiB delivered (user+sys)", "CPU s/GiB"], cpu_rows),
         "",
-        f"Every namespace shares this machine's CPUs; pull clients check sha256 on the same "
-        f"cores. Per pull (s): Flotilla {', '.join(f'{x:.2f}' for x in flot.together.seconds)}; "
+        f"Every namespace shares this machine's {cores} CPUs; pull clients check sha256 on the "
+        f"same cores. During the {hosts} concurrent pulls the nodes used {used:.1f} CPU s in "
+        f"{flot.together.slowest:.1f} s ({used / (cores * flot.together.slowest):.0%} of all "
+        f"cores). Per pull (s): Flotilla {', '.join(f'{x:.2f}' for x in flot.together.seconds)}; "
         f"Distribution {', '.join(f'{x:.2f}' for x in dist.together.seconds)}.",
     ])

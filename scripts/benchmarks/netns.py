@@ -133,7 +133,7 @@ def run_in(name: str, action: Callable[[], T]) -> T:
         except BaseException as exc:  # re-raised on the caller's thread
             failure.append(exc)
 
-    thread = threading.Thread(target=body, name=f"netns {name}")
+    thread = threading.Thread(target=body, name=f"netns {name}", daemon=True)
     thread.start()
     thread.join()
     if failure:
