@@ -49,12 +49,33 @@ def cluster_status(secret: bytes, url: str) -> dict[str, Any]:
                 role=view["role"], term=view["term"], commit_index=view["commit_index"],
                 applied_index=view["applied_index"], leader_seen=view["leader"],
                 chunks=view.get("chunks"), under_replicated=view.get("under_replicated"),
-                peers=view.get("peers"),
+                peers=view.get("peers"), repair=view.get("repair"),
             )
     first["under_replicated_total"] = sum(
         (m.get("under_replicated") or {}).get("missing", 0) for m in first["members"]
     )
+    etas = [(m.get("repair") or {}).get("eta_seconds") for m in first["members"]]
+    # The cluster is healed when its slowest node is; unknown while any node cannot say.
+    first["repair_eta_seconds"] = (
+        None if not etas or any(e is None for e in etas) else max(etas)
+    )
     return first
+
+
+def _repair_line(repair: dict[str, Any] | None) -> str:
+    if not repair:
+        return "repair: ?"
+    rate = repair.get("rate_bytes_per_second")
+    eta = repair.get("eta_seconds")
+    return (
+        f"repair: {repair.get('state', '?')}, pass {repair.get('passes', '?')}"
+        f"{'' if repair.get('last_pass_complete') in (None, True) else ' (incomplete)'}, "
+        f"missing {repair.get('owned_missing_chunks', '?')}, "
+        f"unowned {repair.get('unowned_held_chunks', '?')}, "
+        f"repaired {repair.get('repaired_chunks', 0)}, dropped {repair.get('dropped_chunks', 0)}, "
+        f"rate {'-' if rate is None else f'{rate / 2**20:.1f} MiB/s'}, "
+        f"eta {'-' if eta is None else f'{eta:.0f} s'}"
+    )
 
 
 def _print_status(doc: dict[str, Any]) -> None:
@@ -73,12 +94,16 @@ def _print_status(doc: dict[str, Any]) -> None:
               f"{m.get('applied_index', '?'):>8}{chunks.get('stored', '?'):>9}"
               f"{'?' if mib is None else round(mib / 2**20, 1):>9}"
               f"{chunks.get('cached', '?'):>8}{missing:>9}  {health}")
+        if m.get("reachable"):
+            print(f"{'':<8}  {_repair_line(m.get('repair'))}")
         for peer in m.get("peers") or []:
             rtt = "-" if peer["rtt_ms"] is None else f"{peer['rtt_ms']} ms"
             print(f"{'':<8}  -> {peer['node_id']:<8} {'up' if peer['up'] else 'DOWN':<5} "
                   f"rtt {rtt}")
+    eta = doc.get("repair_eta_seconds")
     print(f"chunk copies missing (under-replication), all nodes: "
-          f"{doc['under_replicated_total']}")
+          f"{doc['under_replicated_total']}   repair ETA: "
+          f"{'unknown' if eta is None else f'{eta:.0f} s'}")
 
 
 def run_cluster_command(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from node.cluster.errors import (
     UnknownMember,
 )
 from node.cluster.peers import Peers
+from node.cluster.repair import RepairStatus
 from node.cluster.scrub import ScrubStatus
 from node.config import NODE_ID_RE, Config
 from node.storage.chunks import ChunkStore
@@ -117,6 +118,7 @@ class PeerAPI:
     on_disk: DiskWork  # runs blocking disk work in a bounded worker thread
     replication_report: Callable[[], Awaitable[dict[str, int]]]
     scrub: ScrubStatus
+    repair: RepairStatus
 
     async def dispatch(self, method: str, path: str) -> Response:
         body_digest = self._authenticate()
@@ -221,6 +223,7 @@ class PeerAPI:
             "corrupt_reads": chunks.corrupt_reads,
         }
         doc["scrub"] = self.scrub.as_dict(len(await self.on_disk(chunks.quarantined)))
+        doc["repair"] = self.repair.as_dict()
         doc["under_replicated"] = await self.replication_report()
         doc["peers"] = self.peers.status()
         doc["counters"] = dict(self.counters)

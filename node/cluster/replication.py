@@ -8,6 +8,8 @@ all take their numbers from here, so they agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from consensus.engine import Engine
@@ -30,21 +32,27 @@ class ReplicationReport:
 
     Summed over the members, `missing` is the number of chunk copies the
     cluster is short of (under-replication): what `flotilla cluster status`
-    shows an operator. The scan reads every recipe, so an answer is reused
-    for `max_age` seconds.
+    shows an operator. The repair loop's live numbers answer once its first
+    scan is done (they fall as it fetches, so an operator can watch them);
+    until then a scan of every recipe does, its answer reused for `max_age`
+    seconds.
     """
 
     def __init__(
-        self, config: Config, engine: Engine, peers: Peers, chunks: ChunkStore, disk: DiskThreads
+        self, config: Config, engine: Engine, peers: Peers, chunks: ChunkStore, disk: DiskThreads,
+        live: Callable[[], dict[str, int] | None] | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
         self.peers = peers
         self.chunks = chunks
         self.disk = disk
+        self.live = live
         self._last: tuple[float, dict[str, int]] | None = None
 
     async def __call__(self, max_age: float = 30.0) -> dict[str, int]:
+        if self.live is not None and (report := self.live()) is not None:
+            return report
         now = trio.current_time()
         if self._last is not None and now - self._last[0] < max_age:
             return self._last[1]
