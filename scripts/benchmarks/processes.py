@@ -137,6 +137,16 @@ def _serve_argv(data: Path, port: int, *extra: str, host: str = "127.0.0.1") -> 
     ]
 
 
+def serve_accepts(flag: str) -> bool:
+    """Whether this tree's `flotilla serve` knows `flag` (benchmarks run on branches that
+    may not have every setting yet)."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", "node.cli", "serve", "--help"], cwd=REPO_ROOT,
+        capture_output=True, text=True, check=False,
+    ).stdout
+    return flag in help_text
+
+
 @contextlib.contextmanager
 def flotilla_node(workdir: Path, *, chunk_size: int | None = None) -> Iterator[Server]:
     """`flotilla serve` on a free loopback port with its data under `workdir`."""

@@ -66,14 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="temp folder parent")
 
 
-def _has_repair_flag() -> bool:
-    help_text = subprocess.run(
-        [sys.executable, "-m", "node.cli", "serve", "--help"], cwd=REPO_ROOT,
-        capture_output=True, text=True, check=False,
-    ).stdout
-    return "--repair-bytes-per-second" in help_text
-
-
 @contextlib.contextmanager
 def _four_nodes(workdir: Path, extra: list[str]) -> Iterator[Cluster]:
     secret_file = workdir / "secret"
@@ -199,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     extra = ["--scrub-bytes-per-second", "0"]
     if args.chunk_size:
         extra += ["--chunk-size", str(args.chunk_size)]
-    if _has_repair_flag():
+    if processes.serve_accepts("--repair-bytes-per-second"):
         extra += ["--repair-bytes-per-second", "0"]
     else:
         print("bench repair: `flotilla serve` has no --repair-bytes-per-second: no repair "
