@@ -278,6 +278,7 @@ def _report(
                _role_rows(size, spent)),
         "",
         _n4_note(n4_stored, size),
+        "",
         f"{os.cpu_count()} CPUs shared by every node, Distribution and the clients; one disk "
         f"({disk_rate:.0f} MB/s written with fsync). With R=2 a push writes two fsynced copies",
         "on this one machine, plus the receiving node's spool of the chunks it does not own;",

@@ -172,7 +172,9 @@ def _flotilla_cluster(
     secret = load_or_create_secret(secret_file)
     ids = {k: f"n{k}" for k in range(1, hosts + 1)}
     peers = ",".join(f"{ids[k]}={netns.host_ip(k)}:{RAFT_PORT}" for k in ids)
-    extra = ["--chunk-size", str(chunk_size)] if chunk_size else []
+    extra = ["--replication", "2"]
+    if chunk_size:
+        extra += ["--chunk-size", str(chunk_size)]
     with contextlib.ExitStack() as stack:
         servers = {
             ids[k]: stack.enter_context(processes.flotilla_raft_member(

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     blob_size = min(args.blob_mib * MiB, size)
     blobs = max(1, -(-size // blob_size))
     workdir = Path(tempfile.mkdtemp(prefix="flotilla-bench-repair-", dir=args.workdir))
-    extra = ["--scrub-bytes-per-second", "0"]
+    extra = ["--replication", "2", "--scrub-bytes-per-second", "0"]
     if args.chunk_size:
         extra += ["--chunk-size", str(args.chunk_size)]
     if processes.serve_accepts("--repair-bytes-per-second"):
