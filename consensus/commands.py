@@ -116,6 +116,16 @@ class UnregisterMember(Command):
     node_id: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class DrainMember(Command):
+    """Mark a member as draining (or no longer): placement gives it no chunk, so the
+    others take its copies over before it is removed."""
+
+    kind: ClassVar[str] = "drain_member"
+    node_id: str
+    draining: bool = True
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.kind: cls
     for cls in (
@@ -127,6 +137,7 @@ COMMANDS: dict[str, type[Command]] = {
         DeleteTag,
         RegisterMember,
         UnregisterMember,
+        DrainMember,
     )
 }
 
@@ -201,6 +212,12 @@ def _text_map(value: Any) -> dict[str, str]:
     return {free_text(k): free_text(v) for k, v in value.items()}
 
 
+def _flag(value: Any) -> bool:
+    if type(value) is not bool:
+        raise CommandInvalid("expected true or false")
+    return value
+
+
 def _optional(check: Check) -> Check:
     return lambda value: None if value is None else check(value)
 
@@ -228,6 +245,7 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
         "id": _id, "node_id": _id, "raft": _name, "http": _name, "zone": _name,
     },
     UnregisterMember.kind: {"id": _id, "node_id": _id},
+    DrainMember.kind: {"id": _id, "node_id": _id, "draining": _flag},
 }
 
 

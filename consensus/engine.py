@@ -36,6 +36,7 @@ from consensus.commands import (
     CommandInvalid,
     DeleteManifest,
     DeleteTag,
+    DrainMember,
     MountBlob,
     PutBlob,
     PutManifest,
@@ -78,6 +79,7 @@ __all__ = [
     "Command",
     "DeleteManifest",
     "DeleteTag",
+    "DrainMember",
     "Engine",
     "FrameForged",
     "FrameInvalid",
@@ -194,6 +196,10 @@ class Engine(Protocol):
 
     def members(self) -> list[RegisterMember]: ...
 
+    def draining(self) -> set[str]:
+        """The members being drained (a local read)."""
+        ...
+
     def leader(self) -> str | None: ...
 
     def voters(self) -> tuple[str, ...]: ...
@@ -203,6 +209,10 @@ class Engine(Protocol):
     async def add_member(self, node_id: str, raft: str, http: str, zone: str = ...) -> None: ...
 
     async def remove_member(self, node_id: str) -> None: ...
+
+    async def drain_member(self, node_id: str, draining: bool = True) -> None:
+        """Mark a member draining (or no longer); MembershipRefused if it is unknown."""
+        ...
 
     async def transfer_leader(self, to: str) -> None: ...
 
@@ -397,6 +407,9 @@ class RaftEngine:
             for m in self.queries.members()
         ]
 
+    def draining(self) -> set[str]:
+        return self.queries.draining()
+
     def leader(self) -> str | None:
         return self._driver.leader
 
@@ -411,7 +424,7 @@ class RaftEngine:
             entry: dict[str, Any] = {"node_id": node_id, "voter": node_id in st.voters}
             if node_id in addresses:
                 m = addresses[node_id]
-                entry.update(raft=m.raft, http=m.http, zone=m.zone)
+                entry.update(raft=m.raft, http=m.http, zone=m.zone, draining=m.draining)
             if node_id in st.progress:
                 pr = st.progress[node_id]
                 entry.update(match=pr.match, next=pr.next, active=pr.recent_active)
@@ -445,10 +458,32 @@ class RaftEngine:
         )
 
     async def remove_member(self, node_id: str) -> None:
+        """Make `node_id` leave the voters, then forget its addresses.
+
+        Refused for this node itself: the group takes forwarded requests only
+        from voters, so once the removal committed this node could not have its
+        registration forgotten, nor even learn the removal committed. Another
+        member must make it (a drained node asks its leader, node/cluster/drain.py).
+        """
+        if node_id == self.node_id:
+            raise MembershipRefused(
+                f"{node_id} cannot remove itself (once removed, the group takes no request "
+                "from it): ask another member"
+            )
         await self._change_voters(
             ConfChange.remove(node_id), lambda: node_id not in self._driver.committed_voters
         )
         await self.propose(UnregisterMember(node_id=node_id))
+
+    async def drain_member(self, node_id: str, draining: bool = True) -> None:
+        """Commit the member's draining flag. Whether the rest can hold its chunks
+        (enough members left for R copies) is the caller's to judge: R is not Raft's."""
+        try:
+            await self.propose(DrainMember(node_id=node_id, draining=draining))
+        except Refused as exc:
+            if exc.refusal is Refusal.MEMBER_MISSING:
+                raise MembershipRefused(f"{node_id} is not a member") from None
+            raise
 
     async def transfer_leader(self, to: str) -> None:
         if to not in self._driver.voters:

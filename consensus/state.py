@@ -30,6 +30,7 @@ class Refusal(enum.Enum):
     REFERENCED_BLOB_MISSING = "MANIFEST_BLOB_UNKNOWN"  # a manifest names an unlinked blob
     MANIFEST_MISSING = "MANIFEST_UNKNOWN"  # an unknown manifest, child manifest or tag
     COMMAND_INVALID = "COMMAND_INVALID"  # the entry is not a well-formed command
+    MEMBER_MISSING = "MEMBER_UNKNOWN"  # a drain of a node the member list does not hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,5 +245,12 @@ class StateMachine:
         return OK
 
     def _apply_unregister_member(self, cmd: c.UnregisterMember) -> Result:
+        # The row goes, and its draining flag with it: a node that comes back is new.
         self.conn.execute("DELETE FROM members WHERE node_id = ?", (cmd.node_id,))
         return OK
+
+    def _apply_drain_member(self, cmd: c.DrainMember) -> Result:
+        cursor = self.conn.execute(
+            "UPDATE members SET draining = ? WHERE node_id = ?", (int(cmd.draining), cmd.node_id)
+        )
+        return OK if cursor.rowcount else Result(Refusal.MEMBER_MISSING, cmd.node_id)

@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS members (
     node_id TEXT PRIMARY KEY,
     raft TEXT NOT NULL,
     http TEXT NOT NULL,
-    zone TEXT NOT NULL
+    zone TEXT NOT NULL,
+    draining INTEGER NOT NULL DEFAULT 0  -- 1: placement gives it no chunk (being drained)
 );
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,              -- command id, so a retried proposal applies once
@@ -93,8 +94,20 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
+        migrate(conn)
     conn.execute("PRAGMA foreign_keys=OFF")
     return conn
+
+
+def _columns(conn: sqlite3.Connection, table: str, schema: str = "main") -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA {schema}.table_info({table})")]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older version up to SCHEMA (CREATE IF NOT EXISTS
+    adds missing tables, not missing columns)."""
+    if "draining" not in _columns(conn, "members"):
+        conn.execute("ALTER TABLE members ADD COLUMN draining INTEGER NOT NULL DEFAULT 0")
 
 
 def export_snapshot(source: Path, target: Path) -> int:
@@ -127,8 +140,12 @@ def import_snapshot(conn: sqlite3.Connection, source: Path) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for table in TABLES:
+                # By name: a snapshot an older version wrote may lack a newer column,
+                # which then takes its default.
+                ours = set(_columns(conn, table))
+                names = ", ".join(c for c in _columns(conn, table, "snap") if c in ours)
                 conn.execute(f"DELETE FROM main.{table}")
-                conn.execute(f"INSERT INTO main.{table} SELECT * FROM snap.{table}")
+                conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM snap.{table}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -143,6 +160,7 @@ class Member:
     raft: str
     http: str
     zone: str
+    draining: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +335,15 @@ class Queries:
         ]
 
     def members(self) -> list[Member]:
-        rows = self.conn.execute("SELECT node_id, raft, http, zone FROM members ORDER BY node_id")
-        return [Member(*row) for row in rows]
+        rows = self.conn.execute(
+            "SELECT node_id, raft, http, zone, draining FROM members ORDER BY node_id"
+        )
+        return [Member(n, r, h, z, bool(d)) for n, r, h, z, d in rows]
+
+    def draining(self) -> set[str]:
+        """The members being drained."""
+        rows = self.conn.execute("SELECT node_id FROM members WHERE draining != 0")
+        return {r[0] for r in rows}
 
     def tags_of(self, repo: str, digest: str) -> list[str]:
         rows = self.conn.execute(

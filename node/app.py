@@ -31,9 +31,11 @@ from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
 from node.cluster.chunk_fetch import ChunkFetcher
 from node.cluster.data_plane import DataPlaneServer
+from node.cluster.drain import DrainFinisher
 from node.cluster.join import join_cluster
 from node.cluster.peer_api import PeerAPI
 from node.cluster.peers import Peers
+from node.cluster.repair import Repairer
 from node.cluster.replication import ReplicationReport
 from node.cluster.scrub import Scrubber
 from node.config import Config
@@ -82,6 +84,7 @@ def create_app(rt: NodeServices) -> RegistryApp:
         on_disk=rt.on_disk,
         replication_report=rt.replication_report,
         scrub=rt.scrubber.status,
+        repair=rt.repairer.status,
     )
 
     @app.route("/v2", methods=["GET", "HEAD"])
@@ -160,6 +163,11 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
         max_per_repo=config.max_upload_sessions_per_repo, min_free_bytes=config.min_free_bytes,
     )
     fetcher = ChunkFetcher(config, chunks, peers, disk, counters)
+    repairer = Repairer(
+        config, engine, chunks, peers, fetcher, disk,
+        bytes_per_second=config.repair_bytes_per_second,
+        interval_seconds=config.repair_interval_seconds,
+    )
     return NodeServices(
         config=config,
         data=data,
@@ -175,12 +183,15 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
             engine=engine, counters=counters,
         ),
         blob_reader=BlobReader(fetcher, window=config.fetch_window),
-        replication_report=ReplicationReport(config, engine, peers, chunks, disk),
+        replication_report=ReplicationReport(
+            config, engine, peers, chunks, disk, live=repairer.live_report
+        ),
         scrubber=Scrubber(
             chunks, fetcher, disk, counters,
             bytes_per_second=config.scrub_bytes_per_second,
             interval_seconds=config.scrub_interval_seconds,
         ),
+        repairer=repairer,
         counters=counters,
     )
 
@@ -229,6 +240,10 @@ async def serve(
             await nursery.start(rt.peers.run)
             await nursery.start(rt.blob_writer.run)
             await nursery.start(rt.scrubber.run)
+            await nursery.start(rt.repairer.run)
+            await nursery.start(
+                DrainFinisher(config.node_id, rt.engine, rt.peers, rt.repairer.status.as_dict).run
+            )
             binds = await nursery.start(
                 hypercorn_serve, app, hypercorn_config(config, app.admission)
             )

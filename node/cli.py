@@ -121,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="bytes/s the background scrub re-reads (default 16 MiB; 0: off)")
     serve.add_argument("--scrub-interval", dest="scrub_interval_seconds", type=float,
                        help="seconds from one scrub pass's start to the next (default 86400)")
+    serve.add_argument("--repair-bytes-per-second", dest="repair_bytes_per_second", type=int,
+                       help="bytes/s the repair loop fetches (default 32 MiB; 0: no limit)")
+    serve.add_argument("--repair-interval", dest="repair_interval_seconds", type=float,
+                       help="seconds between repair passes when nothing changes (default 600)")
     serve.add_argument("--snapshot-bytes", dest="snapshot_bytes", type=int,
                        help="bytes of applied entries in the log that make a snapshot due "
                             "(default 64 MiB)")
@@ -140,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
         ("add", "add a node to the group"),
         ("remove", "remove a node from the group"),
         ("transfer-leader", "hand leadership to another member"),
+        ("drain", "move everything a node holds to the others, then remove it"),
     ]:
         action = actions.add_parser(name, help=text)
         action.add_argument("--url", required=True, help="HTTP URL of any member")
@@ -156,6 +161,14 @@ def _parser() -> argparse.ArgumentParser:
             action.add_argument("--zone", default="default")
         if name == "transfer-leader":
             action.add_argument("--to", required=True, help="node id of the new leader")
+        if name == "drain":
+            action.add_argument("node_id", metavar="NODE", help="id of the node to drain")
+            action.add_argument("--wait", action="store_true",
+                                help="show progress and return once the node left the group")
+            action.add_argument("--timeout", type=float, default=None,
+                                help="with --wait: give up after this many seconds")
+            action.add_argument("--cancel", action="store_true",
+                                help="stop draining the node (it owns chunks again)")
     return parser
 
 

@@ -76,6 +76,9 @@ class Config:
     scrub_bytes_per_second: int = 16 * MiB  # 0 turns the scrub off
     scrub_interval_seconds: float = 86400.0  # a pass starts this long after the previous one
     abandoned_chunk_grace_seconds: float = 600.0  # a chunk put this recently is never dropped
+    # Repair (node/cluster/repair.py): owned chunks fetched, unowned copies dropped.
+    repair_bytes_per_second: int = 32 * MiB  # fetched by repair; 0: no limit
+    repair_interval_seconds: float = 600.0  # between passes when nothing changes
 
     @property
     def host(self) -> str:
@@ -155,6 +158,10 @@ class Config:
         if self.scrub_bytes_per_second < 0 or self.scrub_interval_seconds <= 0:
             raise ConfigError(
                 "scrub_bytes_per_second must not be negative and scrub_interval_seconds positive"
+            )
+        if self.repair_bytes_per_second < 0 or self.repair_interval_seconds <= 0:
+            raise ConfigError(
+                "repair_bytes_per_second must not be negative and repair_interval_seconds positive"
             )
         if self.abandoned_chunk_grace_seconds <= 0:
             raise ConfigError("abandoned_chunk_grace_seconds must be positive")

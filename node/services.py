@@ -2,9 +2,9 @@
 
 A plain bundle, no logic of its own: the configuration, the data directory,
 the chunk store and upload spool, the metadata engine, peers, the blob writer
-and reader that pushes and pulls go through, the replication report, and the
-background scrub, and the bounded worker threads that do blocking disk work so the event loop never
-waits on the disk.
+and reader that pushes and pulls go through, the replication report, the
+background scrub and repair loop, and the bounded worker threads that do
+blocking disk work so the event loop never waits on the disk.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from node.cluster.auth import Verifier
 from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
 from node.cluster.peers import Peers
+from node.cluster.repair import Repairer
 from node.cluster.replication import ReplicationReport
 from node.cluster.scrub import Scrubber
 from node.config import Config
@@ -45,6 +46,7 @@ class NodeServices:
     blob_reader: BlobReader
     replication_report: ReplicationReport
     scrubber: Scrubber
+    repairer: Repairer
     counters: Counter[str] = field(default_factory=Counter)
 
     async def on_disk(self, fn: Callable[..., T], *args: Any) -> T:

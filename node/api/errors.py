@@ -259,6 +259,7 @@ REFUSALS: dict[Refusal, type[RegistryError]] = {
     Refusal.REFERENCED_BLOB_MISSING: ManifestBlobUnknown,
     Refusal.MANIFEST_MISSING: ManifestUnknown,
     Refusal.COMMAND_INVALID: Internal,
+    Refusal.MEMBER_MISSING: NotFound,
 }
 
 

@@ -33,6 +33,7 @@ from node.cluster.errors import (
     UnknownMember,
 )
 from node.cluster.peers import Peers
+from node.cluster.repair import RepairStatus
 from node.cluster.scrub import ScrubStatus
 from node.config import NODE_ID_RE, Config
 from node.storage.chunks import ChunkStore
@@ -115,6 +116,7 @@ class PeerAPI:
     on_disk: DiskWork  # runs blocking disk work in a bounded worker thread
     replication_report: Callable[[], Awaitable[dict[str, int]]]
     scrub: ScrubStatus
+    repair: RepairStatus
 
     async def dispatch(self, method: str, path: str) -> Response:
         body_digest = self._authenticate()
@@ -135,6 +137,10 @@ class PeerAPI:
             return await self.add_member(body)
         if len(parts) == 2 and parts[0] == "members" and method == "DELETE":
             return await self.remove_member(parts[1])
+        if len(parts) == 3 and parts[0] == "members" and parts[2] == "drain":
+            if method in ("POST", "DELETE"):
+                return await self.drain_member(parts[1], draining=method == "POST")
+            raise PeerMethodUnsupported()
         if parts == ["leader"] and method == "POST":
             return await self.transfer_leader(body)
         if parts[0] in ("status", "members", "leader", "chunks", "health"):
@@ -193,6 +199,7 @@ class PeerAPI:
             "corrupt_reads": chunks.corrupt_reads,
         }
         doc["scrub"] = self.scrub.as_dict(len(await self.on_disk(chunks.quarantined)))
+        doc["repair"] = self.repair.as_dict()
         doc["under_replicated"] = await self.replication_report()
         doc["peers"] = self.peers.status()
         doc["counters"] = dict(self.counters)
@@ -226,6 +233,31 @@ class PeerAPI:
         except MembershipRefused as exc:
             raise MembershipConflict(str(exc)) from None
         return _json({"removed": node_id, "voters": list(self.engine.voters())})
+
+    async def drain_member(self, node_id: str, *, draining: bool) -> Response:
+        """Start (or cancel) moving everything `node_id` holds to the other members.
+
+        Refused while the members left to own chunks would be fewer than R: the
+        drain could never finish without a chunk going below R copies.
+        """
+        voters = set(self.engine.voters())
+        if node_id not in voters:
+            raise UnknownMember(f"{node_id} is not a member")
+        if draining:
+            staying = voters - self.engine.draining() - {node_id}
+            if len(staying) < self.config.replication:
+                left = len(staying)
+                raise MembershipConflict(
+                    f"draining {node_id} would leave {left} member{'' if left == 1 else 's'} "
+                    f"to hold the {self.config.replication} copies of every chunk "
+                    "(replication); add a member first"
+                )
+        try:
+            await self.engine.drain_member(node_id, draining)
+        except MembershipRefused as exc:
+            raise MembershipConflict(str(exc)) from None
+        log.info("%s of %s committed", "drain" if draining else "drain cancel", node_id)
+        return _json({"node_id": node_id, "draining": sorted(self.engine.draining())})
 
     async def transfer_leader(self, body: bytes) -> Response:
         try:

@@ -113,7 +113,8 @@ class Peers:
     def placed(self) -> list[Placed]:
         """Every member (this node included) as placement sees it."""
         self.refresh()
-        members = [Placed(m.node_id, m.zone) for m in self.engine.members()]
+        draining = self.engine.draining()
+        members = [Placed(m.node_id, m.zone, m.node_id in draining) for m in self.engine.members()]
         if not any(m.node_id == self.node_id for m in members):
             members.append(Placed(self.node_id, self.zone))
         return members

@@ -8,19 +8,23 @@ all take their numbers from here, so they agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import trio
 
 from consensus.engine import Engine
 from node.cluster.peers import Peers
-from node.cluster.placement import owners
+from node.cluster.placement import Placed, eligible, owners
 from node.config import Config
 from node.storage.chunks import ChunkStore
 from node.storage.disk_threads import DiskThreads
 
 
-def replication_factors(config: Config, members: int) -> tuple[int, int]:
-    """(R, W): R capped at the member count, W at R."""
-    r = max(1, min(config.replication, members))
+def replication_factors(config: Config, members: int | Sequence[Placed]) -> tuple[int, int]:
+    """(R, W): R capped at the member count, W at R. Given the members themselves,
+    only those that may own chunks count (a draining member holds no replica)."""
+    count = members if isinstance(members, int) else len(eligible(members))
+    r = max(1, min(config.replication, count))
     w = max(1, min(config.write_quorum or r, r))
     return r, w
 
@@ -30,26 +34,32 @@ class ReplicationReport:
 
     Summed over the members, `missing` is the number of chunk copies the
     cluster is short of (under-replication): what `flotilla cluster status`
-    shows an operator. The scan reads every recipe, so an answer is reused
-    for `max_age` seconds.
+    shows an operator. The repair loop's live numbers answer once its first
+    scan is done (they fall as it fetches, so an operator can watch them);
+    until then a scan of every recipe does, its answer reused for `max_age`
+    seconds.
     """
 
     def __init__(
-        self, config: Config, engine: Engine, peers: Peers, chunks: ChunkStore, disk: DiskThreads
+        self, config: Config, engine: Engine, peers: Peers, chunks: ChunkStore, disk: DiskThreads,
+        live: Callable[[], dict[str, int] | None] | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
         self.peers = peers
         self.chunks = chunks
         self.disk = disk
+        self.live = live
         self._last: tuple[float, dict[str, int]] | None = None
 
     async def __call__(self, max_age: float = 30.0) -> dict[str, int]:
+        if self.live is not None and (report := self.live()) is not None:
+            return report
         now = trio.current_time()
         if self._last is not None and now - self._last[0] < max_age:
             return self._last[1]
         members = self.peers.placed()
-        replication, _ = replication_factors(self.config, len(members))
+        replication, _ = replication_factors(self.config, members)
         me = self.config.node_id
 
         def scan() -> dict[str, int]:

@@ -11,7 +11,10 @@ The store also remembers, in memory, when each chunk was last put or
 confirmed by a push: a request to drop chunks an abandoned upload left
 behind spares any chunk touched within the grace period, because another
 push may be about to commit a recipe that uses it (see `drop_abandoned` and
-`node.cluster.blob_writer`).
+`node.cluster.blob_writer`). The repair loop leans on the same memory: a
+confirm answers only for durable copies and touches them under the store's
+lock, and `drop_unowned` deletes a copy this node does not own only when
+nothing touched it within the grace period (see `node.cluster.repair`).
 """
 
 from __future__ import annotations
@@ -186,24 +189,108 @@ class ChunkStore:
             self._landed([cid])
 
     def _touch(self, cid: str) -> None:
-        now = time.monotonic()
         with self._lock:
-            self._touched[cid] = now
-            self._touched.move_to_end(cid)
-            while self._touched:
-                oldest, when = next(iter(self._touched.items()))
-                if now - when < self.grace_seconds and len(self._touched) <= TOUCH_MEMORY:
-                    break
-                # Past the grace period an entry says no more than forgetting it does.
-                del self._touched[oldest]
-                self._forgotten = max(self._forgotten, when)
+            self._touch_locked(cid, time.monotonic())
+
+    def _touch_locked(self, cid: str, now: float) -> None:
+        self._touched[cid] = now
+        self._touched.move_to_end(cid)
+        while self._touched:
+            oldest, when = next(iter(self._touched.items()))
+            if now - when < self.grace_seconds and len(self._touched) <= TOUCH_MEMORY:
+                break
+            # Past the grace period an entry says no more than forgetting it does.
+            del self._touched[oldest]
+            self._forgotten = max(self._forgotten, when)
 
     def confirm(self, cids: list[str]) -> list[str]:
-        """Which of `cids` this node stores (not cache); each one held counts as touched now."""
-        held = [cid for cid in cids if self.has(cid)]
-        for cid in held:
-            self._touch(cid)
+        """Which of `cids` this node stores durably (not cache, not still landing); each
+        one held counts as touched now.
+
+        The check and the touch happen under the store's lock, the same lock a
+        drop takes, so a chunk answered "held" cannot be deleted here within the
+        grace period that follows: the promise a repair on another node relies
+        on before it deletes its own copy (see `node.cluster.repair`).
+        """
+        held: list[str] = []
+        now = time.monotonic()
+        for cid in cids:
+            with self._lock:
+                if cid in self._landing or not self.data.chunk_path(cid).exists():
+                    continue
+                self._touch_locked(cid, now)
+            held.append(cid)
         return held
+
+    def promote(self, cid: str) -> int | None:
+        """Make a cached copy a stored one, durably: verify it, fsync it, rename it into
+        the store, fsync the folder, forget the cache entry. Returns its size, or None
+        when there is no good cached copy (then it must be fetched).
+
+        A repair prefers this to a fetch: the bytes are already on this disk,
+        and a rename within one file system costs no room.
+        """
+        while (landing := self._claim(cid)) is not None:
+            landing.wait()
+        try:
+            with self._lock:
+                # Out of the index first, so no eviction unlinks the file under the rename.
+                cached = self._cache.pop(cid, None)
+            if cached is None:
+                return None
+            source, target = self.data.cache_path(cid), self.data.chunk_path(cid)
+            try:
+                with open(source, "rb", buffering=0) as f:
+                    data = f.read()
+                    os.fsync(f.fileno())
+            except FileNotFoundError:
+                return None
+            if chunk_id(data) != cid:
+                with self._lock:
+                    self.corrupt_reads += 1
+                log.error("cached chunk %s does not match its BLAKE3 id; dropped", cid)
+                source.unlink(missing_ok=True)
+                return None
+            self._touch(cid)
+            if target.exists():
+                source.unlink(missing_ok=True)  # stored meanwhile: the copies are identical
+                return len(data)
+            os.replace(source, target)
+            fsync_dir(target.parent)
+            self._count_stored(len(data))
+            return len(data)
+        finally:
+            self._landed([cid])
+
+    def drop_unowned(self, cids: list[str], confirmed_at: float) -> list[tuple[str, int]]:
+        """Delete stored copies this node does not own, once all their owners confirmed
+        a durable copy in a request sent at `confirmed_at` (monotonic seconds);
+        returns the (id, size) of each deleted.
+
+        Each owner's confirm protects its copy for the grace period after it
+        answered; deleting only within half of it keeps a margin for the two
+        clocks. A chunk that is landing here, or was put or confirmed here
+        within the grace period, is kept: another node may have counted this
+        copy a moment ago. Check and unlink happen under the store's lock, like
+        `confirm`, so the two never interleave.
+        """
+        dropped: list[tuple[str, int]] = []
+        for cid in cids:
+            path = self.data.chunk_path(cid)
+            with self._lock:
+                now = time.monotonic()
+                if now - confirmed_at >= self.grace_seconds / 2:
+                    break  # the owners' promise is too old to lean on; ask again
+                if cid in self._landing or not path.exists():
+                    continue
+                if now - self._touched.get(cid, self._forgotten) < self.grace_seconds:
+                    continue
+                size = path.stat().st_size
+                path.unlink()
+                self.stored_chunks -= 1
+                self.stored_bytes -= size
+            dropped.append((cid, size))
+        return dropped
 
     def drop_abandoned(self, cids: list[str], referenced: set[str]) -> tuple[list[str], list[str]]:
         """Delete the stored chunks of `cids` that no recipe uses (`referenced` says which

@@ -7,7 +7,7 @@ import signal
 import sys
 from types import FrameType
 
-from scripts.benchmarks import cluster, frames, raft, single
+from scripts.benchmarks import cluster, fanout, frames, raft, repair, single
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +28,17 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_arguments(
         commands.add_parser(
             "cluster", help="3 nodes (R=2) versus one Distribution: push, remote pull, 3 pulls"
+        )
+    )
+    fanout.add_arguments(
+        commands.add_parser(
+            "fanout",
+            help="N hosts (network namespaces, tc-limited links) pulling one blob at once; root",
+        )
+    )
+    repair.add_arguments(
+        commands.add_parser(
+            "repair", help="4 nodes (R=2): time and GiB/min to restore R after losing a node"
         )
     )
     frames.add_arguments(
@@ -57,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             return cluster.run(args)
         if args.command == "frames":
             return frames.run(args)
+        if args.command == "fanout":
+            return fanout.run(args)
+        if args.command == "repair":
+            return repair.run(args)
     except KeyboardInterrupt:
         print("\nbench: interrupted; servers stopped and temp files removed", file=sys.stderr)
         return 130

@@ -3,7 +3,9 @@
 Every server runs in its own session with its output in a log file in the
 benchmark's temp folder; leaving the `with` block stops it (SIGTERM, then
 SIGKILL after a grace period), and the kernel sends it SIGTERM should this
-process die without unwinding. Traffic stays on 127.0.0.1.
+process die without unwinding. Traffic stays on 127.0.0.1, unless a server
+is started inside a network namespace (`netns=`, see `netns`), where it
+listens on that namespace's address and is checked from inside it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from scripts.benchmarks import netns as namespaces
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
@@ -52,7 +56,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -96,7 +100,11 @@ def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def _running(name: str, argv: list[str], url: str, log_path: Path) -> Iterator[Server]:
+def _running(
+    name: str, argv: list[str], url: str, log_path: Path, netns: str | None = None
+) -> Iterator[Server]:
+    if netns is not None:
+        argv = namespaces.exec_argv(netns, argv)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             argv,
@@ -105,25 +113,38 @@ def _running(name: str, argv: list[str], url: str, log_path: Path) -> Iterator[S
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop it in order
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     server = Server(name, url, process, log_path)
     try:
-        _wait_until_ready(server)
+        if netns is None:
+            _wait_until_ready(server)
+        else:
+            namespaces.run_in(netns, lambda: _wait_until_ready(server))
         yield server
     finally:
         _stop(process)
 
 
-def _serve_argv(data: Path, port: int, *extra: str) -> list[str]:
-    """`flotilla serve` with quiet logs, its data in `data`, HTTP on 127.0.0.1:`port`."""
+def _serve_argv(data: Path, port: int, *extra: str, host: str = "127.0.0.1") -> list[str]:
+    """`flotilla serve` with quiet logs, its data in `data`, HTTP on `host`:`port`."""
     return [
         sys.executable, "-m", "node.cli", "serve",
         "--data", str(data),
-        "--listen", f"127.0.0.1:{port}",
+        "--listen", f"{host}:{port}",
         "--log-level", "warning",
         *extra,
     ]
+
+
+def serve_accepts(flag: str) -> bool:
+    """Whether this tree's `flotilla serve` knows `flag` (benchmarks run on branches that
+    may not have every setting yet)."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", "node.cli", "serve", "--help"], cwd=REPO_ROOT,
+        capture_output=True, text=True, check=False,
+    ).stdout
+    return flag in help_text
 
 
 @contextlib.contextmanager
@@ -139,7 +160,7 @@ def flotilla_node(workdir: Path, *, chunk_size: int | None = None) -> Iterator[S
 @contextlib.contextmanager
 def flotilla_raft_member(
     workdir: Path, node_id: str, http_port: int, raft_port: int, peers: str, secret_file: Path,
-    *, extra: list[str] | None = None,
+    *, extra: list[str] | None = None, host: str = "127.0.0.1", netns: str | None = None,
 ) -> Iterator[Server]:
     """One member of a bootstrapped Raft group: `flotilla serve --node-id … --peers …`,
     data in `workdir/<node_id>`, log in `workdir/<node_id>.log`. Ready once it answers
@@ -147,13 +168,15 @@ def flotilla_raft_member(
     argv = _serve_argv(
         workdir / node_id, http_port,
         "--node-id", node_id,
-        "--raft", f"127.0.0.1:{raft_port}",
+        "--raft", f"{host}:{raft_port}",
         "--peers", peers,
         "--secret-file", str(secret_file),
         *(extra or []),
+        host=host,
     )
-    url = f"http://127.0.0.1:{http_port}"
-    with _running(f"Flotilla {node_id}", argv, url, workdir / f"{node_id}.log") as s:
+    url = f"http://{host}:{http_port}"
+    log_path = workdir / f"{node_id}.log"
+    with _running(f"Flotilla {node_id}", argv, url, log_path, netns) as s:
         yield s
 
 
@@ -172,26 +195,29 @@ storage:
     uploadpurging:
       enabled: false
 http:
-  addr: 127.0.0.1:{port}
+  addr: {host}:{port}
 """
 
 
 @contextlib.contextmanager
-def distribution(workdir: Path) -> Iterator[Server]:
+def distribution(
+    workdir: Path, *, host: str = "127.0.0.1", port: int | None = None,
+    netns: str | None = None,
+) -> Iterator[Server]:
     """CNCF Distribution (`docker-registry serve`) with a filesystem store under `workdir`."""
     if not shutil.which(DISTRIBUTION_BINARY):
         raise ServerFailed(
             f"{DISTRIBUTION_BINARY} not found: install the Debian package "
             "(sudo apt-get install docker-registry)"
         )
-    port = free_port()
+    port = port or free_port()
     root = workdir / "distribution-data"
     root.mkdir()
     config = workdir / "distribution.yml"
-    config.write_text(DISTRIBUTION_CONFIG.format(root=root, port=port))
+    config.write_text(DISTRIBUTION_CONFIG.format(root=root, host=host, port=port))
     argv = [DISTRIBUTION_BINARY, "serve", str(config)]
     with _running(
-        "Distribution", argv, f"http://127.0.0.1:{port}", workdir / "distribution.log"
+        "Distribution", argv, f"http://{host}:{port}", workdir / "distribution.log", netns
     ) as s:
         yield s
 

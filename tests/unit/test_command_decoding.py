@@ -55,7 +55,8 @@ def near_commands(draw: st.DrawFn) -> bytes:
     """A valid command's map with some fields replaced, dropped or added."""
     body = valid_body(draw(COMMAND | st.builds(
         c.RegisterMember, node_id=st.just("n1"), raft=st.just("h:1"), http=st.just("h:2")
-    ) | st.builds(c.UnregisterMember, node_id=st.just("n1"))))
+    ) | st.builds(c.UnregisterMember, node_id=st.just("n1"))
+      | st.builds(c.DrainMember, node_id=st.just("n1"), draining=st.booleans())))
     for name in draw(st.lists(st.sampled_from(sorted(body)), max_size=3, unique=True)):
         if draw(st.booleans()):
             body[name] = draw(VALUES)
@@ -85,7 +86,9 @@ def assert_well_formed(command: c.Command) -> None:
     """Everything the state machine relies on holds for a decoded command."""
     for f in dataclasses.fields(command):
         value = getattr(command, f.name)
-        if isinstance(value, int):
+        if f.type == "bool":
+            assert type(value) is bool
+        elif isinstance(value, int):
             assert not isinstance(value, bool) and 0 <= value <= INT64_MAX
         if isinstance(value, list):
             assert all(isinstance(item, str) for item in value)
@@ -221,3 +224,12 @@ def test_a_command_its_handler_fails_on_is_refused_and_leaves_no_trace(tmp_path:
     assert machine.applied_index == 1
     after = [row for row in dump(machine) if row not in before]
     assert all(row[0] != "r" for row in after)  # the link it wrote is gone
+
+
+def test_drain_member_decodes_with_its_flag_and_refuses_a_flag_of_another_type() -> None:
+    command = c.DrainMember(node_id="n2", draining=False)
+    assert c.decode(command.encode()) == command
+    body = valid_body(command)
+    body["draining"] = 1  # msgpack's ints are not booleans: the flag must be one
+    with pytest.raises(c.CommandInvalid, match="drain_member.draining"):
+        c.decode(msgpack.packb(body, use_bin_type=True))

@@ -175,3 +175,79 @@ def test_snapshot_export_and_import_reproduce_the_state(tmp_path: Path) -> None:
     assert target.applied_index == 29
     assert queries.repo_blob("other", digest(99)) is None
     assert queries.tag("r", "t7") == digest(7)
+
+
+def _register(machine: StateMachine, index: int, node_id: str) -> None:
+    machine.apply(index, c.RegisterMember(node_id=node_id, raft="h:1", http="h:2").encode())
+
+
+def test_drain_member_sets_and_clears_the_members_draining_flag(tmp_path: Path) -> None:
+    machine, queries = open_machine(tmp_path)
+    _register(machine, 1, "n1")
+    _register(machine, 2, "n2")
+    assert machine.apply(3, c.DrainMember(node_id="n2").encode()).ok
+    assert queries.draining() == {"n2"}
+    assert [m.draining for m in queries.members()] == [False, True]
+    assert machine.apply(4, c.DrainMember(node_id="n2", draining=False).encode()).ok
+    assert queries.draining() == set()
+
+
+def test_drain_of_an_unknown_member_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    machine, queries = open_machine(tmp_path)
+    _register(machine, 1, "n1")
+    before = [r for r in dump(machine) if r[0] != "table"]
+    result = machine.apply(2, c.DrainMember(node_id="n9").encode())
+    assert result.refusal is Refusal.MEMBER_MISSING
+    assert result.detail == "n9"
+    assert queries.draining() == set()
+    assert machine.conn.execute("SELECT * FROM members").fetchall() == [
+        r for r in before if r[0] == "n1"
+    ]
+
+
+def test_unregistering_a_member_clears_its_draining_flag(tmp_path: Path) -> None:
+    machine, queries = open_machine(tmp_path)
+    _register(machine, 1, "n2")
+    machine.apply(2, c.DrainMember(node_id="n2").encode())
+    machine.apply(3, c.UnregisterMember(node_id="n2").encode())
+    assert queries.draining() == set()
+    _register(machine, 4, "n2")  # the same id joining again is not draining
+    assert queries.members()[0].draining is False
+
+
+def test_a_database_without_the_draining_column_is_migrated_on_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "state.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE members (node_id TEXT PRIMARY KEY, raft TEXT NOT NULL,"
+                " http TEXT NOT NULL, zone TEXT NOT NULL)")
+    old.execute("INSERT INTO members VALUES ('n1', 'h:1', 'h:2', 'z')")
+    old.commit()
+    old.close()
+    machine = StateMachine(connect(path))
+    queries = Queries(connect(path, readonly=True))
+    assert [(m.node_id, m.draining) for m in queries.members()] == [("n1", False)]
+    assert machine.apply(1, c.DrainMember(node_id="n1").encode()).ok
+    assert queries.draining() == {"n1"}
+
+
+def test_a_snapshot_without_the_draining_column_imports(tmp_path: Path) -> None:
+    import sqlite3
+
+    snap = tmp_path / "old-snapshot.sqlite"
+    old = sqlite3.connect(snap)
+    source, _ = open_machine(tmp_path / "source")
+    for table, sql in source.conn.execute("SELECT name, sql FROM sqlite_master WHERE type='table'"):
+        if table == "members":
+            sql = ("CREATE TABLE members (node_id TEXT PRIMARY KEY, raft TEXT NOT NULL,"
+                   " http TEXT NOT NULL, zone TEXT NOT NULL)")
+        old.execute(sql)
+    old.execute("INSERT INTO members VALUES ('n1', 'h:1', 'h:2', 'z')")
+    old.execute("INSERT INTO meta VALUES ('applied', 7)")
+    old.commit()
+    old.close()
+    target, queries = open_machine(tmp_path / "target")
+    import_snapshot(target.conn, snap)
+    assert [(m.node_id, m.draining) for m in queries.members()] == [("n1", False)]
+    assert target.applied_index == 7
