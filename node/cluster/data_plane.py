@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ CONNECTIONS_PER_PEER = 4
 IN_FLIGHT_PER_CONNECTION = 8  # requests a client sends before their answers come
 PUT_BUFFER_BYTES = 256 * MiB  # PUT bodies a server holds at once (one is always let in)
 READ_AHEAD = 64 * 1024  # what one read for a header may take beyond it
+WAKE_BYTES = 256 * 1024  # bytes of a chunk waiting before its reader is woken
 
 
 class _Idle(Exception):
@@ -142,6 +144,7 @@ class _Wire:
         self.stream = stream
         self.sock = stream.socket
         self._ahead = bytearray()  # bytes read past what was asked for
+        self._low_water = 1  # the socket's SO_RCVLOWAT
 
     async def read_exactly(self, n: int, *, wait: float = STALL_SECONDS) -> bytes:
         """`n` bytes; TooSlowError after `wait` seconds without a byte (bytes read so
@@ -162,15 +165,33 @@ class _Wire:
         got = min(len(self._ahead), len(view))
         view[:got] = self._ahead[:got]
         del self._ahead[:got]
-        with trio.CancelScope(deadline=trio.current_time() + STALL_SECONDS) as scope:
-            while got < len(view):
-                received = await self.sock.recv_into(view[got:])
-                if not received:
-                    raise EOFError("connection closed in the middle of a chunk")
-                got += received
-                scope.deadline = trio.current_time() + STALL_SECONDS
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + STALL_SECONDS) as scope:
+                while got < len(view):
+                    self._wake_at(min(len(view) - got, WAKE_BYTES))
+                    received = await self.sock.recv_into(view[got:])
+                    if not received:
+                        raise EOFError("connection closed in the middle of a chunk")
+                    got += received
+                    scope.deadline = trio.current_time() + STALL_SECONDS
+        finally:
+            self._wake_at(1)  # headers are small: any byte wakes their reader
         if scope.cancelled_caught:
             raise trio.TooSlowError("a chunk stopped arriving")
+
+    def _wake_at(self, count: int) -> None:
+        """Wake the reader only once `count` bytes are waiting (SO_RCVLOWAT).
+
+        A link slower than the reader delivers a chunk in pieces of a few KiB;
+        a wake per piece cost more CPU than the bytes themselves. Never more
+        than the bytes still to come, or the last piece would never wake it.
+        """
+        if count != self._low_water:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, count)
+            except OSError:
+                return  # closed meanwhile; the read that follows says so
+            self._low_water = count
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
