@@ -102,7 +102,9 @@ class ChunkFetcher:
     async def _fetch(self, cid: str) -> bytes:
         members = self.peers.placed()
         replication, _ = replication_factors(self.config, len(members))
-        holders = self.peers.read_order(preference(cid, members, replication), replication)
+        holders = self.peers.read_order(
+            preference(cid, members, replication), replication, chunk=cid
+        )
         if not holders:
             raise ChunkLost("no intact copy of the chunk exists on any member", chunk=cid)
         result: list[bytes] = []

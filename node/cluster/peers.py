@@ -33,13 +33,14 @@ from consensus.engine import Engine
 from node.cluster.auth import sign
 from node.cluster.data_plane import DataPlaneClient
 from node.cluster.errors import PeerError, PeerSentWrongBytes, PeerUnreachable, RelayBusy
-from node.cluster.placement import Placed
+from node.cluster.placement import Placed, score
 
 log = logging.getLogger(__name__)
 
 HEALTH_EVERY = 1.0
 DOWN_AFTER_FAILURES = 2
 EWMA = 0.3
+RTT_BAND = 0.002  # seconds: round trips this close are the same distance
 CHUNK_LIST_BATCH = 500  # chunk ids per confirm or drop request
 CHUNK_LIST_TIMEOUT = 10.0  # seconds for a peer to confirm or drop one batch of chunks
 RELAY_CONNECT = 2.0  # seconds to open a relay connection to a peer
@@ -142,10 +143,18 @@ class Peers:
         peer = self.state.get(node_id)
         return peer is not None and peer.up
 
-    def read_order(self, candidates: list[Placed], owners: int) -> list[str]:
+    def read_order(self, candidates: list[Placed], owners: int, chunk: str = "") -> list[str]:
         """Holders to ask, best first: live before down, the first `owners` candidates
         (the chunk's owners) before the rest, same zone, then lowest round trip.
-        Candidates keep their relative (placement) order where health says nothing."""
+
+        Round trips within one `RTT_BAND` of each other count as equal: on one
+        network they differ by noise, and following the noise would send every
+        fetch of this node to the same holder. Equal holders are ordered by a
+        hash of this node, the chunk and the holder, so the fetches of many
+        nodes pulling one blob at once spread over all its holders' links.
+        Without a chunk, candidates keep their placement order where health
+        says nothing.
+        """
         ranked = []
         for position, member in enumerate(candidates):
             if member.node_id == self.node_id:
@@ -153,11 +162,14 @@ class Peers:
             peer = self.state.get(member.node_id)
             if peer is None:
                 continue
+            rtt = peer.rtt if peer.rtt is not None else 1.0
             ranked.append((
                 not peer.up,
                 position >= owners,
                 peer.zone != self.zone,
-                peer.rtt if peer.rtt is not None else 1.0,
+                int(rtt / RTT_BAND),
+                score(chunk, f"{self.node_id}/{member.node_id}") if chunk else 0,
+                rtt,
                 position,
                 member.node_id,
             ))

@@ -44,3 +44,25 @@ def test_this_node_and_unknown_nodes_are_never_asked() -> None:
     peers = peers_seen_from("me", "a", [PeerState("o1", "h1", "a")])
     candidates = [Placed("me", "a"), Placed("gone", "a"), Placed("o1", "a")]
     assert peers.read_order(candidates, owners=2) == ["o1"]
+
+
+def test_owners_at_about_the_same_distance_share_the_fetches_of_many_nodes() -> None:
+    """Six nodes pulling one blob at once: round trips that differ by noise must not
+    send every fetch to one owner, or that owner's link alone carries the blob."""
+    chunks = [f"{k:064x}" for k in range(400)]
+    candidates = [Placed("o1", "a"), Placed("o2", "a")]
+    first: dict[str, int] = {"o1": 0, "o2": 0}
+    for me in ("n3", "n4", "n5", "n6"):
+        peers = peers_seen_from(me, "a", [
+            PeerState("o1", "h1", "a", rtt=0.00031),
+            PeerState("o2", "h2", "a", rtt=0.00042),
+        ])
+        for cid in chunks:
+            first[peers.read_order(candidates, owners=2, chunk=cid)[0]] += 1
+    assert 0.4 < first["o1"] / 1600 < 0.6
+    # A clearly nearer owner still comes first for every chunk.
+    peers = peers_seen_from("n3", "a", [
+        PeerState("o1", "h1", "a", rtt=0.0003),
+        PeerState("o2", "h2", "a", rtt=0.0300),
+    ])
+    assert {peers.read_order(candidates, owners=2, chunk=cid)[0] for cid in chunks} == {"o1"}
