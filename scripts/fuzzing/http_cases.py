@@ -507,8 +507,9 @@ async def raw_garbage(s: Sender, scene: Scene, rng: random.Random) -> None:
 
 
 PEER_PATHS = ["/_cluster/status", "/_cluster/health", "/_cluster/members", "/_cluster/leader",
-              "/_cluster/members/n1", "/_cluster/chunks/" + "0" * 64, "/_cluster/chunks/xyz",
-              "/_cluster/nope", "/_cluster/status/extra"]
+              "/_cluster/members/n1", "/_cluster/members/n1/drain", "/_cluster/chunks/confirm",
+              "/_cluster/chunks/drop", "/_cluster/chunks/" + "0" * 64, "/_cluster/nope",
+              "/_cluster/status/extra"]
 
 
 def _bad_signature(scene: Scene, rng: random.Random, method: str, path: str,
@@ -582,11 +583,13 @@ async def peer_signed_garbage(s: Sender, scene: Scene, rng: random.Random) -> No
     pick = rng.randrange(6)
     body = b""
     if pick == 0:
-        method, path = rng.choice(["GET", "HEAD"]), "/_cluster/chunks/" + rng.choice(
-            [hashlib.sha256(rng.randbytes(4)).hexdigest(), "0" * 63, "G" * 64, "x"])
+        method, path = "POST", "/_cluster/chunks/" + rng.choice(["confirm", "drop"])
+        doc = rng.choice([None, [], "x", {"chunks": "x"}, {"chunks": ["0" * 63]},
+                          {"chunks": ["G" * 64]}, {"chunks": [5]}, {"chunks": ["0" * 64] * 801}])
+        body = rng.choice([json.dumps(doc).encode(), pick_body(scene, rng)]) or b"{}"
     elif pick == 1:
-        method, path = "PUT", "/_cluster/chunks/" + hashlib.sha256(b"other").hexdigest()
-        body = pick_body(scene, rng)
+        method = rng.choice(["POST", "DELETE"])
+        path = "/_cluster/members/" + rng.choice(["nobody", "x" * 100, "n%00"]) + "/drain"
     elif pick == 2:
         method, path = "POST", "/_cluster/members"
         doc = rng.choice([None, [], "x", {"node_id": wrong_value(rng)},
@@ -603,7 +606,9 @@ async def peer_signed_garbage(s: Sender, scene: Scene, rng: random.Random) -> No
         method, path = rng.choice(METHODS[:6]), rng.choice(PEER_PATHS)
         if method in ("POST", "DELETE", "PUT") and path in ("/_cluster/members",
                                                             "/_cluster/leader",
-                                                            "/_cluster/members/n1"):
+                                                            "/_cluster/members/n1",
+                                                            "/_cluster/members/n1/drain",
+                                                            "/_cluster/chunks/drop"):
             method = "PATCH"
     digest = hashlib.sha256(body).hexdigest() if body else ""
     headers = list(sign(scene.secret, method, path, node_id=node, body_digest=digest).items())

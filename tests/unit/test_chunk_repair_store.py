@@ -57,7 +57,7 @@ def test_promote_without_a_cached_copy_says_so(store: ChunkStore) -> None:
 def test_a_damaged_cached_copy_is_not_promoted(store: ChunkStore) -> None:
     cid, data = chunk()
     store.cache_put(cid, data)
-    store.data.cache_path(cid).write_bytes(b"x" + data[1:])
+    store.data.cache_path(cid).write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])
     assert store.promote(cid) is None
     assert not store.has(cid) and store.cached_chunks == 0
     assert store.corrupt_reads == 1
