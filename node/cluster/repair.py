@@ -159,9 +159,14 @@ class Repairer:
         return self.config.node_id
 
     def live_report(self) -> dict[str, int] | None:
-        """The replication report from the pass's live numbers; None before a first scan."""
+        """The replication report from the live numbers of the pass under way; None
+        between passes, when pushes since the last one may have changed them."""
         status = self.status
-        if status.owned_missing_chunks is None or status.owned_chunks is None:
+        if (
+            status.state != "repairing"
+            or status.owned_missing_chunks is None
+            or status.owned_chunks is None
+        ):
             return None
         return {"owned": status.owned_chunks, "missing": status.owned_missing_chunks}
 

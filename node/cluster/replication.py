@@ -34,10 +34,10 @@ class ReplicationReport:
 
     Summed over the members, `missing` is the number of chunk copies the
     cluster is short of (under-replication): what `flotilla cluster status`
-    shows an operator. The repair loop's live numbers answer once its first
-    scan is done (they fall as it fetches, so an operator can watch them);
-    until then a scan of every recipe does, its answer reused for `max_age`
-    seconds.
+    shows an operator. While a repair pass runs, its live numbers answer (they
+    fall as it fetches, so an operator can watch them); between passes a scan
+    of every recipe does, its answer reused for `max_age` seconds, so blobs
+    pushed since the last pass count too.
     """
 
     def __init__(
@@ -52,7 +52,7 @@ class ReplicationReport:
         self.live = live
         self._last: tuple[float, dict[str, int]] | None = None
 
-    async def __call__(self, max_age: float = 30.0) -> dict[str, int]:
+    async def __call__(self, max_age: float = 5.0) -> dict[str, int]:
         if self.live is not None and (report := self.live()) is not None:
             return report
         now = trio.current_time()

@@ -12,7 +12,8 @@ missing (`repair.owned_missing_bytes` = 0). It prints the seconds that took,
 the bytes re-copied (the survivors' `repair.repaired_bytes` grew by) as
 GiB/min, and the survivors' CPU seconds per GiB re-copied, from
 /proc/PID/stat. It then waits for `under_replicated_total` to read 0 too:
-each node caches that report for 30 s, so it confirms, it does not time.
+between repair passes each node reuses that report for 5 s, so it confirms,
+it does not time.
 
 Without a repair loop (a node that knows no `--repair-bytes-per-second`)
 nothing is re-copied: the bench stops with a message once no progress was
@@ -108,7 +109,7 @@ class Progress:
     """One poll of the survivors' repair fields."""
 
     at: float  # perf_counter
-    missing_total: int  # under_replicated_total (cached up to 30 s by each node)
+    missing_total: int  # under_replicated_total (reused up to 5 s by each node between passes)
     repaired_bytes: int  # sum over survivors of repair.repaired_bytes
     owned_missing_bytes: int | None  # sum; None while a survivor has not scanned since
     has_repair: bool
@@ -172,7 +173,8 @@ def _stall_message(progress: Progress, stall: float) -> str:
 
 def _confirm_report(cluster: Cluster, url: str, removed: float, timeout: float) -> float | None:
     """Seconds after the removal at which `under_replicated_total` reads 0 in a report
-    computed after the removal (each node reuses its report for 30 s); None past timeout."""
+    computed after the removal (each node reuses its report for 5 s between passes);
+    None past timeout."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
         now = time.perf_counter()
@@ -253,7 +255,7 @@ def _report(
         ["removal to R restored (no survivor misses a copy)", f"{repair_seconds:.1f} s"],
         ["bytes re-copied (survivors' repaired_bytes)", f"{recopied / GiB:.2f} GiB"],
         ["repair rate, re-copied / time", f"{rate:.2f} GiB/min"],
-        ["under_replicated_total reads 0 (report cached 30 s)",
+        ["under_replicated_total reads 0 (report reused 5 s)",
          "not within the wait" if confirmed is None else f"{confirmed:.0f} s after removal"],
     ]
     cpu_rows = [[name.removeprefix("Flotilla "), f"{value / (moved / GiB):.2f}"]

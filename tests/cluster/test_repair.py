@@ -245,10 +245,14 @@ def test_repair_fetches_no_faster_than_its_rate(cluster_factory, tmp_path: Path)
     n3.start()
 
     samples: list[tuple[float, int]] = []
+    shown: list[tuple[int, float | None]] = []  # what `cluster status` shows meanwhile
 
     def done() -> bool:
-        status = repair(cluster, "n3")
+        doc = cluster.status("n3")
+        status = doc["repair"]
         samples.append((time.monotonic(), status["repaired_bytes"]))
+        if 0 < status["repaired_bytes"] < owed:
+            shown.append((doc["under_replicated"]["missing"], status["eta_seconds"]))
         return status["repaired_bytes"] >= owed
 
     wait_for(done, "n3 fetched what it owns", timeout=120, every=0.25)
@@ -258,5 +262,9 @@ def test_repair_fetches_no_faster_than_its_rate(cluster_factory, tmp_path: Path)
     print(f"repair rate: set {rate / MiB:.1f} MiB/s, measured {measured / MiB:.2f} MiB/s "
           f"over {t1 - t0:.1f} s")
     assert 0.8 * rate <= measured <= 1.2 * rate
+    # The operator watches the missing copies fall, with an estimate of the time left.
+    assert shown and all(missing > 0 for missing, _ in shown)
+    assert shown[-1][0] < shown[0][0]
+    assert all(eta is not None and 0 < eta < 120 for _, eta in shown)
     status = repair(cluster, "n3")
     assert status["owned_missing_chunks"] == 0 and status["eta_seconds"] == 0.0
