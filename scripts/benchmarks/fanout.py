@@ -88,6 +88,9 @@ class Round:
     alone: Pulls
     together: Pulls
     alone_fetched: int | None = None  # bytes the lone puller's node fetched from peers
+    # During the concurrent pulls, all nodes: bytes that crossed the links (a hedged
+    # fetch can bring a chunk twice), bytes kept (each chunk once), hedged fetches.
+    together_traffic: tuple[int, int, int] | None = None
     idle_cpu_per_second: float = 0.0  # all servers together, while nothing is pulled
 
 
@@ -205,8 +208,23 @@ def _flotilla_round(
         cached_before = _cached_bytes(cluster, "n2")
         alone = _pull_together([(2, url[2])], second, nodes)
         fetched = _cached_bytes(cluster, "n2") - cached_before
+        traffic_before = _traffic(cluster)
         together = _pull_together(list(url.items()), blob, nodes)
-    return Round(alone, together, fetched, idle)
+        traffic = tuple(b - a for a, b in zip(traffic_before, _traffic(cluster), strict=True))
+    return Round(alone, together, fetched, idle_cpu_per_second=idle,
+                 together_traffic=traffic)  # type: ignore[arg-type]
+
+
+def _traffic(cluster: Cluster) -> tuple[int, int, int]:
+    """All nodes' chunk bytes fetched from peers, cached bytes, and hedged fetches."""
+    fetched = kept = hedged = 0
+    for node_id in cluster.servers:
+        status = netns.run_in(netns.host_ns(1), lambda n=node_id: cluster.status(n))
+        counters = status.get("counters") or {}
+        fetched += int(counters.get("bytes_fetched", 0))
+        hedged += int(counters.get("hedged_fetches", 0))
+        kept += int(status["chunks"]["cached_bytes"])
+    return fetched, kept, hedged
 
 
 def _cached_bytes(cluster: Cluster, node_id: str) -> int:
@@ -290,6 +308,9 @@ def _report(args: argparse.Namespace, hosts: int, size: int, dist: Round, flot: 
         [f"Flotilla: slowest of {hosts} concurrent, each through its node",
          f"{flot.together.slowest:.2f} s", ""],
         ["Flotilla: growth, slowest / one", f"{flot_growth:.2f}x", ""],
+        *([["Flotilla: MiB over the links / MiB kept, concurrent",
+            f"{flot.together_traffic[0] / MiB:.0f} / {flot.together_traffic[1] / MiB:.0f}",
+            f"{flot.together_traffic[2]} hedged fetches"]] if flot.together_traffic else []),
         ["ratio Flotilla slowest / Distribution one pull", f"{ratio:.2f}",
          f"≤ {GOAL} {verdict(ratio <= GOAL)}"],
     ]
