@@ -30,6 +30,7 @@ from node.cluster.client import call_sync
 from scripts.benchmarks import processes
 from scripts.benchmarks.processes import Server
 from scripts.fuzzing import fixture as fx
+from scripts.fuzzing.data_plane import fuzz_data_plane
 from scripts.fuzzing.fixture import Fixture
 from scripts.fuzzing.http_cases import Scene, body_classes, choose_case
 from scripts.fuzzing.raft_frames import fuzz_raft
@@ -71,6 +72,7 @@ class Target:
     servers: dict[str, Server]  # node id -> process
     secret: bytes
     raft: dict[str, str]  # node id -> raft address (cluster only)
+    data: dict[str, str] = field(default_factory=dict)  # node id -> data plane (cluster only)
 
     @property
     def bases(self) -> list[str]:
@@ -89,15 +91,17 @@ def started(name: str, workdir: Path) -> Iterator[Target]:
     secret = load_or_create_secret(secret_file)
     ids = ["n1", "n2", "n3"]
     ports = {n: (processes.free_port(), processes.free_port()) for n in ids}
+    data = {n: f"127.0.0.1:{processes.free_port()}" for n in ids}
     peers = ",".join(f"{n}=127.0.0.1:{raft}" for n, (_, raft) in ports.items())
     with contextlib.ExitStack() as stack:
         servers = {
             n: stack.enter_context(processes.flotilla_raft_member(
-                workdir, n, http, raft, peers, secret_file, extra=extra))
+                workdir, n, http, raft, peers, secret_file,
+                extra=[*extra, "--data-listen", data[n]]))
             for n, (http, raft) in ports.items()
         }
         target = Target(name, servers, secret,
-                        {n: f"127.0.0.1:{raft}" for n, (_, raft) in ports.items()})
+                        {n: f"127.0.0.1:{raft}" for n, (_, raft) in ports.items()}, data)
         wait_for_leader(target)
         yield target
 
@@ -234,6 +238,7 @@ def run_target(name: str, plan: Plan, workdir: Path) -> Outcome:
         trio.run(_fuzz_http, target, scene, plan, tally)
         if target.raft and plan.replay is None:
             trio.run(fuzz_raft, target.raft, target.secret, plan.seed, plan.frames, tally)
+            trio.run(fuzz_data_plane, target.data, target.secret, plan.seed, plan.frames, tally)
         outcome.problems += _still_up(target)
         if not outcome.problems:
             for base in target.bases:
