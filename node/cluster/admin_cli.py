@@ -55,6 +55,11 @@ def cluster_status(secret: bytes, url: str) -> dict[str, Any]:
     first["under_replicated_total"] = sum(
         (m.get("under_replicated") or {}).get("missing", 0) for m in first["members"]
     )
+    # Copies owed to members that do not answer, as the answering node counts them.
+    first["copies_on_unreachable_members"] = (
+        (first.get("under_replicated") or {}).get("on_unreachable", 0)
+        if any(not m["reachable"] for m in first["members"]) else 0
+    )
     etas = [(m.get("repair") or {}).get("eta_seconds") for m in first["members"]]
     # The cluster is healed when its slowest node is; unknown while any node cannot say.
     first["repair_eta_seconds"] = (
@@ -107,6 +112,10 @@ def _print_status(doc: dict[str, Any]) -> None:
     print(f"chunk copies missing (under-replication), all nodes: "
           f"{doc['under_replicated_total']}   repair ETA: "
           f"{'unknown' if eta is None else f'{eta:.0f} s'}")
+    if doc.get("copies_on_unreachable_members"):
+        print(f"chunk copies on unreachable members: {doc['copies_on_unreachable_members']} "
+              "(restored by the others once the member is removed or drained, "
+              "or back when it returns)")
 
 
 DRAIN_POLL_SECONDS = 1.0  # between looks at the cluster while waiting for a drain

@@ -53,25 +53,34 @@ class ReplicationReport:
         self._last: tuple[float, dict[str, int]] | None = None
 
     async def __call__(self, max_age: float = 5.0) -> dict[str, int]:
-        if self.live is not None and (report := self.live()) is not None:
-            return report
+        """{"owned", "missing"} of this node, and "on_unreachable": the copies placement
+        gives to members this node sees down. Those are missing too while the member
+        stays away, but only the member can count them exactly (the copies it had);
+        this is what the answering node can say for it: the copies it owes."""
         now = trio.current_time()
-        if self._last is not None and now - self._last[0] < max_age:
-            return self._last[1]
+        if self._last is None or now - self._last[0] >= max_age:
+            self._last = (now, await self._scan())
+        report = dict(self._last[1])
+        if self.live is not None and (live := self.live()) is not None:
+            report.update(live)
+        return report
+
+    async def _scan(self) -> dict[str, int]:
         members = self.peers.placed()
         replication, _ = replication_factors(self.config, members)
         me = self.config.node_id
+        down = {m.node_id for m in members if not self.peers.is_up(m.node_id)}
 
         def scan() -> dict[str, int]:
-            owned = missing = 0
+            owned = missing = unreachable = 0
             for chunk_ids in self.engine.blob_chunk_lists():
                 for cid in chunk_ids:
-                    if any(m.node_id == me for m in owners(cid, members, replication)):
+                    holders = {m.node_id for m in owners(cid, members, replication)}
+                    unreachable += len(holders & down)
+                    if me in holders:
                         owned += 1
                         if not self.chunks.has(cid):
                             missing += 1
-            return {"owned": owned, "missing": missing}
+            return {"owned": owned, "missing": missing, "on_unreachable": unreachable}
 
-        report = await self.disk.run(scan)
-        self._last = (now, report)
-        return report
+        return await self.disk.run(scan)

@@ -117,6 +117,14 @@ def test_node_lost_for_good_is_re_replicated_and_survives_a_second_loss(
     cached_before = cluster.status("n1")["chunks"]["cached"]
     cluster.nodes["n4"].kill()
     leader = cluster.wait_for_leader(among=["n1", "n2", "n3"], not_="n4", timeout=30)
+    owed_to_n4 = sum(
+        1 for cid in everything if "n4" in placement(["n1", "n2", "n3", "n4"], cid)
+    )
+    # Before the removal, status counts the copies the dead member was to hold.
+    wait_for(
+        lambda: cluster_status(cluster, leader)["copies_on_unreachable_members"] == owed_to_n4,
+        "status counted the copies on the unreachable member", timeout=30,
+    )
     removed_at = time.time()
     removed = flotilla_cluster(
         cluster, "remove", "--url", cluster.nodes[leader].url, "--node-id", "n4"
@@ -136,6 +144,7 @@ def test_node_lost_for_good_is_re_replicated_and_survives_a_second_loss(
         )
 
     wait_for(healed, "under-replication reached 0 after the removal", timeout=240)
+    assert cluster_status(cluster, "n1")["copies_on_unreachable_members"] == 0
     healed_after = time.time() - removed_at
     repaired = sum(repair(cluster, n)["repaired_chunks"] for n in survivors)
     print(f"lost node: {repaired} chunks ({repaired} MiB) copied again, under-replication "
