@@ -204,11 +204,19 @@ def main(argv: list[str] | None = None) -> None:
     try:
         trio.run(_run_until_signalled, config)
     except* ConfigError as group:
-        print(f"flotilla: {group.exceptions[0]}", file=sys.stderr)
+        print(f"flotilla: {_first_leaf(group)}", file=sys.stderr)
         raise SystemExit(2) from None
     except* OSError as group:
-        print(f"flotilla: {group.exceptions[0]}", file=sys.stderr)
+        print(f"flotilla: {_first_leaf(group)}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first exception in a group of nested groups (nurseries inside nurseries)."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ kill it or that drive it with docker and skopeo.
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -66,8 +68,33 @@ async def registry(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Regis
     node.cancel_scope.cancel()
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports handed out below the kernel's ephemeral range, each at most once per run:
+# a port the kernel picked for `bind(0)` can be taken again by any outgoing
+# connection (a running node dials its peers all the time) before the node
+# meant to listen on it has started.
+_EPHEMERAL_FLOOR = _ephemeral_floor()
+_next_port = itertools.count(random.randrange(10000, max(10001, _EPHEMERAL_FLOOR - 8000)))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nobody listens on, that no outgoing connection will take."""
+    for port in _next_port:
+        if port >= _EPHEMERAL_FLOOR:
+            break
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the range below is used up: any free port
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
