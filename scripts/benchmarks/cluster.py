@@ -45,12 +45,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.cluster.auth import load_or_create_secret
 from scripts.benchmarks import processes
 from scripts.benchmarks.client import RegistryClient
 from scripts.benchmarks.payload import Blob, MiB, write_random_file
 from scripts.benchmarks.processes import Server, ServerFailed
-from scripts.benchmarks.raft import Cluster
+from scripts.benchmarks.raft import Cluster, local_group
 from scripts.benchmarks.table import render, verdict
 
 GOALS = {"push": 0.8, "pull": 0.8, "pull3": 1.0}
@@ -75,7 +74,6 @@ def _cluster(
 ) -> Iterator[tuple[Cluster, Callable[[], Server]]]:
     """Three bootstrapped members, and a function that starts a fourth that joins."""
     secret_file = workdir / "secret"
-    secret = load_or_create_secret(secret_file)
     extra = ["--cache-bytes", "0"]
     if processes.serve_accepts("--repair-bytes-per-second"):
         # 1 byte/s lets the repair loop move one chunk and then wait for days, so n4
@@ -83,19 +81,9 @@ def _cluster(
         extra += ["--repair-bytes-per-second", "1"]
     if chunk_size:
         extra += ["--chunk-size", str(chunk_size)]
-    nodes = ("n1", "n2", "n3")
-    ports = {n: (processes.free_port(), processes.free_port()) for n in nodes}
-    peers = ",".join(f"{n}=127.0.0.1:{raft}" for n, (_, raft) in ports.items())
     with contextlib.ExitStack() as stack:
-        servers = {
-            n: stack.enter_context(
-                processes.flotilla_raft_member(
-                    workdir, n, http, raft, peers, secret_file, extra=extra
-                )
-            )
-            for n, (http, raft) in ports.items()
-        }
-        cluster = Cluster(secret, servers)
+        cluster = stack.enter_context(local_group(workdir, extra=extra, stack=stack))
+        servers = cluster.servers
 
         def join() -> Server:
             http, raft = processes.free_port(), processes.free_port()

@@ -113,16 +113,22 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def _three_nodes(workdir: Path) -> Iterator[Cluster]:
+def local_group(
+    workdir: Path, nodes: tuple[str, ...] = NODES, extra: list[str] | None = None,
+    stack: contextlib.ExitStack | None = None,
+) -> Iterator[Cluster]:
+    """`nodes` bootstrapped as one group on loopback ports, with `extra` flags each;
+    their processes end with `stack` when one is given (a node started later can
+    join it), else when the block ends."""
     secret_file = workdir / "secret"
     secret = load_or_create_secret(secret_file)
-    ports = {n: (processes.free_port(), processes.free_port()) for n in NODES}
+    ports = {n: (processes.free_port(), processes.free_port()) for n in nodes}
     peers = ",".join(f"{n}=127.0.0.1:{raft}" for n, (_, raft) in ports.items())
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as own:
         servers = {
-            n: stack.enter_context(
-                processes.flotilla_raft_member(workdir, n, http, raft, peers, secret_file)
-            )
+            n: (stack or own).enter_context(processes.flotilla_raft_member(
+                workdir, n, http, raft, peers, secret_file, extra=extra or []
+            ))
             for n, (http, raft) in ports.items()
         }
         yield Cluster(secret, servers)
@@ -544,7 +550,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench raft: temp folder {workdir}", file=sys.stderr)
         load_before = os.getloadavg()[0]
         fsync = fdatasync_ms(workdir)
-        with _three_nodes(workdir) as cluster:
+        with local_group(workdir) as cluster:
             for name, server in cluster.servers.items():
                 print(f"  {name} at {server.url} (pid {server.pid})", file=sys.stderr)
             leader = cluster.wait_for_leader()

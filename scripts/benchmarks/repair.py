@@ -24,24 +24,21 @@ one copy and has no replicas to restore, so there is no ratio against it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from node.cluster.admin_cli import cluster_status
-from node.cluster.auth import load_or_create_secret
 from scripts.benchmarks import processes
 from scripts.benchmarks.client import FlowFailed, RegistryClient
 from scripts.benchmarks.payload import Blob, MiB, write_random_file
 from scripts.benchmarks.processes import REPO_ROOT, Server, ServerFailed
-from scripts.benchmarks.raft import Cluster
+from scripts.benchmarks.raft import Cluster, local_group
 from scripts.benchmarks.table import render
 
 GiB = 1 << 30
@@ -65,22 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give up when nothing progressed this long (default 90)")
     parser.add_argument("--chunk-size", type=int, default=None, help="Flotilla chunk size")
     parser.add_argument("--workdir", type=Path, default=None, help="temp folder parent")
-
-
-@contextlib.contextmanager
-def _four_nodes(workdir: Path, extra: list[str]) -> Iterator[Cluster]:
-    secret_file = workdir / "secret"
-    secret = load_or_create_secret(secret_file)
-    ports = {n: (processes.free_port(), processes.free_port()) for n in NODES}
-    peers = ",".join(f"{n}=127.0.0.1:{raft}" for n, (_, raft) in ports.items())
-    with contextlib.ExitStack() as stack:
-        servers = {
-            n: stack.enter_context(processes.flotilla_raft_member(
-                workdir, n, http, raft, peers, secret_file, extra=extra
-            ))
-            for n, (http, raft) in ports.items()
-        }
-        yield Cluster(secret, servers)
 
 
 def _bytes_under(folder: Path) -> tuple[int, int]:
@@ -202,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench repair: temp folder {workdir}", file=sys.stderr)
         random_file = workdir / "random.bin"
         write_random_file(random_file, blob_size)
-        with _four_nodes(workdir, extra) as cluster:
+        with local_group(workdir, NODES, extra) as cluster:
             leader = cluster.wait_for_leader()
             for server in cluster.servers.values():
                 processes.wait_until_writable(server.url, server.name)
