@@ -18,6 +18,7 @@ import trio
 from blake3 import blake3
 
 from consensus.engine import FrameSeal, dial_handshake
+from consensus.raft.transport import FRAME_HEADER, TAG_BYTES, FrameReader
 from node.cluster.data_frames import (
     ANSWER_KEY_CONTEXT,
     GET,
@@ -31,30 +32,12 @@ from node.cluster.data_frames import (
     open_header,
     seal_header,
 )
+from scripts.fuzzing.raft_frames import raw_connection
 from scripts.fuzzing.tally import Tally
 
 FUZZ_ID = "fuzzer"
 REQUESTS_PER_CONNECTION = 4
 ANSWER_WAIT = 5.0  # seconds for an answer to a well-formed request
-FRAME_PREFIX = 4 + 16  # a sealed frame's length and its tag
-
-
-class _Reader:
-    """Exact reads from a stream, what the handshake and the headers need."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-
-    async def read_exactly(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise EOFError("closed")
-            self.buffer += data
-        out = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return out
 
 
 def _request(rng: random.Random, seal: FrameSeal) -> tuple[str, bytes, bool]:
@@ -94,7 +77,7 @@ async def _conversation(address: str, secret: bytes, rng: random.Random, tally: 
         with trio.fail_after(ANSWER_WAIT * 2):
             stream = await trio.open_tcp_stream(host, int(port))
             async with stream:
-                reader = _Reader(stream)
+                reader = FrameReader(stream)
                 agreed = await dial_handshake(stream, reader, secret, FUZZ_ID, GREETING)
                 tally.count("data plane", "handshakes")
                 requests = agreed.seal(REQUEST_KEY_CONTEXT)
@@ -122,9 +105,9 @@ async def _conversation(address: str, secret: bytes, rng: random.Random, tally: 
         tally.count("data plane", "no answer in time")
 
 
-async def _answer_body(reader: _Reader, answers: FrameSeal) -> bytes:
-    frame_length(answers, await reader.read_exactly(FRAME_PREFIX))
-    return await reader.read_exactly(HEADER_BYTES + 16)
+async def _answer_body(reader: FrameReader, answers: FrameSeal) -> bytes:
+    frame_length(answers, await reader.read_exactly(FRAME_HEADER))
+    return await reader.read_exactly(HEADER_BYTES + TAG_BYTES)
 
 
 def raw_bytes(rng: random.Random) -> bytes:
@@ -139,21 +122,6 @@ def raw_bytes(rng: random.Random) -> bytes:
     return b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-async def _raw_connection(address: str, data: bytes, tally: Tally) -> None:
-    host, _, port = address.rpartition(":")
-    tally.frames += 1
-    try:
-        with trio.move_on_after(3):
-            stream = await trio.open_tcp_stream(host, int(port))
-            async with stream:
-                await stream.send_all(data)
-                while await stream.receive_some(4096):
-                    pass
-    except (OSError, trio.BrokenResourceError):
-        pass
-    tally.count("data plane raw", "garbage connections")
-
-
 async def fuzz_data_plane(
     members: dict[str, str], secret: bytes, seed: int, count: int, tally: Tally,
 ) -> None:
@@ -164,4 +132,5 @@ async def fuzz_data_plane(
     for _ in range(max(1, count // REQUESTS_PER_CONNECTION)):
         await _conversation(members[rng.choice(ids)], secret, rng, tally)
     for _ in range(max(1, count // 10)):
-        await _raw_connection(members[rng.choice(ids)], raw_bytes(rng), tally)
+        await raw_connection(members[rng.choice(ids)], raw_bytes(rng), tally,
+                             channel="data plane raw", after_challenge=False)

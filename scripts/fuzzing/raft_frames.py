@@ -151,21 +151,26 @@ async def _send_frames(transport: Transport, target: str, frames: list[Any],
             return
 
 
-async def _raw_connection(address: str, data: bytes, tally: Tally) -> None:
+async def raw_connection(
+    address: str, data: bytes, tally: Tally, *, channel: str = "raft raw",
+    after_challenge: bool = True,
+) -> None:
+    """Write `data` to a fresh connection (after the node's challenge, unless it
+    starts with 0xff or `after_challenge` is off) and read until the node hangs up."""
     host, _, port = address.rpartition(":")
     tally.frames += 1
     try:
         with trio.move_on_after(3):
             stream = await trio.open_tcp_stream(host, int(port))
             async with stream:
-                if data[:1] != b"\xff":
+                if after_challenge and data[:1] != b"\xff":
                     await stream.receive_some(36)  # the node's challenge
                 await stream.send_all(data)
                 while await stream.receive_some(4096):
                     pass
-        tally.count("raft raw", "garbage connections")
     except (OSError, trio.BrokenResourceError):
-        tally.count("raft raw", "garbage connections")
+        pass
+    tally.count(channel, "garbage connections")
 
 
 async def _ignore(sender: str, frame: Any) -> None:
@@ -192,5 +197,5 @@ async def fuzz_raft(
                 await _send_frames(transport, target,
                                    frames[start:start + FRAMES_PER_CONNECTION], tally)
         for _ in range(max(1, count // 10)):
-            await _raw_connection(members[rng.choice(ids)], raw_bytes(rng), tally)
+            await raw_connection(members[rng.choice(ids)], raw_bytes(rng), tally)
         nursery.cancel_scope.cancel()
