@@ -7,11 +7,8 @@ kill it or that drive it with docker and skopeo.
 
 from __future__ import annotations
 
-import itertools
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +23,7 @@ from hypothesis import settings
 
 from node.app import RunningNode, serve
 from node.config import Config
+from scripts.benchmarks.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,37 +64,6 @@ async def registry(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Regis
     async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
         yield Registry(node, client, config.data)
     node.cancel_scope.cancel()
-
-
-def _ephemeral_floor() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-# Ports handed out below the kernel's ephemeral range, each at most once per run:
-# a port the kernel picked for `bind(0)` can be taken again by any outgoing
-# connection (a running node dials its peers all the time) before the node
-# meant to listen on it has started.
-_EPHEMERAL_FLOOR = _ephemeral_floor()
-_next_port = itertools.count(random.randrange(10000, max(10001, _EPHEMERAL_FLOOR - 8000)))
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on, that no outgoing connection will take."""
-    for port in _next_port:
-        if port >= _EPHEMERAL_FLOOR:
-            break
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # the range below is used up: any free port
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

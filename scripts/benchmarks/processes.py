@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,9 +52,33 @@ class Server:
         return self.process.pid
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports handed out below the kernel's ephemeral range, each at most once per
+# process: a port the kernel picked for `bind(0)` can be taken again by any
+# outgoing connection (a running node dials its peers all the time) before the
+# server meant to listen on it has started.
+_EPHEMERAL_FLOOR = _ephemeral_floor()
+_next_port = itertools.count(random.randrange(10000, max(10001, _EPHEMERAL_FLOOR - 8000)))
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A loopback port nobody listens on, that no outgoing connection will take."""
+    for port in _next_port:
+        if port >= _EPHEMERAL_FLOOR:
+            break
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # used up: any free port
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -137,6 +164,7 @@ def _serve_argv(data: Path, port: int, *extra: str, host: str = "127.0.0.1") -> 
     ]
 
 
+@functools.cache
 def serve_accepts(flag: str) -> bool:
     """Whether this tree's `flotilla serve` knows `flag` (benchmarks run on branches that
     may not have every setting yet)."""
@@ -152,6 +180,8 @@ def flotilla_node(workdir: Path, *, chunk_size: int | None = None) -> Iterator[S
     """`flotilla serve` on a free loopback port with its data under `workdir`."""
     port = free_port()
     extra = ["--chunk-size", str(chunk_size)] if chunk_size is not None else []
+    if serve_accepts("--data-listen"):
+        extra += ["--data-listen", f"127.0.0.1:{free_port()}"]
     argv = _serve_argv(workdir / "flotilla-data", port, *extra)
     with _running("Flotilla", argv, f"http://127.0.0.1:{port}", workdir / "flotilla.log") as s:
         yield s
@@ -165,13 +195,17 @@ def flotilla_raft_member(
     """One member of a bootstrapped Raft group: `flotilla serve --node-id … --peers …`,
     data in `workdir/<node_id>`, log in `workdir/<node_id>.log`. Ready once it answers
     /v2/, which comes before the group has a leader."""
+    extra = list(extra or [])
+    if netns is None and "--data-listen" not in extra and serve_accepts("--data-listen"):
+        # On the shared loopback the default (the HTTP port + 2000) may be in use.
+        extra += ["--data-listen", f"{host}:{free_port()}"]
     argv = _serve_argv(
         workdir / node_id, http_port,
         "--node-id", node_id,
         "--raft", f"{host}:{raft_port}",
         "--peers", peers,
         "--secret-file", str(secret_file),
-        *(extra or []),
+        *extra,
         host=host,
     )
     url = f"http://{host}:{http_port}"
