@@ -7,6 +7,7 @@ of one root nursery; cancelling that nursery stops the node.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections import Counter
@@ -39,6 +40,7 @@ from node.cluster.repair import Repairer
 from node.cluster.replication import ReplicationReport
 from node.cluster.scrub import Scrubber
 from node.config import Config
+from node.readiness import Readiness
 from node.services import NodeServices
 from node.storage.chunks import ChunkStore
 from node.storage.disk_threads import DiskThreads
@@ -86,6 +88,22 @@ def create_app(rt: NodeServices) -> RegistryApp:
         scrub=rt.scrubber.status,
         repair=rt.repairer.status,
     )
+
+    readiness = Readiness(
+        rt.config.node_id, rt.engine, rt.data.tmp, rt.on_disk,
+        min_free_bytes=rt.config.min_free_bytes,
+    )
+
+    @app.route("/healthz", methods=["GET", "HEAD"])
+    async def healthz() -> Response:
+        body = b"" if request.method == "HEAD" else b'{"live": true}'
+        return Response(body, status=200, content_type="application/json")
+
+    @app.route("/readyz", methods=["GET", "HEAD"])
+    async def readyz() -> Response:
+        ready, report = await readiness.check()
+        body = b"" if request.method == "HEAD" else json.dumps(report).encode()
+        return Response(body, status=200 if ready else 503, content_type="application/json")
 
     @app.route("/v2", methods=["GET", "HEAD"])
     @app.route("/v2/", methods=["GET", "HEAD"])

@@ -9,9 +9,10 @@ accepted and its first request read, so the client gets an answer it
 understands rather than a reset; only a further overflow past that is closed
 at accept.
 
-Two kinds of traffic never compete with clients for these slots: the base
-check `/v2/` (what load balancers and the tests probe for readiness) is
-never refused, and the peer API (`/_cluster/…`, other nodes' health checks,
+Two kinds of traffic never compete with clients for these slots: the probes
+(the base check `/v2/`, `/healthz`, `/readyz` and `/metrics`, what load
+balancers, healthchecks and scrapers ask, so a busy node can still be seen
+to be busy) are never refused, and the peer API (`/_cluster/…`, other nodes' health checks,
 chunk copies and status) has a budget of requests of its own, so a node
 flooded by clients still answers its peers. Peer requests on a connection
 past the client cap are served too.
@@ -38,6 +39,7 @@ from node.api.errors import AtCapacity
 
 RETRY_AFTER = 1  # seconds; a busy node frees slots as fast as requests finish
 Address = tuple[str, int]
+PROBES = frozenset(("/v2", "/v2/", "/healthz", "/readyz", "/metrics"))
 
 
 class Budget(Enum):
@@ -45,13 +47,13 @@ class Budget(Enum):
 
     CLIENT = "client"
     PEER = "peer"
-    NONE = "none"  # never refused: the base check
+    NONE = "none"  # never refused: the probes
 
 
 def budget_of(path: str) -> Budget:
     if path.startswith("/_cluster/"):
         return Budget.PEER
-    if path in ("/v2", "/v2/"):
+    if path in PROBES:
         return Budget.NONE
     return Budget.CLIENT
 
