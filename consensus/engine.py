@@ -24,6 +24,8 @@ is the transport's handshake and frame seal, which the chunk data plane
 from __future__ import annotations
 
 import shutil
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ from consensus.commands import (
 from consensus.raft.core import MAX_APPEND_BYTES, MAX_UNCOMMITTED_BYTES, ProposalsBackedUp
 from consensus.raft.driver import SNAPSHOT_BYTES, RaftDriver
 from consensus.raft.membership import ConfChange
+from consensus.raft.timings import Timings
 from consensus.raft.transport import (
     QUEUE_BYTES,
     TAG_BYTES,
@@ -102,8 +105,10 @@ __all__ = [
     "Refusal",
     "Refused",
     "RegisterMember",
+    "RaftObservations",
     "StatePaths",
     "TAG_BYTES",
+    "Timings",
     "UnlinkBlob",
     "UnregisterMember",
     "answer_handshake",
@@ -175,6 +180,18 @@ class RaftSettings:
     queue_bytes: int = QUEUE_BYTES  # frames waiting for one peer, beyond which they are dropped
 
 
+@dataclass
+class RaftObservations:
+    """What this member counted and timed since it started, for the node's metrics:
+    proposals by outcome (committed, refused, no_quorum, overloaded, abandoned) and their
+    latency, the write-ahead log's fsyncs, and the snapshots it took."""
+
+    proposals: Counter[str]
+    propose_seconds: Timings
+    wal_fsync_seconds: Timings
+    snapshots_taken: int
+
+
 class Engine(Protocol):
     queries: Queries
     http_advertise: str | None  # set by the node once its HTTP port is bound
@@ -205,6 +222,10 @@ class Engine(Protocol):
     def voters(self) -> tuple[str, ...]: ...
 
     def status(self) -> dict[str, Any]: ...
+
+    def observations(self) -> RaftObservations:
+        """Counts and timings since start, cheap to read (no disk, no lock)."""
+        ...
 
     async def add_member(self, node_id: str, raft: str, http: str, zone: str = ...) -> None: ...
 
@@ -291,6 +312,8 @@ class RaftEngine:
                 advertise_host=settings.advertise_host, queue_bytes=settings.queue_bytes,
             )
         self._proposals: dict[str, _Proposal] = {}
+        self._proposal_outcomes: Counter[str] = Counter()
+        self._propose_seconds = Timings()
         self._driver = RaftDriver(
             settings.node_id,
             applier=self._applier,
@@ -323,7 +346,20 @@ class RaftEngine:
         Raises Refused when the state machine refused it, NoQuorum on timeout,
         Overloaded when Raft had no room for it in that time.
         """
-        result = await self._commit(command)
+        started = time.monotonic()
+        outcome = "abandoned"  # the request was cancelled (its client went away)
+        try:
+            result = await self._commit(command)
+            outcome = "committed" if result.refusal is None else "refused"
+        except Overloaded:
+            outcome = "overloaded"
+            raise
+        except NoQuorum:
+            outcome = "no_quorum"
+            raise
+        finally:
+            self._proposal_outcomes[outcome] += 1
+            self._propose_seconds.observe(time.monotonic() - started)
         if result.refusal is not None:
             raise Refused(result.refusal, result.detail)
 
@@ -446,6 +482,14 @@ class RaftEngine:
             "uncommitted_bytes": st.uncommitted_bytes,
             "shed_proposals": self._driver.shed_proposals,
         }
+
+    def observations(self) -> RaftObservations:
+        return RaftObservations(
+            proposals=self._proposal_outcomes,
+            propose_seconds=self._propose_seconds,
+            wal_fsync_seconds=self._driver.wal_fsync_seconds,
+            snapshots_taken=self._driver.snapshots.taken,
+        )
 
     async def add_member(self, node_id: str, raft: str, http: str, zone: str = "default") -> None:
         """Record the new node's addresses, then make it a voter."""

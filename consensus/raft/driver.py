@@ -67,6 +67,7 @@ from consensus.raft.ready import (
     plan_ready,
 )
 from consensus.raft.snapshots import Snapshots, open_log
+from consensus.raft.timings import Timings
 from consensus.raft.transport import PeerTransport
 from consensus.raft.types import Entry, EntryKind, HardState, SnapshotMeta
 
@@ -206,6 +207,7 @@ class RaftDriver:
         self._read_answered = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._save_seconds = 0.0  # moving average of the time a WAL save takes
+        self._logged_leader: tuple[str | None, int] = (None, 0)  # (leader, term) last logged
         transport.on_frame = self._on_frame
         transport.on_learned = self._refresh_peers
         self._refresh_peers()
@@ -223,6 +225,10 @@ class RaftDriver:
     @property
     def snapshot_index(self) -> int:
         return self.snapshots.index
+
+    @property
+    def wal_fsync_seconds(self) -> Timings:
+        return self._wal.fsync_seconds
 
     def status(self) -> Status:
         return self.core.status()
@@ -358,8 +364,19 @@ class RaftDriver:
                 self._leader_changed = _fire(self._leader_changed)
                 self._read_answered = _fire(self._read_answered)
                 self.on_leader_change()
-                if step.soft_state.role is Role.LEADER:
-                    log.info("%s is leader (term %d)", self.node_id, self.core.term)
+                self._log_leader(step.soft_state.leader, step.soft_state.role)
+
+    def _log_leader(self, leader: str | None, role: Role) -> None:
+        """One line per leader this member learns of (a role change alone, such as
+        becoming a candidate, or losing the leader in an election, logs nothing)."""
+        term = self.core.term
+        if leader is None or (leader, term) == self._logged_leader:
+            return
+        self._logged_leader = (leader, term)
+        if role is Role.LEADER:
+            log.info("%s is leader (term %d)", self.node_id, term)
+        else:
+            log.info("leader is %s (term %d)", leader, term)
 
     async def _save(self, step: SaveToLog) -> None:
         # With appends in flight the save goes to a thread, so the transport

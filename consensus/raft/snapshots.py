@@ -160,6 +160,7 @@ class Snapshots:
         self.compact_core = compact_core
         self.index = index  # the newest snapshot the log is compacted to
         self._taking = False
+        self.taken = 0  # snapshots taken here since start (not received), for the metrics
         self._files = trio.Lock()  # one snapshot file written at a time
         self._receiving: dict[tuple[str, str], _Transfer] = {}  # (sender, transfer id)
         self.transfer_idle_seconds = TRANSFER_IDLE_SECONDS
@@ -194,6 +195,7 @@ class Snapshots:
             async with self.wal_lock:
                 await self.threads.run(self.wal.compact, meta)
             self.index = max(self.index, index)
+            self.taken += 1
             log.info("snapshot at index %d; log compacted", index)
         except OSError as exc:
             log.error("snapshot at %d failed, will try again: %r", applied, exc)

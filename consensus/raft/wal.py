@@ -40,6 +40,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
+import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from pathlib import Path
 import msgpack
 from blake3 import blake3
 
+from consensus.raft.timings import Timings
 from consensus.raft.types import Entry, EntryKind, HardState, SnapshotMeta
 
 __all__ = [
@@ -362,6 +364,7 @@ class WriteAheadLog:
         # snapshot, without keeping the entries themselves in memory twice.
         self._first_index = (replay.snapshot.index if replay.snapshot else 0) + 1
         self._terms = array("Q", (entry.term for entry in replay.log))
+        self.fsync_seconds = Timings()  # each append's fdatasync, for the node's metrics
 
     # -- opening ----------------------------------------------------------------
 
@@ -563,7 +566,9 @@ class WriteAheadLog:
         assert self._fd is not None
         try:
             _write_all(self._fd, data)
+            started = time.perf_counter()
             os.fdatasync(self._fd)
+            self.fsync_seconds.observe(time.perf_counter() - started)
         except BaseException as exc:
             self._failed = exc
             raise
