@@ -40,7 +40,9 @@ from node.cluster.repair import Repairer
 from node.cluster.replication import ReplicationReport
 from node.cluster.scrub import Scrubber
 from node.config import Config
+from node.metrics import CONTENT_TYPE, NodeMetrics
 from node.readiness import Readiness
+from node.request_log import RequestObserver, current_node
 from node.services import NodeServices
 from node.storage.chunks import ChunkStore
 from node.storage.disk_threads import DiskThreads
@@ -58,6 +60,7 @@ class RegistryApp(QuartTrio):
     request_class = BoundedRequest
     admission: Admission | None = None  # the caps its connection class enforces
     body_pace: BodyPace | None = None  # how slowly a request body may arrive
+    metrics: NodeMetrics | None = None  # what GET /metrics shows; fed by RequestObserver
 
 
 def create_app(rt: NodeServices) -> RegistryApp:
@@ -67,6 +70,7 @@ def create_app(rt: NodeServices) -> RegistryApp:
         max_requests=rt.config.max_inflight_requests,
     )
     app.body_pace = BodyPace(rt.config.body_read_timeout, rt.config.body_min_rate)
+    metrics = app.metrics = NodeMetrics(rt)
     app.config.update(
         MAX_CONTENT_LENGTH=None,  # uploads stream; manifests are bounded by their handler
         BODY_TIMEOUT=None,  # the body's pace is checked as it streams (request_bodies.py)
@@ -104,6 +108,10 @@ def create_app(rt: NodeServices) -> RegistryApp:
         ready, report = await readiness.check()
         body = b"" if request.method == "HEAD" else json.dumps(report).encode()
         return Response(body, status=200 if ready else 503, content_type="application/json")
+
+    @app.route("/metrics", methods=["GET"])
+    async def metrics_page() -> Response:
+        return Response(metrics.exposition(), status=200, content_type=CONTENT_TYPE)
 
     @app.route("/v2", methods=["GET", "HEAD"])
     @app.route("/v2/", methods=["GET", "HEAD"])
@@ -218,7 +226,8 @@ def hypercorn_config(config: Config, admission: Admission | None = None) -> Hype
     hc = AdmittedConfig()
     hc.admission = admission
     hc.bind = [config.listen]
-    hc.accesslog = logging.getLogger("flotilla.access") if config.access_log else None
+    # The access line is node.request_log's: Hypercorn's would log query strings.
+    hc.accesslog = None
     hc.errorlog = logging.getLogger("flotilla.http")
     hc.keep_alive_timeout = 75
     hc.graceful_timeout = 5
@@ -242,6 +251,7 @@ async def serve(
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one node until cancelled; its worker threads stop with it."""
+    current_node.set(config.node_id)  # every task of this node inherits it (log records)
     tune_process()
     cap_connections()
     rt = build_services(config)
@@ -262,8 +272,10 @@ async def serve(
             await nursery.start(
                 DrainFinisher(config.node_id, rt.engine, rt.peers, rt.repairer.status.as_dict).run
             )
+            assert app.metrics is not None
+            observed = RequestObserver(app, app.metrics.observe_request, access=config.access_log)
             binds = await nursery.start(
-                hypercorn_serve, app, hypercorn_config(config, app.admission)
+                hypercorn_serve, observed, hypercorn_config(config, app.admission)
             )
             url = binds[0] if binds else f"http://{config.listen}"
             port = url.rsplit(":", 1)[1]
@@ -275,7 +287,12 @@ async def serve(
                         secret=rt.secret, url=config.join,
                     )
                 )
-            log.info("node %s serving on %s", config.node_id, url)
+            log.info(
+                "node %s serving on %s (raft %s, data plane %s); members: %s", config.node_id,
+                url, rt.engine.raft_advertise or config.raft_listen, data_plane.address,
+                ", ".join(sorted(m.node_id for m in rt.engine.members()))
+                or ", ".join(sorted(config.peer_map())) or "none yet",
+            )
             task_status.started(RunningNode(rt, url, nursery.cancel_scope))
     finally:
         try:

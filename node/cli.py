@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -10,11 +11,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
 
 from node.config import Config, ConfigError, load_config
+from node.request_log import ContextFilter
 
 # Control characters, and the Unicode ones that viewers also break lines at,
 # as the escapes Python would write for them: a CR or LF that a client put in
@@ -76,14 +79,58 @@ class RepeatLimit(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
+class JsonLineFormatter(logging.Formatter):
+    """Formats a record as one JSON object on one line: time (RFC 3339, UTC), level,
+    logger, message, node, and inside a request its id, method and path (and, on the
+    access line, status and duration). json.dumps escapes every control character."""
+
+    FIELDS = ("request_id", "method", "path", "status", "duration_seconds")
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        doc: dict[str, object] = {
+            "time": when.replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        node_id = getattr(record, "node_id", None)
+        if node_id:
+            doc["node"] = node_id
+        for name in self.FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                doc[name] = value
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+# Libraries whose INFO lines are per request: httpx logs every peer health check.
+CHATTY_LOGGERS = ("httpx", "httpcore", "flotilla.http")
+
+
+def configure_logging(level: str, log_format: str = "text", node_id: str | None = None) -> None:
     """One handler on the root logger, so Flotilla's own loggers and Hypercorn's
-    (`flotilla.http`, `flotilla.access`, see `node.app.hypercorn_config`) are all
-    escaped and rate-limited the same way."""
+    (`flotilla.http`, see `node.app.hypercorn_config`) and the access line
+    (`flotilla.access`, see `node.request_log`) are all escaped, tagged with the
+    request they belong to, and rate-limited the same way.
+
+    Quiet unless asked: below debug level, the libraries that log every request
+    they make or serve only get to say what went wrong."""
     handler = logging.StreamHandler()
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if log_format == "json":
+        handler.setFormatter(JsonLineFormatter())
+    else:
+        handler.setFormatter(OneLineFormatter(
+            "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
+        ))
+    handler.addFilter(ContextFilter(node_id))
     handler.addFilter(RepeatLimit())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    quiet = logging.WARNING if level.lower() != "debug" else logging.NOTSET
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,8 +145,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
     serve.add_argument(
         "--access-log", dest="access_log", action="store_true", default=None,
-        help="log every request",
+        help="log every request (one line each: method, path, status, duration)",
     )
+    serve.add_argument("--log-format", dest="log_format", choices=["text", "json"],
+                       help="text (default) or json: one JSON object per line")
     serve.add_argument("--raft", help="HOST:PORT of the Raft transport (default: port + 1000)")
     serve.add_argument("--data-listen", dest="data_listen",
                        help="HOST:PORT of the chunk data plane between peers "
@@ -198,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"flotilla: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format, config.node_id)
     # What fails while the node starts (an unusable secret file, a port in use) arrives
     # wrapped in the nurseries' exception groups; it is still reported as one line.
     try:

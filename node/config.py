@@ -39,6 +39,7 @@ class Config:
     disk_threads: int = 8
     log_level: str = "info"
     access_log: bool = False
+    log_format: str = "text"  # or "json": one object per line (node/cli.py)
     # The Raft group (see README, "Running a cluster").
     raft: str | None = None  # HOST:PORT of this node's Raft transport; default port + 1000
     # HOST:PORT of this node's chunk data plane (node/cluster/data_plane.py); default port + 2000
@@ -131,6 +132,8 @@ class Config:
             raise ConfigError("max_manifest_bytes must be between 1 KiB and 16 MiB")
         if self.disk_threads < 1:
             raise ConfigError("disk_threads must be at least 1")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError('log_format must be "text" or "json"')
         if self.consistency not in ("local", "linearizable"):
             raise ConfigError('consistency must be "local" or "linearizable"')
         if self.propose_timeout <= 0 or self.tick_ms < 1 or self.snapshot_every < 1:

@@ -50,6 +50,23 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
 ]
 
 
+# Each route as a template (`/v2/{name}/blobs/{digest}`): what metrics label a
+# request with, so a label never holds a client's repository name or digest.
+TEMPLATES = [
+    (pattern, "/v2/" + re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern.pattern).removesuffix("/?"))
+    for pattern, _ in ROUTES
+]
+
+
+def route_template(path: str) -> str:
+    """The template of the route `path` (the part after `/v2/`) matches, or
+    `/v2/{unknown}` for none."""
+    for pattern, template in TEMPLATES:
+        if pattern.fullmatch(path):
+            return template
+    return "/v2/{unknown}"
+
+
 def resolve(method: str, path: str) -> tuple[Handler, dict[str, Any]]:
     """The handler and its arguments for `path` (the part after `/v2/`)."""
     for pattern, handlers in ROUTES:

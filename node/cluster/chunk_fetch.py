@@ -56,12 +56,15 @@ class ChunkFetcher:
         """The chunk's verified bytes, from this node's disk or from its holders."""
         damaged = False
         try:
-            return await self.disk.run(self.chunks.read, cid)
+            data = await self.disk.run(self.chunks.read, cid)
+            self.counters["chunk_cache_hits"] += 1  # served from this node's disk
+            return data
         except ChunkMissing:
             pass
         except ChunkCorrupt:
             damaged = True
             self.counters["chunk_corrupt"] += 1
+        self.counters["chunk_cache_misses"] += 1  # the chunk comes from a peer
         fetch = self._inflight.get(cid)
         if fetch is None:
             fetch = self._inflight[cid] = _Fetch()

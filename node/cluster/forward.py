@@ -27,8 +27,10 @@ from node.cluster.peer_api import request_target
 from node.cluster.peers import Peers
 
 FORWARDED = "X-Flotilla-Forwarded"
-# Request headers the session's node needs; everything else stays here.
-PASS_REQUEST = ("Content-Type", "Content-Range", "Content-Length")
+# Request headers the session's node needs; everything else stays here. The
+# request id (always set: node/request_log.py puts it on every request) makes
+# the two nodes' log lines of one request share it.
+PASS_REQUEST = ("Content-Type", "Content-Range", "Content-Length", "X-Request-Id")
 # Response headers the client needs back.
 PASS_RESPONSE = (
     "Location", "Range", "Docker-Upload-UUID", "Docker-Content-Digest", "Content-Type",

@@ -295,10 +295,14 @@ class Peers:
         started = time.monotonic()
         try:
             response = await self.request(node_id, "GET", "/_cluster/health", timeout=2.0)
-        except PeerError:
+        except PeerError as exc:
+            log.debug("health check of %s failed: %s", node_id, exc)
             return
+        seconds = time.monotonic() - started
+        log.debug("health check of %s: %d in %.1f ms", node_id, response.status_code,
+                  seconds * 1000)
         if response.status_code == 200:
-            self.mark_success(node_id, time.monotonic() - started)
+            self.mark_success(node_id, seconds)
             self._learn_data_address(node_id, response)
         else:
             self.mark_failure(node_id)

@@ -65,6 +65,13 @@ class ReplicationReport:
             report.update(live)
         return report
 
+    def latest(self) -> dict[str, int] | None:
+        """The newest numbers known without a scan: the pass under way's, else the
+        last scan's (however old), else None."""
+        if self.live is not None and (live := self.live()) is not None:
+            return {**(self._last[1] if self._last else {}), **live}
+        return dict(self._last[1]) if self._last is not None else None
+
     async def _scan(self) -> dict[str, int]:
         members = self.peers.placed()
         replication, _ = replication_factors(self.config, members)

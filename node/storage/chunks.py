@@ -90,7 +90,10 @@ class ChunkStore:
 
     @property
     def cached_bytes(self) -> int:
-        return sum(self._cache.values())
+        # Under the lock: a worker thread may be changing the cache (a metrics scrape
+        # reads this from the event loop).
+        with self._lock:
+            return sum(self._cache.values())
 
     def has(self, cid: str) -> bool:
         """Whether this node stores the chunk as one of its holders (not cache)."""
