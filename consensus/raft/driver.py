@@ -407,7 +407,7 @@ class RaftDriver:
         ]
         for entry in entries:
             if entry.kind is EntryKind.CONF_CHANGE:
-                self.committed_voters = ConfChangeEntry.from_bytes(entry.data).voters
+                self._voters_committed(ConfChangeEntry.from_bytes(entry.data).voters)
         if len(batch) <= INLINE_APPLY_ENTRIES:
             results = self.applier.apply_batch(batch)
             await trio.lowlevel.checkpoint()  # still a point where other tasks run
@@ -415,6 +415,18 @@ class RaftDriver:
             results = await self._threads.run(self.applier.apply_batch, batch)
         self.on_applied(results)
         self._applied_to(entries[-1].index)
+
+    def _voters_committed(self, voters: tuple[str, ...]) -> None:
+        """Take a committed membership change, with one line saying who came and went."""
+        before, self.committed_voters = self.committed_voters, voters
+        added = sorted(set(voters) - set(before))
+        removed = sorted(set(before) - set(voters))
+        if added or removed:
+            log.info(
+                "voters are %s%s%s", ", ".join(voters) or "none",
+                f"; added {', '.join(added)}" if added else "",
+                f"; removed {', '.join(removed)}" if removed else "",
+            )
 
     async def _install_snapshot(self, meta: SnapshotMeta) -> None:
         await self.snapshots.install(meta)

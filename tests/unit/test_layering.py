@@ -70,6 +70,9 @@ RULES = [
          why="the core is pure (no I/O, clock or threads), so the simulator can drive it"),
     Rule("consensus", never=("node", *HTTP),
          why="the replicated metadata knows nothing of the registry or of HTTP"),
+    Rule("consensus", never=("prometheus_client",),
+         why="consensus keeps plain counts and timings (consensus/raft/timings.py); "
+             "node/metrics.py turns them into Prometheus metrics"),
     Rule("node", never=("consensus",), unless=("consensus.engine",),
          why="consensus.engine is node's one door into consensus (it re-exports "
              "the commands and record types)"),
@@ -383,6 +386,16 @@ def test_a_pure_core_that_reaches_for_the_world_is_caught(text: str) -> None:
     imports = [imp for imp in all_imports(tree) if imp.module == "consensus.raft.ready"]
     found = rule_breaches(imports) + type_only_breaches(tree)
     assert found and all("consensus/raft/ready.py" in line for line in found)
+
+
+def test_a_metrics_library_planted_in_consensus_is_caught() -> None:
+    tree = _with("consensus.raft.wal", "from prometheus_client import Histogram\n")
+    imports = [imp for imp in all_imports(tree) if imp.module == "consensus.raft.wal"]
+    assert [line for line in rule_breaches(imports) if "prometheus_client" in line] == [
+        "consensus/raft/wal.py:1 (consensus.raft.wal) imports prometheus_client, but consensus "
+        "never imports prometheus_client: consensus keeps plain counts and timings "
+        "(consensus/raft/timings.py); node/metrics.py turns them into Prometheus metrics"
+    ]
 
 
 def test_relative_imports_resolve_from_the_importing_package() -> None:
