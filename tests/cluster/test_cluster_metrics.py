@@ -1,0 +1,124 @@
+"""Watching a cluster: its nodes' logs stay quiet until something happens, then
+say it once, and `/metrics` shows the same events as numbers."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.cluster.conftest import Cluster, push_blob
+from tests.conftest import NodeProcess
+
+LEADER_LINE = re.compile(r"(?:leader is (\w+)|(\w+) is leader) \(term (\d+)\)")
+
+
+def log_lines(node: NodeProcess) -> list[str]:
+    assert node.log is not None
+    return node.log.read_text().splitlines()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def leaders_logged(node: NodeProcess) -> list[tuple[str, int]]:
+    """(leader, term) of every leader line in the node's log, in order."""
+    found = []
+    for line in log_lines(node):
+        match = LEADER_LINE.search(line)
+        if match:
+            found.append((match.group(1) or match.group(2), int(match.group(3))))
+    return found
+
+
+def metric(node: NodeProcess, name: str, **labels: str) -> float | None:
+    """The value of one sample of the node's metrics, None when there is none."""
+    text = httpx.get(f"{node.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
+
+
+def test_an_idle_cluster_writes_no_log_line(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3)
+    # Up: every node knows the leader, and every peer has answered a health check.
+    for node in cluster.nodes.values():
+        wait_until(lambda node=node: leaders_logged(node))
+    wait_until(lambda: all(
+        metric(node, "flotilla_peer_rtt_seconds", peer=other) is not None
+        for node_id, node in cluster.nodes.items()
+        for other in cluster.nodes if other != node_id
+    ))
+    before = {node_id: len(log_lines(node)) for node_id, node in cluster.nodes.items()}
+    time.sleep(10)
+    after = {node_id: log_lines(node)[before[node_id]:] for node_id, node in cluster.nodes.items()}
+    assert after == {node_id: [] for node_id in cluster.nodes}
+
+
+def test_a_killed_leader_is_logged_down_once_then_up_once_and_its_successor_once(
+    cluster_factory: Any,
+) -> None:
+    cluster: Cluster = cluster_factory(3)
+    old = cluster.wait_for_leader()
+    old_term = cluster.status(old)["term"]
+    survivors = [n for n in cluster.nodes if n != old]
+    witness = cluster.nodes[survivors[0]]
+    wait_until(lambda: metric(witness, "flotilla_peer_up", peer=old) == 1)
+
+    cluster.nodes[old].kill()
+    new = cluster.wait_for_leader(among=survivors, not_=old)
+    new_term = cluster.status(new)["term"]
+    assert new_term > old_term
+    down = re.compile(rf"peer {old} \(.*\) is down")
+    for node_id in survivors:
+        node = cluster.nodes[node_id]
+        wait_until(lambda node=node: any(down.search(line) for line in log_lines(node)))
+    assert metric(witness, "flotilla_peer_up", peer=old) == 0
+    time.sleep(3)  # a few more failed health checks, which must not log again
+
+    cluster.nodes[old].start()
+    up = re.compile(rf"peer {old} \(.*\) is up again")
+    for node_id in survivors:
+        node = cluster.nodes[node_id]
+        wait_until(lambda node=node: any(up.search(line) for line in log_lines(node)))
+    wait_until(lambda: metric(witness, "flotilla_peer_up", peer=old) == 1)
+
+    for node_id in survivors:
+        lines = log_lines(cluster.nodes[node_id])
+        assert len([line for line in lines if down.search(line)]) == 1, lines
+        assert len([line for line in lines if up.search(line)]) == 1, lines
+        assert leaders_logged(cluster.nodes[node_id]).count((new, new_term)) == 1, lines
+    # The old leader, back, learns of its successor once too.
+    wait_until(lambda: (new, new_term) in leaders_logged(cluster.nodes[old]))
+    assert leaders_logged(cluster.nodes[old]).count((new, new_term)) == 1
+
+
+def test_every_node_shows_the_same_leader_and_its_peers_in_its_metrics(
+    cluster_factory: Any,
+) -> None:
+    cluster: Cluster = cluster_factory(3)
+    leader = cluster.wait_for_leader()
+    first = cluster.nodes["n1"]
+    push_blob(first.url, "team/app", b"x" * 100_000)
+    for node_id, node in cluster.nodes.items():
+        others = [n for n in cluster.nodes if n != node_id]
+        wait_until(lambda node=node, others=others: all(
+            metric(node, "flotilla_peer_up", peer=other) == 1 for other in others
+        ))
+        assert metric(node, "flotilla_raft_leader", leader=leader) == 1
+        assert metric(node, "flotilla_raft_is_leader") == (1 if node_id == leader else 0)
+        assert metric(node, "flotilla_raft_term") == cluster.status(node_id)["term"]
+        wait_until(lambda node=node: (metric(node, "flotilla_raft_applied_index") or 0) > 0)
+    # R=2 of 3: the blob's one chunk lives on two nodes.
+    stored = [metric(node, "flotilla_chunks_stored") for node in cluster.nodes.values()]
+    assert sum(s or 0 for s in stored) == 2
