@@ -168,22 +168,21 @@ class NodeCollector(Collector):
 
     def _chunks(self) -> Iterator[Metric]:
         chunks, counters = self.rt.chunks, self.rt.counters
-        yield _gauge("flotilla_chunks_stored", "Chunks held in the owned store",
-                     chunks.stored_chunks)
-        yield _gauge("flotilla_chunks_stored_bytes", "Bytes held in the owned store",
-                     chunks.stored_bytes)
-        yield _gauge("flotilla_chunks_cached", "Chunks held in the cache", chunks.cached_chunks)
-        yield _gauge("flotilla_chunks_cached_bytes", "Bytes held in the cache",
-                     chunks.cached_bytes)
-        yield _counter("flotilla_chunk_cache_hits",
-                       "Chunk reads served from this node's disk (owned or cached)",
-                       counters["chunk_cache_hits"])
-        yield _counter("flotilla_chunk_cache_misses",
-                       "Chunk reads that had to fetch from a peer", counters["chunk_cache_misses"])
-        yield _counter("flotilla_chunk_peer_fetches", "Chunks fetched from peers",
-                       counters["chunks_fetched"])
-        yield _counter("flotilla_chunk_peer_fetched_bytes", "Chunk bytes fetched from peers",
-                       counters["bytes_fetched"])
+        for name, doc, gauge in [
+            ("stored", "Chunks held in the owned store", chunks.stored_chunks),
+            ("stored_bytes", "Bytes held in the owned store", chunks.stored_bytes),
+            ("cached", "Chunks held in the cache", chunks.cached_chunks),
+            ("cached_bytes", "Bytes held in the cache", chunks.cached_bytes),
+        ]:
+            yield _gauge(f"flotilla_chunks_{name}", doc, gauge)
+        for name, doc, key in [
+            ("cache_hits", "Chunk reads served from this node's disk (owned or cached)",
+             "chunk_cache_hits"),
+            ("cache_misses", "Chunk reads that had to fetch from a peer", "chunk_cache_misses"),
+            ("peer_fetches", "Chunks fetched from peers", "chunks_fetched"),
+            ("peer_fetched_bytes", "Chunk bytes fetched from peers", "bytes_fetched"),
+        ]:
+            yield _counter(f"flotilla_chunk_{name}", doc, counters[key])
 
     def _peers(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("flotilla_peer_up", "1 when the peer answers its health checks",
@@ -209,17 +208,15 @@ class NodeCollector(Collector):
                          missing)
         if owned is not None:
             yield _gauge("flotilla_chunks_owned", "Chunks placement gives this node", owned)
-        yield _counter("flotilla_repair_passes", "Repair passes run", repair.passes)
-        yield _counter("flotilla_repair_chunks", "Chunks the repair loop fetched",
-                       repair.repaired_chunks)
-        yield _counter("flotilla_repair_bytes", "Bytes the repair loop fetched",
-                       repair.repaired_bytes)
-        yield _counter("flotilla_repair_dropped_chunks", "Unowned copies the repair loop deleted",
-                       repair.dropped_chunks)
-        yield _counter("flotilla_scrub_passes", "Scrub passes run", scrub.passes)
-        yield _counter("flotilla_scrub_checked_bytes", "Bytes the scrub re-read",
-                       scrub.bytes_checked)
-        yield _counter("flotilla_scrub_damaged_chunks", "Damaged chunks the scrub found",
-                       scrub.damaged)
-        yield _counter("flotilla_scrub_repaired_chunks", "Damaged chunks the scrub replaced",
-                       scrub.repaired)
+        for name, doc, count in [
+            ("repair_passes", "Repair passes run", repair.passes),
+            ("repair_fetched_chunks", "Chunks the repair loop fetched", repair.repaired_chunks),
+            ("repair_fetched_bytes", "Bytes the repair loop fetched", repair.repaired_bytes),
+            ("repair_dropped_chunks", "Unowned copies the repair loop deleted",
+             repair.dropped_chunks),
+            ("scrub_passes", "Scrub passes run", scrub.passes),
+            ("scrub_checked_bytes", "Bytes the scrub re-read", scrub.bytes_checked),
+            ("scrub_damaged_chunks", "Damaged chunks the scrub found", scrub.damaged),
+            ("scrub_repaired_chunks", "Damaged chunks the scrub replaced", scrub.repaired),
+        ]:
+            yield _counter(f"flotilla_{name}", doc, count)
