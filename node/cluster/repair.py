@@ -235,13 +235,13 @@ class Repairer:
             status.owned_missing_chunks = len(plan.need)
             status.owned_missing_bytes = len(plan.need) * self.config.chunk_size
             status.unowned_held_chunks = len(plan.unowned)
-            # A pass that changes nothing, like the last, says so only at debug level.
+            # A pass that changes nothing, like the last, says so only at debug level;
+            # one that does says it once, at its end.
             sizes = (len(plan.need), len(plan.unowned))
             quiet = sizes == self._last_sizes
             self._last_sizes = sizes
             if plan.need or plan.unowned:
-                log.log(
-                    logging.DEBUG if quiet else logging.INFO,
+                log.debug(
                     "repair: pass started: %d chunks owned and missing, %d held unowned",
                     len(plan.need), len(plan.unowned),
                 )
@@ -250,7 +250,7 @@ class Repairer:
             status.unowned_held_chunks = kept
             complete = fetched_all and kept == 0
         except PassStopped:
-            log.info("repair: membership changed; pass restarts")
+            log.debug("repair: membership changed; pass restarts")  # the change logs itself
         finally:
             status.state = "idle"
             status.passes += 1

@@ -3,7 +3,9 @@ say it once, and `/metrics` shows the same events as numbers."""
 
 from __future__ import annotations
 
+import random
 import re
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -122,3 +124,35 @@ def test_every_node_shows_the_same_leader_and_its_peers_in_its_metrics(
     # R=2 of 3: the blob's one chunk lives on two nodes.
     stored = [metric(node, "flotilla_chunks_stored") for node in cluster.nodes.values()]
     assert sum(s or 0 for s in stored) == 2
+
+
+def test_a_node_that_lost_its_chunks_shows_them_missing_until_repair_fetched_them(
+    cluster_factory: Any,
+) -> None:
+    chunk = 64 * 1024
+    cluster: Cluster = cluster_factory(
+        3, "--chunk-size", str(chunk),
+        per_node={"n3": ["--repair-bytes-per-second", str(2 * chunk)]},
+    )
+    for seed in range(2):
+        push_blob(cluster.nodes["n1"].url, "team/app", random.Random(seed).randbytes(10 * chunk))
+    n3 = cluster.nodes["n3"]
+    owned = len(list((n3.data / "chunks").glob("??/*")))
+    assert owned > 0
+    wait_until(lambda: metric(n3, "flotilla_chunks_missing") == 0)
+    n3.stop()
+    shutil.rmtree(n3.data / "chunks")  # its disk was replaced: everything it owns is gone
+    n3.start()
+
+    seen: list[float] = []
+
+    def repaired() -> bool:
+        missing = metric(n3, "flotilla_chunks_missing")
+        if missing is not None:
+            seen.append(missing)
+        return missing == 0 and metric(n3, "flotilla_repair_fetched_chunks_total") == owned
+
+    wait_until(repaired, timeout=60)
+    assert max(seen) > 0  # an operator scraping meanwhile saw the copies missing
+    assert metric(n3, "flotilla_chunks_stored") == owned
+    assert metric(n3, "flotilla_repair_fetched_bytes_total") == owned * chunk
