@@ -156,3 +156,23 @@ def test_a_node_that_lost_its_chunks_shows_them_missing_until_repair_fetched_the
     assert max(seen) > 0  # an operator scraping meanwhile saw the copies missing
     assert metric(n3, "flotilla_chunks_stored") == owned
     assert metric(n3, "flotilla_repair_fetched_bytes_total") == owned * chunk
+
+
+def test_an_upload_relayed_to_the_session_node_keeps_its_request_id(
+    cluster_factory: Any,
+) -> None:
+    cluster: Cluster = cluster_factory(3, "--access-log")
+    first, second = cluster.nodes["n1"], cluster.nodes["n2"]
+    started = httpx.post(f"{first.url}/v2/team/app/blobs/uploads/", timeout=30)
+    assert started.status_code == 202
+    location = started.headers["Location"]
+    path = location if location.startswith("/") else httpx.URL(location).path
+    patched = httpx.patch(f"{second.url}{path}", content=b"relayed bytes",
+                          headers={"X-Request-Id": "relay-42"}, timeout=30)
+    assert patched.status_code == 202
+    assert patched.headers["X-Request-Id"] == "relay-42"
+    # Both nodes' access lines of the one request carry the client's id.
+    for node in (first, second):
+        wait_until(lambda node=node: any(
+            "[relay-42]" in line and "PATCH" in line for line in log_lines(node)
+        ), timeout=10)
