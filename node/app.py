@@ -290,8 +290,7 @@ async def serve(
             log.info(
                 "node %s serving on %s (raft %s, data plane %s); members: %s", config.node_id,
                 url, rt.engine.raft_advertise or config.raft_listen, data_plane.address,
-                ", ".join(sorted(m.node_id for m in rt.engine.members()))
-                or ", ".join(sorted(config.peer_map())) or "none yet",
+                ", ".join(sorted(rt.engine.voters())) or "none yet (waiting to be added)",
             )
             task_status.started(RunningNode(rt, url, nursery.cancel_scope))
     finally:
