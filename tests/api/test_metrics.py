@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -117,3 +119,34 @@ async def test_two_nodes_in_one_process_each_count_only_their_own_requests(
     second.cancel_scope.cancel()
     assert value(mine, "flotilla_http_requests_total", route="/v2/") == 1
     assert value(theirs, "flotilla_http_requests_total", route="/v2/") == 3
+
+
+async def test_metrics_answer_while_client_requests_are_refused_at_the_cap(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    config = Config(data=tmp_path / "capped", listen="127.0.0.1:0", chunk_size=64 * 1024,
+                    tick_ms=2, max_inflight_requests=1)
+    node = await nursery.start(serve, config)
+    release = trio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"x" * (1 << 20)
+        await release.wait()
+
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(base_url=node.url, timeout=30) as client, \
+                httpx.AsyncClient(base_url=node.url, timeout=30) as holder:
+            location = (await client.post(f"/v2/{NAME}/blobs/uploads/")).headers["Location"]
+            async with trio.open_nursery() as requests:
+                requests.start_soon(partial(holder.patch, location, content=slow_body()))
+                # Watched from inside: a request to ask would itself need the slot.
+                upload = node.services.blob_writer.find(NAME, location.rsplit("/", 1)[1])
+                while upload.size < 1 << 20:
+                    await trio.sleep(0.02)
+                assert (await client.get(f"/v2/{NAME}/tags/list")).status_code == 503
+                samples = await scrape(client)
+                release.set()
+    node.cancel_scope.cancel()
+    assert value(samples, "flotilla_http_requests_total", route="/v2/{name}/tags/list",
+                 status="503") == 1
+    assert value(samples, "flotilla_upload_sessions_open") == 1
