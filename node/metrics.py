@@ -199,7 +199,7 @@ class NodeCollector(Collector):
 
     def _repair_and_scrub(self) -> Iterator[Metric]:
         repair, scrub = self.rt.repairer.status, self.rt.scrubber.status
-        report = self.rt.replication_report.latest() or {}
+        report = self.rt.replication_report.latest()
         missing = report.get("missing", repair.owned_missing_chunks)
         owned = report.get("owned", repair.owned_chunks)
         if missing is not None:

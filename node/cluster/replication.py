@@ -60,17 +60,16 @@ class ReplicationReport:
         now = trio.current_time()
         if self._last is None or now - self._last[0] >= max_age:
             self._last = (now, await self._scan())
-        report = dict(self._last[1])
+        return self.latest()
+
+    def latest(self) -> dict[str, int]:
+        """The newest numbers known without a scan (for a metrics scrape): the last
+        scan's, however old, with the live numbers of a pass under way over them;
+        empty before the first scan and pass."""
+        report = dict(self._last[1]) if self._last is not None else {}
         if self.live is not None and (live := self.live()) is not None:
             report.update(live)
         return report
-
-    def latest(self) -> dict[str, int] | None:
-        """The newest numbers known without a scan: the pass under way's, else the
-        last scan's (however old), else None."""
-        if self.live is not None and (live := self.live()) is not None:
-            return {**(self._last[1] if self._last else {}), **live}
-        return dict(self._last[1]) if self._last is not None else None
 
     async def _scan(self) -> dict[str, int]:
         members = self.peers.placed()
