@@ -419,9 +419,11 @@ class RaftDriver:
     def _voters_committed(self, voters: tuple[str, ...]) -> None:
         """Take a committed membership change, with one line saying who came and went."""
         before, self.committed_voters = self.committed_voters, voters
-        added = sorted(set(voters) - set(before))
+        # A member that knew no voters yet (it waits to be added) learns them all at
+        # once: that is who the voters are, not who came.
+        added = sorted(set(voters) - set(before)) if before else []
         removed = sorted(set(before) - set(voters))
-        if added or removed:
+        if added or removed or not before:
             log.info(
                 "voters are %s%s%s", ", ".join(voters) or "none",
                 f"; added {', '.join(added)}" if added else "",

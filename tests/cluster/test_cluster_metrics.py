@@ -176,3 +176,19 @@ def test_an_upload_relayed_to_the_session_node_keeps_its_request_id(
         wait_until(lambda node=node: any(
             "[relay-42]" in line and "PATCH" in line for line in log_lines(node)
         ), timeout=10)
+
+
+def test_a_node_joining_is_logged_once_by_every_member(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3)
+    cluster.wait_for_leader()
+    joined = cluster.add_process("n4", join_via=cluster.nodes["n1"].url)
+    line = "voters are n1, n2, n3, n4; added n4"
+    for node_id in ("n1", "n2", "n3"):
+        node = cluster.nodes[node_id]
+        wait_until(lambda node=node: any(line in li for li in log_lines(node)))
+    # The newcomer says who the voters are, not that all of them arrived.
+    wait_until(lambda: any(li.endswith("voters are n1, n2, n3, n4") for li in log_lines(joined)))
+    time.sleep(2)
+    for node_id in ("n1", "n2", "n3"):
+        assert sum(line in li for li in log_lines(cluster.nodes[node_id])) == 1
+    assert not [li for li in log_lines(joined) if "; added" in li]
