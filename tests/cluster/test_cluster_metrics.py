@@ -192,3 +192,14 @@ def test_a_node_joining_is_logged_once_by_every_member(cluster_factory: Any) -> 
     for node_id in ("n1", "n2", "n3"):
         assert sum(line in li for li in log_lines(cluster.nodes[node_id])) == 1
     assert not [li for li in log_lines(joined) if "; added" in li]
+
+
+def test_at_debug_level_a_node_logs_every_health_check(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3, per_node={"n1": ["--log-level", "debug"]})
+    n1 = cluster.nodes["n1"]
+    checks = re.compile(r"DEBUG node\.cluster\.peers: health check of (n2|n3): 200 in ")
+    wait_until(lambda: len([li for li in log_lines(n1) if checks.search(li)]) >= 6)
+    assert {checks.search(li).group(1) for li in log_lines(n1) if checks.search(li)} == {
+        "n2", "n3"
+    }
+    assert not [li for li in log_lines(cluster.nodes["n2"]) if "health check" in li]
