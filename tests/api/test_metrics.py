@@ -83,7 +83,11 @@ async def test_metrics_after_a_push_and_a_pull_show_requests_bytes_raft_and_chun
     assert value(samples, "flotilla_raft_leader", leader="n1") == 1
     assert value(samples, "flotilla_raft_proposals_total", outcome="committed") >= 2
     assert value(samples, "flotilla_raft_proposal_duration_seconds_count") >= 2
-    assert value(samples, "flotilla_raft_wal_fsync_duration_seconds_count") > 0
+    fsyncs = value(samples, "flotilla_raft_wal_fsync_duration_seconds_count")
+    assert fsyncs > 0
+    buckets = [v for _, v in samples["flotilla_raft_wal_fsync_duration_seconds_bucket"]]
+    assert buckets == sorted(buckets) and buckets[-1] == fsyncs  # cumulative, +Inf last
+    assert value(samples, "flotilla_raft_wal_fsync_duration_seconds_bucket", le="+Inf") == fsyncs
     assert value(samples, "flotilla_chunks_stored") >= 6
     assert value(samples, "flotilla_chunks_stored_bytes") >= len(BLOB) + len(other)
     assert value(samples, "flotilla_chunk_cache_hits_total") >= 4
