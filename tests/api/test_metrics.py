@@ -154,3 +154,21 @@ async def test_metrics_answer_while_client_requests_are_refused_at_the_cap(
     assert value(samples, "flotilla_http_requests_total", route="/v2/{name}/tags/list",
                  status="503") == 1
     assert value(samples, "flotilla_upload_sessions_open") == 1
+
+
+async def test_snapshots_taken_show_in_the_count_and_the_snapshot_index(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    config = Config(data=tmp_path / "snapshots", listen="127.0.0.1:0", chunk_size=64 * 1024,
+                    tick_ms=2, snapshot_every=2)
+    node = await nursery.start(serve, config)
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+        for seed in range(4):
+            await push_blob(client, NAME, random_bytes(1000, seed=seed))
+        with trio.fail_after(20):
+            while value(after := await scrape(client), "flotilla_raft_snapshots_taken_total") < 1:
+                await trio.sleep(0.05)
+    node.cancel_scope.cancel()
+    assert 0 < value(after, "flotilla_raft_snapshot_index") <= value(
+        after, "flotilla_raft_applied_index"
+    )
