@@ -380,11 +380,16 @@ class BlobWriter:
         """Store one chunk on R holders, walking its preference order past failures."""
         me = self.node_id
         candidates = [m.node_id for m in preference(cid, upload.members, upload.replication)]
-        # Owners that are up first, then the rest of the ranking (hinted copies).
+        # Owners that are up first, then the rest of the ranking that is up (hinted
+        # copies), and nodes seen down only last: a copy waits on none of them unless
+        # nothing else is left to take it.
         chunk_owners = candidates[: upload.replication]
-        queue = [n for n in chunk_owners if self.peers.is_up(n)] + [
-            n for n in candidates if n not in chunk_owners or not self.peers.is_up(n)
-        ]
+        up = [n for n in candidates if self.peers.is_up(n)]
+        queue = (
+            [n for n in up if n in chunk_owners]
+            + [n for n in up if n not in chunk_owners]
+            + [n for n in candidates if n not in up]
+        )
         holders = 0
         while holders < upload.replication and queue:
             room = upload.replication - holders

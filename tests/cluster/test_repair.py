@@ -185,6 +185,9 @@ def test_hinted_copies_move_home_when_the_owner_returns(cluster_factory, tmp_pat
         if any(cid in stored(cluster, n) and n not in placement(nodes, cid) for n in nodes)
     ]
     assert hinted, "precondition: a push with an owner down left hinted copies"
+    tried_down = [line for line in cluster.nodes["n1"].log.read_text().splitlines()
+                  if "could not store chunk" in line and " on n4" in line]
+    assert not tried_down, "a copy waited on a node already seen down: " + tried_down[0]
     assert not on_owners_only(cluster, nodes, pushed)
 
     cluster.nodes["n4"].start()
