@@ -258,7 +258,9 @@ def check_register(
     result, states = _search(problem, budget)
     explanation = None
     if result == NOT_LINEARIZABLE and explain:
-        explanation = _explain(key, tag_ops, budget)
+        # A cut explores about what the whole history did; the cap keeps the
+        # dozen searches of the explanation from each spending the full budget.
+        explanation = _explain(key, tag_ops, min(budget, max(10_000, 2 * states)))
     return Verdict(key, result, len(problem.ops) + len(problem.optional_ops), states, explanation)
 
 
