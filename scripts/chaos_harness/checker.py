@@ -82,7 +82,8 @@ class Report:
 
     @property
     def linearizable(self) -> str:
-        """ "yes", "no" (some key is not), or "unknown" (none is not, some ran out of budget)."""
+        """The overall verdict: "yes"; "no" when some key is not linearizable;
+        "unknown" when none is proven not, but some ran out of budget."""
         results = {verdict.result for verdict in self.verdicts.values()}
         if NOT_LINEARIZABLE in results:
             return "no"
@@ -121,7 +122,7 @@ class _Problem:
     optional_ops: list[Op]
 
 
-def _reduce(ops: Iterable[Op]) -> _Problem:
+def _reduce(ops: list[Op]) -> _Problem:
     writes = [op for op in ops if op.kind == "write" and op.outcome != "fail"]
     reads = [op for op in ops if op.kind == "read" and op.outcome == "ok"]
     writers: dict[str | None, list[Op]] = defaultdict(list)
