@@ -24,6 +24,7 @@ from scripts.local_cluster.control import (
     ControlSocketInUse,
     NoSupervisor,
     ask,
+    claim_socket,
     socket_path,
 )
 from scripts.local_cluster.layout import ClusterLayout, layout_problem
@@ -81,9 +82,12 @@ def run_supervisor(argv: list[str]) -> int:
     data = args.data.resolve()
     layout = ClusterLayout(data, args.base_port, args.nodes)
     try:
-        socket_path(data)
+        claim_socket(socket_path(data))
     except ValueError as exc:
         parser.error(str(exc))
+    except ControlSocketInUse as exc:
+        print(f"scripts/cluster: {exc}", file=sys.stderr)
+        return 1
     load_or_create_secret(layout.secret)
     for node in layout.nodes:
         announce(f"node {node.node_id}: {node.url}  raft {node.raft}  data plane "
@@ -95,11 +99,7 @@ def run_supervisor(argv: list[str]) -> int:
              "stop NODE | start NODE | restart NODE" +
              ("" if data == DEFAULT_DATA.resolve() else f"  (with --data {data})"))
     options = Options(args.restart, args.restart_delay, args.stop_grace)
-    try:
-        trio.run(Supervisor(layout, options).run)
-    except ControlSocketInUse as exc:
-        print(f"scripts/cluster: {exc}", file=sys.stderr)
-        return 1
+    trio.run(Supervisor(layout, options).run)
     announce("every node stopped")
     return 0
 

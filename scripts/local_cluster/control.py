@@ -91,6 +91,15 @@ def _answers(path: Path) -> bool:
         return True
 
 
+def claim_socket(path: Path) -> None:
+    """Make room for this supervisor's socket: a file left by a supervisor that died is
+    removed; one that still answers means another supervisor runs on this data folder."""
+    if path.exists():
+        if _answers(path):
+            raise ControlSocketInUse(f"a cluster supervisor already runs for {path.parent}")
+        path.unlink()
+
+
 async def _read_request(stream: trio.SocketStream) -> bytes:
     data = b""
     with trio.fail_after(REQUEST_SECONDS):
@@ -110,14 +119,7 @@ async def serve_control(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Answer control requests on `path` until cancelled, then remove the socket.
-
-    A socket file left by a supervisor that died is replaced; one that still
-    answers means another supervisor runs on this data folder: ControlSocketInUse."""
-    if path.exists():
-        if _answers(path):
-            raise ControlSocketInUse(f"a cluster supervisor already runs for {path.parent}")
-        path.unlink()
+    """Answer control requests on `path` (claimed first) until cancelled, then remove it."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await sock.bind(str(path))
     sock.listen(16)
@@ -128,8 +130,10 @@ async def serve_control(
                 response = await handle(parse_request(await _read_request(stream)))
             except BadRequest as exc:
                 response = reply(BAD_REQUEST, str(exc))
-            except trio.TooSlowError:
+            except (trio.TooSlowError, trio.BrokenResourceError):
                 return
+            except Exception as exc:  # noqa: BLE001 - one bad request must never stop the cluster
+                response = reply(FAILED, f"could not be done: {exc!r}")
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.send_all(json.dumps(response).encode() + b"\n")
 

@@ -65,6 +65,7 @@ class SupervisedNode:
         self.state = State.NOT_STARTED
         self.process: trio.Process | None = None
         self.last_exit: str | None = None
+        self.last_pid: int | None = None
         self.want_running = True
         self.shutting_down = False
         self._on_purpose = False  # the next exit was asked for: never restart it
@@ -105,11 +106,17 @@ class SupervisedNode:
     async def _run_once(self, log: NodeLog) -> None:
         self._on_purpose = False
         self._exited = trio.Event()
-        process = await trio.lowlevel.open_process(
-            self._argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.process, self.state = process, State.RUNNING
+        try:
+            process = await trio.lowlevel.open_process(
+                self._argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as exc:  # the other nodes keep running
+            announce(f"{self.node_id} could not be started: {exc}")
+            self.state, self.want_running, self.last_exit = State.DEAD, False, str(exc)
+            self._poke()
+            return
+        self.process, self.state, self.last_pid = process, State.RUNNING, process.pid
         self._starts += 1
         self._poke()
         announce(f"{self.node_id} started: pid {process.pid}, {self.layout.url}")
@@ -153,8 +160,7 @@ class SupervisedNode:
             await self._wait_until(lambda: self._starts > starts)
         if self._starts == starts:
             return reply(FAILED, f"{self.node_id} did not start within {START_SECONDS:g} s")
-        pid = self.process.pid if self.process else None
-        return reply(OK, f"{self.node_id} started (pid {pid}) on {self.layout.url}")
+        return reply(OK, f"{self.node_id} started (pid {self.last_pid}) on {self.layout.url}")
 
     async def stop(self) -> dict[str, Any]:
         """SIGTERM, then SIGKILL after the grace period; returns once it has exited."""

@@ -224,19 +224,27 @@ def test_ctrl_c_stops_every_node_and_the_supervisor_exits_zero(start_cluster: An
     assert gone.returncode == 1 and "no cluster supervisor runs" in gone.stderr
 
 
-def test_unknown_node_id_is_refused_with_exit_code_2(start_cluster: Any) -> None:
+def test_a_running_supervisor_refuses_unknown_node_ids_with_exit_2_and_a_second_supervisor(
+    start_cluster: Any,
+) -> None:
     cluster = start_cluster(nodes=1)
-    for command in (["kill", "n7"], ["stop", "n7"], ["start", "n7"], ["restart", "n7"]):
+    for command in (["kill", "n7"], ["start", "n7"]):
         refused = cluster.control(*command)
         assert refused.returncode == 2
         assert "unknown node 'n7'" in refused.stderr and "n1" in refused.stderr
     bad_signal = cluster.control("kill", "n1", "--signal", "NOPE")
     assert bad_signal.returncode == 2 and "unknown signal" in bad_signal.stderr
+
+    second = subprocess.run(
+        [CLUSTER, "--data", str(cluster.data), "--base-port", str(free_base_port(1)),
+         "--nodes", "1"], capture_output=True, text=True, timeout=60, check=False)
+    assert second.returncode == 1
+    assert f"a cluster supervisor already runs for {cluster.data}" in second.stderr
     assert cluster.status()["n1"]["state"] == "running"
 
 
 def test_control_commands_without_a_supervisor_say_so_and_exit_1(tmp_path: Path) -> None:
-    for command in (["status"], ["kill", "n1"], ["start", "n2"]):
+    for command in (["status"], ["kill", "n1"]):
         done = subprocess.run([CLUSTER, *command, "--data", str(tmp_path)],
                               capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 1
