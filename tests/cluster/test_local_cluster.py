@@ -188,7 +188,7 @@ def test_killed_node_leaves_the_others_serving_and_comes_back_with_its_data_on_s
         assert pulled.status_code == 200 and pulled.content == body * 1000
 
 
-def test_restart_brings_back_a_node_that_died_but_not_one_stopped_or_killed_on_purpose(
+def test_restart_option_brings_back_a_node_that_died_not_one_stopped_or_killed_on_purpose(
     start_cluster: Any,
 ) -> None:
     cluster = start_cluster("--restart", "--restart-delay", "0.5")
@@ -211,6 +211,10 @@ def test_restart_brings_back_a_node_that_died_but_not_one_stopped_or_killed_on_p
     assert (status["n3"]["state"], status["n3"]["pid"]) == ("stopped", None)
     assert status["n2"]["state"] == "running"
 
+    restarted = cluster.control("restart", "n3")
+    assert restarted.returncode == 0 and "n3 started" in restarted.stdout
+    assert cluster.status()["n3"]["state"] == "running"
+
 
 def test_ctrl_c_stops_every_node_and_the_supervisor_exits_zero(start_cluster: Any) -> None:
     cluster = start_cluster()
@@ -224,7 +228,7 @@ def test_ctrl_c_stops_every_node_and_the_supervisor_exits_zero(start_cluster: An
     assert gone.returncode == 1 and "no cluster supervisor runs" in gone.stderr
 
 
-def test_a_running_supervisor_refuses_unknown_node_ids_with_exit_2_and_a_second_supervisor(
+def test_a_supervisor_pauses_nodes_and_refuses_unknown_ids_with_exit_2_and_a_second_supervisor(
     start_cluster: Any,
 ) -> None:
     cluster = start_cluster(nodes=1)
@@ -234,6 +238,10 @@ def test_a_running_supervisor_refuses_unknown_node_ids_with_exit_2_and_a_second_
         assert "unknown node 'n7'" in refused.stderr and "n1" in refused.stderr
     bad_signal = cluster.control("kill", "n1", "--signal", "NOPE")
     assert bad_signal.returncode == 2 and "unknown signal" in bad_signal.stderr
+    assert cluster.control("kill", "n1", "--signal", "STOP").returncode == 0
+    assert cluster.wait_for_state("n1", "paused")["readyz"] == "no answer"
+    assert cluster.control("kill", "n1", "--signal", "CONT").returncode == 0
+    cluster.wait_until_ready("n1")
 
     second = subprocess.run(
         [CLUSTER, "--data", str(cluster.data), "--base-port", str(free_base_port(1)),
