@@ -117,7 +117,7 @@ async def serve_control(
     path: Path,
     handle: Callable[[Request], Awaitable[dict[str, Any]]],
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer control requests on `path` (claimed first) until cancelled, then remove it."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -28,7 +28,7 @@ class LineSplitter:
         self._max_line = max_line
         self._pending = bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
         self._pending += data
         lines: list[bytes] = []
         while True:

@@ -129,6 +129,7 @@ class SupervisedNode:
         finally:
             if process.returncode is None:  # cancelled while it runs: it must not outlive us
                 process.kill()
+        assert process.returncode is not None  # wait() returned
         self._record_exit(process.returncode)
 
     def _record_exit(self, returncode: int) -> None:
@@ -190,6 +191,8 @@ class SupervisedNode:
         except ValueError as exc:
             return reply(BAD_REQUEST, str(exc))
         process = self.process
+        if process is None and self.state is State.RESTARTING and sig not in NON_TERMINATING:
+            return await self.stop()  # killing it between death and restart keeps it down
         if process is None:
             return reply(FAILED, f"{self.node_id} is not running")
         if sig not in NON_TERMINATING:
