@@ -86,9 +86,16 @@ def _import_tree(root: Path, reference: str) -> None:
 
 
 def build_wheelhouse(project: Path) -> Path:
-    """Wheels of the project, its dependencies and its build backend, in `WHEELHOUSE`
-    under `project`; returns that path relative to `project`, as the build argument."""
+    """Wheels of the project's dependencies and its build backend, in `WHEELHOUSE`
+    under `project`; returns that path relative to `project`, as the build argument.
+
+    Compiled wheels are for this interpreter, so its minor version must be the
+    base image's (3.11 for bookworm); a mismatch fails the image build, loudly."""
+    wheelhouse = project / WHEELHOUSE
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-        "--wheel-dir", str(project / WHEELHOUSE), str(project), "setuptools>=68",
-        timeout=PIP_TIMEOUT)
+        "--wheel-dir", str(wheelhouse), str(project), "setuptools>=68", timeout=PIP_TIMEOUT)
+    # The image builds the project from its source; its own wheel, different at
+    # every build, would only defeat docker's layer cache.
+    for own_wheel in wheelhouse.glob("flotilla-*.whl"):
+        own_wheel.unlink()
     return WHEELHOUSE

@@ -9,7 +9,6 @@ under `docker compose` (v2) too where the engine's CLI has it.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -54,17 +53,11 @@ class ComposeCluster:
     command: tuple[str, ...]
     project: str
     ports: dict[str, int]
-    environment: dict[str, str]
+    env_file: Path  # the settings, as a user would keep them in a .env file
 
     def __call__(self, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-        argv = [*self.command, "-f", str(COMPOSE_FILE), "-p", self.project, *args]
-        completed = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                   env=os.environ | self.environment, cwd=PROJECT_ROOT)
-        if completed.returncode != 0:
-            raise AssertionError(f"{' '.join(argv)} exited {completed.returncode}\n"
-                                 f"--- stdout\n{completed.stdout}\n--- stderr\n"
-                                 f"{completed.stderr}")
-        return completed
+        return run(*self.command, "--env-file", str(self.env_file), "-f", str(COMPOSE_FILE),
+                   "-p", self.project, *args, timeout=timeout)
 
     def registry(self, node: str) -> str:
         return f"127.0.0.1:{self.ports[node]}"
@@ -93,15 +86,18 @@ class ComposeCluster:
 
 
 @pytest.fixture(params=compose_commands(), ids=lambda command: " ".join(command))
-def cluster(request: pytest.FixtureRequest, docker: Docker) -> Iterator[ComposeCluster]:
-    environment = {
+def cluster(request: pytest.FixtureRequest, docker: Docker,
+            tmp_path: Path) -> Iterator[ComposeCluster]:
+    settings = {
         "FLOTILLA_BASE": ensure_base_image(docker),
         "FLOTILLA_WHEELHOUSE": str(build_wheelhouse(PROJECT_ROOT)),
         **{f"FLOTILLA_PORT{k}": str(free_port()) for k in (1, 2, 3)},
     }
-    ports = {node: int(environment[f"FLOTILLA_PORT{k}"]) for k, node in enumerate(NODES, 1)}
+    ports = {node: int(settings[f"FLOTILLA_PORT{k}"]) for k, node in enumerate(NODES, 1)}
+    env_file = tmp_path / "cluster.env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
     compose = ComposeCluster(request.param, f"flotilla-e2e-{uuid.uuid4().hex[:10]}", ports,
-                             environment)
+                             env_file)
     try:
         compose("up", "-d", "--build", timeout=BUILD_TIMEOUT)
         yield compose
@@ -114,6 +110,9 @@ def test_compose_cluster_serves_pushes_through_any_node_and_survives_a_killed_no
     cluster: ComposeCluster, docker: Docker, local_images: list[str]
 ) -> None:
     cluster.wait_healthy(*NODES)
+    # The generated cluster secret is readable by the nodes' user alone.
+    secret = cluster("exec", "-T", "node1", "stat", "-c", "%a %U", "/secret/cluster-secret")
+    assert secret.stdout.split() == ["600", "flotilla"]
     repository = f"compose/app-{uuid.uuid4().hex[:8]}"
     first, second = uuid.uuid4().hex, uuid.uuid4().hex
 
