@@ -114,10 +114,11 @@ def node_tracebacks(logs: list[Path]) -> dict[str, int]:
 
 
 def run_checks(ops: list[Op], convergence: Convergence, tally: Tally,
-               tracebacks: dict[str, int], died: list[str]) -> Checks:
+               tracebacks: dict[str, int], died: list[str], verify_from: float) -> Checks:
+    """The checker's verdicts on the history, with what the harness saw itself."""
     history_report = checker.check_history(ops)
-    blobs = checker.check_blobs(ops)
-    lost = checker.check_lost_writes(ops)
+    blobs = checker.check_blobs(ops, verify_from=verify_from)
+    lost = checker.check_lost_writes(ops, convergence.final_reads)
     detail = ""
     if convergence.not_ready:
         detail += f"not ready: {', '.join(convergence.not_ready)}; "
@@ -127,8 +128,9 @@ def run_checks(ops: list[Op], convergence: Convergence, tally: Tally,
         detail += f"{convergence.unverified_blobs} blob copies not served right"
     return Checks(
         linearizable=history_report.linearizable,
-        linearizability_detail=history_report.explanation or "",
-        lost_tag_writes=lost.lost,
+        linearizability_detail="\n".join(
+            v.explanation or v.key for v in history_report.violations()),
+        lost_tag_writes=lost.lost_writes,
         blobs_acknowledged=blobs.acknowledged,
         blobs_verified=blobs.verified,
         blobs_lost=blobs.lost,
@@ -214,7 +216,8 @@ def main(argv: list[str]) -> int:
         ops = history.ops()
         history.save(out / "history.jsonl")
         checks = run_checks(ops, convergence, tally,
-                            node_tracebacks([n.log_path for n in cluster.nodes.values()]), died)
+                            node_tracebacks([n.log_path for n in cluster.nodes.values()]), died,
+                            verify_from=healed_at)
         summary = summarize(
             ops=ops, checks=checks,
             faults=kinds_injected([r.fault for r in injector.done]),
