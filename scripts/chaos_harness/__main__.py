@@ -2,7 +2,8 @@
 
     scripts/chaos [--profile short|long] [--seed S] [--duration SECONDS] [--nodes N]
                   [--faults kill,pause,partition,netem,disk] [--consistency linearizable|local]
-                  [--clients C] [--out DIR]
+                  [--clients C] [--out DIR] [--disk-fill floor|full]
+    scripts/chaos --check DIR/history.jsonl     (the checks again on a saved history)
 
 Order of a run: refuse without root or the tools; remove what a crashed run
 left; build the namespaces, tmpfs disks and nodes (`netcluster`) and wait
@@ -33,9 +34,9 @@ from typing import Any
 
 from scripts.benchmarks import netns
 from scripts.chaos_harness import checker
-from scripts.chaos_harness.converge import Convergence, converge
+from scripts.chaos_harness.converge import FINAL_PROCESS, Convergence, converge
 from scripts.chaos_harness.faults import Injector, netem_available
-from scripts.chaos_harness.history import History, Op
+from scripts.chaos_harness.history import History, Op, load_ops
 from scripts.chaos_harness.netcluster import (
     MIN_FREE_BYTES,
     ChaosCluster,
@@ -74,6 +75,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "floor (default) or completely")
     parser.add_argument("--out", type=Path, default=None,
                         help="report folder (default: a temp folder, kept on failure)")
+    parser.add_argument("--check", type=Path, default=None, metavar="HISTORY",
+                        help="only check a saved history.jsonl again (no cluster, no root)")
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     for name in ("nodes", "duration", "clients"):
@@ -168,8 +171,33 @@ def fault_phase(args: argparse.Namespace, cluster: ChaosCluster, history: Histor
             thread.join(30)
 
 
+def final_reads(ops: list[Op]) -> dict[str, str | None]:
+    """Per tag, the last value the convergence pass read (its reads' process numbers)."""
+    reads = sorted((op for op in ops if op.kind == "read" and op.outcome == "ok"
+                    and op.process >= FINAL_PROCESS), key=lambda op: op.invoked)
+    return {op.key: op.value for op in reads}
+
+
+def check_saved(path: Path) -> int:
+    """The checker's verdicts on a saved history, as a failing run's folder holds it."""
+    ops = load_ops(path)
+    history_report = checker.check_history(ops)
+    lost = checker.check_lost_writes(ops, final_reads(ops))
+    blobs = checker.check_blobs(ops)
+    print(history_report.render())
+    print(f"acknowledged tag writes lost: {lost.lost_writes} (in {lost.lost_keys} keys)")
+    print(f"blobs: {blobs.acknowledged} acknowledged, {blobs.verified} verified, "
+          f"{blobs.lost} lost, {blobs.wrong_bytes} pulls with wrong bytes")
+    good = (history_report.linearizable == "yes" and not lost.lost_writes
+            and not blobs.lost and not blobs.wrong_bytes)
+    print("chaos: check PASS" if good else "chaos: check FAIL")
+    return 0 if good else 1
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.check is not None:
+        return check_saved(args.check)
     try:
         netns.require_root_and_tools(("ip", "tc", "iptables", "mount"))
     except netns.NetnsUnavailable as exc:

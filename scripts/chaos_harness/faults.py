@@ -50,6 +50,11 @@ class Injected:
     via: str = ""  # how a netem fault was done where the kernel has no netem
     rules: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)  # iptables, by node
 
+    def describe(self) -> str:
+        what = self.fault.kind + (f"/{self.fault.shape}" if self.fault.shape else "")
+        via = f" (as {self.via})" if self.via else ""
+        return f"{what} on {','.join(f'n{k}' for k in self.nodes)}{via}"
+
     def to_json(self) -> dict[str, Any]:
         return {**self.fault.to_json(), "nodes": self.nodes, "started_at": self.started,
                 "healed_at": self.healed, "error": self.error, "via": self.via}
@@ -213,14 +218,13 @@ class Injector:
             if stop.wait(max(0.0, self.t0 + at - time.monotonic())):
                 return
             if i in active:
-                self.heal(active.pop(i))
-                say(f"chaos: {time.monotonic() - self.t0:7.1f}s  healed {fault.kind} "
-                    f"{fault.shape} on n{active_nodes(fault, self.done)}")
+                record = active.pop(i)
+                self.heal(record)
+                say(f"chaos: {time.monotonic() - self.t0:7.1f}s  healed {record.describe()}")
             else:
                 record = self.inject(fault)
                 active[i] = record
-                say(f"chaos: {record.started:7.1f}s  {fault.kind} {fault.shape} on "
-                    f"{','.join(f'n{k}' for k in record.nodes)}"
+                say(f"chaos: {record.started:7.1f}s  {record.describe()}"
                     f"{'  FAILED: ' + record.error if record.error else ''}")
 
     def heal_all(self) -> None:
@@ -241,13 +245,6 @@ class Injector:
             except netns.NetnsCommandFailed:
                 pass  # no netem on this link: nothing to undo
             netns.run_command("ip", "netns", "exec", FABRIC.host_ns(k), "iptables", "-F")
-
-
-def active_nodes(fault: Fault, done: list[Injected]) -> str:
-    for record in reversed(done):
-        if record.fault is fault:
-            return ",n".join(str(k) for k in record.nodes)
-    return "?"
 
 
 def netem_available() -> bool:

@@ -13,7 +13,7 @@ on its own.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scripts.chaos_harness.history import Op
@@ -81,7 +81,7 @@ def summarize(*, ops: list[Op], checks: Checks, faults: dict[str, int],
         "operations": len(ops),
         "operations_by_kind": operation_counts(ops),
         "acknowledged_writes": acknowledged_writes(ops),
-        "checks": {k: v for k, v in vars(checks).items()},
+        "checks": asdict(checks),
         "faults_by_kind": faults,
         "plan": plan,
     }

@@ -14,10 +14,13 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from scripts.chaos_harness.__main__ import PROFILES
+from scripts.chaos_harness.converge import FINAL_PROCESS
+from scripts.chaos_harness.history import History
 from scripts.chaos_harness.plan import KINDS, OUTAGE_KINDS, kinds_injected, make_plan, minority
 from tests.conftest import ROOT
 
@@ -50,6 +53,39 @@ def test_plan_never_has_two_outages_at_once_nor_cuts_a_majority() -> None:
 def test_same_seed_gives_the_same_plan_and_another_seed_another() -> None:
     assert _short_plan(7) == _short_plan(7)
     assert _short_plan(7) != _short_plan(8)
+
+
+def _check_saved(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.chaos_harness", "--check", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_check_of_a_saved_history_passes_a_sound_one_and_names_a_lost_write(
+    tmp_path: Path,
+) -> None:
+    history = History()
+    write = history.invoke(0, "write", "chaos/app:t0", "sha256:" + "a" * 64, node="n1")
+    history.ok(write)
+    read = history.invoke(FINAL_PROCESS, "read", "chaos/app:t0", None, node="n2")
+    history.ok(read, "sha256:" + "a" * 64)
+    history.save(tmp_path / "sound.jsonl")
+    sound = _check_saved(tmp_path / "sound.jsonl")
+    assert sound.returncode == 0, sound.stdout + sound.stderr
+    assert "chaos: check PASS" in sound.stdout
+
+    lost = History()
+    write = lost.invoke(0, "write", "chaos/app:t0", "sha256:" + "b" * 64, node="n1")
+    lost.ok(write)
+    read = lost.invoke(FINAL_PROCESS, "read", "chaos/app:t0", None, node="n3")
+    lost.ok(read, None)  # the acknowledged tag is gone after healing
+    lost.save(tmp_path / "lost.jsonl")
+    result = _check_saved(tmp_path / "lost.jsonl")
+    assert result.returncode == 1
+    assert "linearizable: no" in result.stdout
+    assert "acknowledged tag writes lost: 1" in result.stdout
+    assert "chaos/app:t0" in result.stdout
 
 
 def _missing_privileges() -> str | None:
