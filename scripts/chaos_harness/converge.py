@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from scripts.chaos_harness.history import History
@@ -67,7 +68,8 @@ def _verify_blobs(todo: list[tuple[str, str]], cluster: ChaosCluster, history: H
 
 
 def converge(cluster: ChaosCluster, history: History, shared: Shared, tally: Tally,
-             healed_at: float, timeout: float, say: object = print) -> Convergence:
+             healed_at: float, timeout: float,
+             say: Callable[[str], None] = print) -> Convergence:
     nodes = sorted(n.node_id for n in cluster.nodes.values())
     verified: set[tuple[str, str]] = set()
     reader_box: list[Client] = []
@@ -108,7 +110,7 @@ def converge(cluster: ChaosCluster, history: History, shared: Shared, tally: Tal
                                  unverified, final)
             if result.converged or time.monotonic() > deadline:
                 return result
-            say(f"chaos: converging (pass {passes}): not ready {not_ready or 'none'}, "  # type: ignore[operator]
+            say(f"chaos: converging (pass {passes}): not ready {not_ready or 'none'}, "
                 f"{len(tags)} tags disagree, {unverified} blob copies unverified")
             time.sleep(1.0)
     finally:

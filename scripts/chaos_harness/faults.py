@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,7 +208,7 @@ class Injector:
         record.healed = time.monotonic() - self.t0
 
     def run(self, plan: list[Fault], stop: threading.Event,
-            say: Any = print) -> None:
+            say: Callable[[str], None] = print) -> None:
         """Inject and heal `plan` on time (seconds after `t0`) until done or `stop`."""
         events: list[tuple[float, int, Fault]] = []
         for i, fault in enumerate(plan):
