@@ -35,6 +35,10 @@ class Convergence:
     disagreeing_tags: dict[str, dict[str, str | None]] = field(default_factory=dict)
     unverified_blobs: int = 0
     final_reads: dict[str, str | None] = field(default_factory=dict)  # key → value (last pass)
+    # From the heal to the first pass where every node was ready and agreed on every tag:
+    # the metadata's convergence; the rest of `seconds` is mostly pulling every blob copy.
+    metadata_seconds: float | None = None
+    blob_copies_verified: int = 0
 
 
 def _verify_blobs(todo: list[tuple[str, str]], cluster: ChaosCluster, history: History,
@@ -82,6 +86,7 @@ def converge(cluster: ChaosCluster, history: History, shared: Shared, tally: Tal
     reader = reader_box[0]
     passes = 0
     result = Convergence(False, 0.0, 0)
+    metadata_seconds: float | None = None
     deadline = healed_at + timeout
     try:
         while True:
@@ -99,6 +104,8 @@ def converge(cluster: ChaosCluster, history: History, shared: Shared, tally: Tal
                             final.setdefault(tag_key(tag), value)
                     if len(set(seen.values())) != 1 or "(no answer)" in seen.values():
                         tags[tag] = seen
+            if not not_ready and not tags and metadata_seconds is None:
+                metadata_seconds = time.monotonic() - healed_at
             todo = [(d, n) for d, _ in list(shared.blobs) for n in nodes
                     if (d, n) not in verified]
             if not not_ready and todo:
@@ -107,7 +114,7 @@ def converge(cluster: ChaosCluster, history: History, shared: Shared, tally: Tal
                               if (d, n) not in verified])
             result = Convergence(not not_ready and not tags and not unverified,
                                  time.monotonic() - healed_at, passes, not_ready, tags,
-                                 unverified, final)
+                                 unverified, final, metadata_seconds, len(verified))
             if result.converged or time.monotonic() > deadline:
                 return result
             say(f"chaos: converging (pass {passes}): not ready {not_ready or 'none'}, "

@@ -33,6 +33,8 @@ class Checks:
     converged: bool
     convergence_seconds: float
     convergence_detail: str
+    metadata_seconds: float | None = None  # ready and agreeing on every tag
+    blob_copies_verified: int = 0
     tracebacks: dict[str, int] = field(default_factory=dict)  # node log → count
     died: list[str] = field(default_factory=list)
     acked_blob_404: int = 0  # informational
@@ -87,6 +89,10 @@ def summarize(*, ops: list[Op], checks: Checks, faults: dict[str, int],
     }
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
 def render(summary: dict[str, Any]) -> str:
     checks = summary["checks"]
     s = summary["settings"]
@@ -110,7 +116,10 @@ def render(summary: dict[str, Any]) -> str:
         f"  linearizable: {checks['linearizable']}{informational}"
         + (f" — {checks['linearizability_detail']}" if checks["linearizability_detail"] else ""),
         "  convergence after healing: "
-        + (f"{checks['convergence_seconds']:.1f} s" if checks["converged"]
+        + (f"{checks['convergence_seconds']:.1f} s (every node ready and agreeing on every "
+           f"tag after {_seconds(checks['metadata_seconds'])}; the rest is pulling "
+           f"{checks['blob_copies_verified']} blob copies, every blob through every node)"
+           if checks["converged"]
            else f"NOT converged after {checks['convergence_seconds']:.1f} s: "
                 f"{checks['convergence_detail']}"),
         "  faults injected: "
