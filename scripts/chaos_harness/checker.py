@@ -82,7 +82,8 @@ class Report:
 
     @property
     def linearizable(self) -> str:
-        """ "yes", "no" (some key is not), or "unknown" (none is not, some ran out of budget)."""
+        """The overall verdict: "yes"; "no" when some key is not linearizable;
+        "unknown" when none is proven not, but some ran out of budget."""
         results = {verdict.result for verdict in self.verdicts.values()}
         if NOT_LINEARIZABLE in results:
             return "no"
@@ -121,7 +122,7 @@ class _Problem:
     optional_ops: list[Op]
 
 
-def _reduce(ops: Iterable[Op]) -> _Problem:
+def _reduce(ops: list[Op]) -> _Problem:
     writes = [op for op in ops if op.kind == "write" and op.outcome != "fail"]
     reads = [op for op in ops if op.kind == "read" and op.outcome == "ok"]
     writers: dict[str | None, list[Op]] = defaultdict(list)
@@ -258,7 +259,9 @@ def check_register(
     result, states = _search(problem, budget)
     explanation = None
     if result == NOT_LINEARIZABLE and explain:
-        explanation = _explain(key, tag_ops, budget)
+        # A cut explores about what the whole history did; the cap keeps the
+        # dozen searches of the explanation from each spending the full budget.
+        explanation = _explain(key, tag_ops, min(budget, max(10_000, 2 * states)))
     return Verdict(key, result, len(problem.ops) + len(problem.optional_ops), states, explanation)
 
 
@@ -402,6 +405,30 @@ class LostWritesReport:
     def lost_writes(self) -> int:
         return sum(len(entry.lost) for entry in self.lost)
 
+    def render(self) -> str:
+        lines = [
+            f"tag writes: {self.acknowledged_writes} acknowledged, {self.lost_writes} lost"
+            f" on {self.lost_keys} of {self.keys_checked} keys read at the end"
+            + (f", {len(self.unread_keys)} written keys not read" if self.unread_keys else "")
+        ]
+        for entry in self.lost:
+            final = "absent" if entry.final_value is None else entry.final_value
+            expected = ", ".join(sorted("absent" if v is None else v for v in entry.allowed))
+            lines.append(f"  key {entry.key}: final read {final}, expected one of {expected}")
+        return "\n".join(lines)
+
+
+def final_reads_after(ops: Iterable[Op], since: float) -> dict[str, str | None]:
+    """Each key's value as its last acknowledged read invoked at or after
+    `since` (the start of the final verification) saw it."""
+    latest: dict[str, Op] = {}
+    for op in ops:
+        if op.kind != "read" or op.outcome != "ok" or op.invoked < since:
+            continue
+        if op.key not in latest or op.invoked > latest[op.key].invoked:
+            latest[op.key] = op
+    return {key: op.value for key, op in latest.items()}
+
 
 def check_lost_writes(ops: Iterable[Op], final_reads: Mapping[str, str | None]) -> LostWritesReport:
     """Keys whose final read (made after healing, once every write had been
@@ -449,6 +476,18 @@ class BlobReport:
     wrong_bytes: int  # pulls (any time) that returned bytes of another digest
     lost_digests: list[str] = field(default_factory=list)
     wrong_pulls: list[Op] = field(default_factory=list)
+
+    def render(self) -> str:
+        lines = [
+            f"blobs: {self.acknowledged} acknowledged, {self.verified} verified,"
+            f" {self.lost} lost, {self.wrong_bytes} pulls with wrong bytes"
+        ]
+        lines += [f"  lost {digest}" for digest in self.lost_digests]
+        lines += [
+            f"  #{op.id} pull of {op.key} via {op.node} returned {op.value}"
+            for op in self.wrong_pulls
+        ]
+        return "\n".join(lines)
 
 
 def check_blobs(ops: Iterable[Op], verify_from: float | None = None) -> BlobReport:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import random
 
+import pytest
+
 from scripts.chaos_harness.checker import (
     LINEARIZABLE,
     NOT_LINEARIZABLE,
@@ -14,6 +16,7 @@ from scripts.chaos_harness.checker import (
     check_history,
     check_lost_writes,
     check_register,
+    final_reads_after,
 )
 from scripts.chaos_harness.history import Op
 
@@ -43,95 +46,70 @@ class Ops:
         self.ops.append(op)
         return op
 
-    def write(self, process: int, value: str | None, invoked: float, completed: float | None,
-              outcome: str = "ok", key: str = KEY) -> Op:  # fmt: skip
-        return self.add(process, "write", value, invoked, completed, outcome, key)
 
-    def read(self, process: int, value: str | None, invoked: float, completed: float,
-             outcome: str = "ok", key: str = KEY) -> Op:  # fmt: skip
-        return self.add(process, "read", value, invoked, completed, outcome, key)
+# --- hand-made histories --------------------------------------------------------
+#
+# One op per string: "<w|r><process> <value> <invoked>-<completed> [fail]", where
+# value "-" is absent (a delete, or a 404) and completed "?" is an unknown outcome.
+
+LINEARIZABLE_HISTORIES = {
+    "sequential writes and reads": ["r1 - 0-1", "w1 a 2-3", "r2 a 4-5", "w2 b 6-7", "r1 b 8-9"],
+    "a read concurrent with a write sees the old value": ["w1 a 0-1", "w1 b 2-6", "r2 a 3-5"],
+    "a read concurrent with a write sees the new value": ["w1 a 0-1", "w1 b 2-6", "r2 b 3-5"],
+    "an unknown write that took effect later": ["w1 a 0-1", "w1 b 2-?", "r2 a 3-4", "r2 b 10-11"],
+    "an unknown write that never took effect": ["w1 a 0-1", "w1 b 2-?", "r2 a 3-4", "r2 a 10-11"],
+    "a refused write is dropped": ["w1 a 0-1", "w1 b 2-3 fail", "r2 a 4-5"],
+    "delete then read absent": ["w1 a 0-1", "r2 a 2-3", "w1 - 4-5", "r2 - 6-7"],
+    "an unknown delete explains a later 404": ["w1 - 0-1", "w1 a 2-3", "w1 - 4-?", "r2 a 5-6",
+                                               "r2 - 7-8"],
+    "a tag moved back to a value it held": ["w1 a 0-1", "w1 b 2-3", "w1 a 4-?", "r2 b 5-6",
+                                            "r2 a 7-8"],
+}  # fmt: skip
+
+NOT_LINEARIZABLE_HISTORIES = {
+    "a read of a value never written": ["w1 a 0-1", "r2 z 2-3"],
+    "a stale read after an acknowledged write": ["w1 a 0-1", "w1 b 2-3", "r2 a 4-5"],
+    "reads in real-time order see new then old": ["w1 a 0-1", "w1 b 2-10", "r2 b 3-4",
+                                                  "r3 a 5-6"],
+    "an acknowledged write lost at the end": ["w1 a 0-1", "w2 b 2-3", "r1 b 4-5", "r3 a 20-21"],
+    "a read sees a write invoked after it completed": ["w1 a 0-1", "r2 b 2-3", "w1 b 4-5"],
+    "a read sees an unknown write invoked after it completed": ["w1 a 0-1", "r2 b 2-3",
+                                                                "w1 b 4-?"],
+    "a 404 after an acknowledged write, its delete refused": ["w1 a 0-1", "w1 - 2-3 fail",
+                                                              "r2 - 4-5"],
+    "a value read back after being overwritten": ["w1 a 0-1", "w1 b 2-3", "w1 a 4-5 fail",
+                                                  "r2 b 6-7", "r2 a 8-9"],
+}  # fmt: skip
 
 
-def verdict_of(history: Ops) -> str:
-    return check_register(history.ops).result
-
-
-# --- linearizable ------------------------------------------------------------
-
-
-def test_sequential_writes_and_reads_are_linearizable() -> None:
+def history_of(lines: list[str], key: str = KEY) -> list[Op]:
     h = Ops()
-    h.read(1, None, 0, 1)
-    h.write(1, "a", 2, 3)
-    h.read(2, "a", 4, 5)
-    h.write(2, "b", 6, 7)
-    h.read(1, "b", 8, 9)
-    assert verdict_of(h) == LINEARIZABLE
+    for line in lines:
+        op, value, interval, *outcome = line.split()
+        invoked, completed = interval.split("-")
+        h.add(
+            int(op[1:]),
+            {"w": "write", "r": "read"}[op[0]],
+            None if value == "-" else value,
+            float(invoked),
+            None if completed == "?" else float(completed),
+            outcome[0] if outcome else ("unknown" if completed == "?" else "ok"),
+            key,
+        )
+    return h.ops
 
 
-def test_a_read_concurrent_with_a_write_may_see_the_old_or_the_new_value() -> None:
-    for seen in ("a", "b"):
-        h = Ops()
-        h.write(1, "a", 0, 1)
-        h.write(1, "b", 2, 6)
-        h.read(2, seen, 3, 5)
-        h.read(2, "b", 7, 8)
-        assert verdict_of(h) == LINEARIZABLE, seen
+@pytest.mark.parametrize("name", LINEARIZABLE_HISTORIES)
+def test_hand_made_linearizable_history_passes(name: str) -> None:
+    assert check_register(history_of(LINEARIZABLE_HISTORIES[name])).result == LINEARIZABLE
 
 
-def test_an_unknown_write_that_took_effect_later_is_linearizable() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.write(1, "b", 2, None, outcome="unknown")  # the client timed out
-    h.read(2, "a", 3, 4)  # not yet applied...
-    h.read(2, "b", 10, 11)  # ...applied long after the client gave up
-    assert verdict_of(h) == LINEARIZABLE
-
-
-def test_an_unknown_write_that_never_took_effect_is_linearizable() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.write(1, "b", 2, None, outcome="unknown")
-    h.read(2, "a", 3, 4)
-    h.read(2, "a", 10, 11)
-    assert verdict_of(h) == LINEARIZABLE
-
-
-def test_a_refused_write_is_dropped() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.write(1, "b", 2, 3, outcome="fail")
-    h.read(2, "a", 4, 5)
-    assert verdict_of(h) == LINEARIZABLE
-
-
-def test_delete_then_read_absent_is_linearizable() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.read(2, "a", 2, 3)
-    h.write(1, None, 4, 5)
-    h.read(2, None, 6, 7)
-    assert verdict_of(h) == LINEARIZABLE
-
-
-def test_an_unknown_delete_can_explain_a_later_404() -> None:
-    h = Ops()
-    h.write(1, None, 0, 1)  # delete of nothing: the tag is absent either way
-    h.write(1, "a", 2, 3)
-    h.write(1, None, 4, None, outcome="unknown")
-    h.read(2, "a", 5, 6)
-    h.read(2, None, 7, 8)
-    assert verdict_of(h) == LINEARIZABLE
-
-
-def test_a_value_written_twice_may_be_read_after_either_write() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.write(1, "b", 2, 3)
-    h.write(1, "a", 4, None, outcome="unknown")  # a tag moved back
-    h.read(2, "b", 5, 6)
-    h.read(2, "a", 7, 8)
-    assert verdict_of(h) == LINEARIZABLE
+@pytest.mark.parametrize("name", NOT_LINEARIZABLE_HISTORIES)
+def test_hand_made_broken_history_is_caught(name: str) -> None:
+    verdict = check_register(history_of(NOT_LINEARIZABLE_HISTORIES[name]))
+    assert verdict.result == NOT_LINEARIZABLE
+    assert verdict.linearizable is False
+    assert KEY in verdict.explanation
 
 
 def simulated_register_history(seed: int, processes: int, ops_per_process: int) -> list[Op]:
@@ -191,72 +169,6 @@ def test_a_few_thousand_ops_on_one_key_are_checked_within_the_budget() -> None:
     verdict = check_register(ops)
     assert verdict.result == LINEARIZABLE
     assert verdict.ops_checked > 2500
-
-
-# --- not linearizable ----------------------------------------------------------
-
-
-def test_a_read_of_a_value_never_written_is_not_linearizable() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.read(2, "z", 2, 3)
-    assert verdict_of(h) == NOT_LINEARIZABLE
-
-
-def test_a_stale_read_after_an_acknowledged_write_is_not_linearizable() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.write(1, "b", 2, 3)
-    h.read(2, "a", 4, 5)
-    assert verdict_of(h) == NOT_LINEARIZABLE
-
-
-def test_reads_in_real_time_order_seeing_new_then_old_are_not_linearizable() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.write(1, "b", 2, 10)  # concurrent with both reads
-    h.read(2, "b", 3, 4)
-    h.read(3, "a", 5, 6)
-    assert verdict_of(h) == NOT_LINEARIZABLE
-
-
-def test_an_acknowledged_write_lost_at_the_end_is_not_linearizable() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.write(2, "b", 2, 3)
-    h.read(1, "b", 4, 5)
-    h.read(3, "a", 20, 21)  # the final read after healing went back to "a"
-    assert verdict_of(h) == NOT_LINEARIZABLE
-    lost = check_lost_writes(h.ops, {KEY: "a"})
-    assert lost.lost_keys == 1
-    assert [w.value for w in lost.lost[0].lost] == ["b"]
-
-
-def test_a_read_seeing_a_write_invoked_after_it_completed_is_not_linearizable() -> None:
-    for outcome in ("ok", "unknown"):
-        h = Ops()
-        h.write(1, "a", 0, 1)
-        h.read(2, "b", 2, 3)
-        h.write(1, "b", 4, 5, outcome=outcome)
-        assert verdict_of(h) == NOT_LINEARIZABLE, outcome
-
-
-def test_a_404_after_an_acknowledged_write_without_a_delete_is_not_linearizable() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.write(1, None, 2, 3, outcome="fail")  # refused: cannot explain the 404
-    h.read(2, None, 4, 5)
-    assert verdict_of(h) == NOT_LINEARIZABLE
-
-
-def test_a_value_written_once_cannot_be_read_back_after_being_overwritten() -> None:
-    h = Ops()
-    h.write(1, "a", 0, 1)
-    h.write(1, "b", 2, 3)
-    h.write(1, "a", 4, 5, outcome="fail")
-    h.read(2, "b", 6, 7)
-    h.read(2, "a", 8, 9)
-    assert verdict_of(h) == NOT_LINEARIZABLE
 
 
 def test_a_corrupted_random_history_is_caught() -> None:
@@ -326,9 +238,9 @@ def test_an_adversarial_history_runs_out_of_budget_instead_of_hanging() -> None:
     # it means trying every order of the writes.
     h = Ops()
     for process in range(22):
-        h.write(process, f"v{process}", 0, 10)
-    h.read(30, "v0", 11, 12)
-    h.read(30, "v1", 13, 14)
+        h.add(process, "write", f"v{process}", 0, 10)
+    h.add(30, "read", "v0", 11, 12)
+    h.add(30, "read", "v1", 13, 14)
     verdict = check_register(h.ops, budget=20_000)
     assert verdict.result == UNKNOWN_BUDGET
     assert verdict.linearizable is None
@@ -338,11 +250,11 @@ def test_an_adversarial_history_runs_out_of_budget_instead_of_hanging() -> None:
 def test_a_violation_is_explained_by_key_and_ops() -> None:
     h = Ops()
     for i in range(30):  # a long quiet run before the bug
-        h.write(1, f"old{i}", 2 * i, 2 * i + 1)
-    h.write(1, "a", 100, 101)
-    h.write(2, "b", 102, 103)
-    stale = h.read(3, "a", 104, 105)
-    h.read(3, "b", 106, 107)
+        h.add(1, "write", f"old{i}", 2 * i, 2 * i + 1)
+    h.add(1, "write", "a", 100, 101)
+    h.add(2, "write", "b", 102, 103)
+    stale = h.add(3, "read", "a", 104, 105)
+    h.add(3, "read", "b", 106, 107)
     verdict = check_register(h.ops)
     assert verdict.result == NOT_LINEARIZABLE
     text = verdict.explanation
@@ -354,11 +266,11 @@ def test_a_violation_is_explained_by_key_and_ops() -> None:
 
 def test_check_history_judges_each_key_on_its_own() -> None:
     h = Ops()
-    h.write(1, "a", 0, 1, key="r:good")
-    h.read(2, "a", 2, 3, key="r:good")
-    h.write(1, "x", 0, 1, key="r:bad")
-    h.write(1, "y", 2, 3, key="r:bad")
-    h.read(2, "x", 4, 5, key="r:bad")
+    h.add(1, "write", "a", 0, 1, key="r:good")
+    h.add(2, "read", "a", 2, 3, key="r:good")
+    h.add(1, "write", "x", 0, 1, key="r:bad")
+    h.add(1, "write", "y", 2, 3, key="r:bad")
+    h.add(2, "read", "x", 4, 5, key="r:bad")
     h.add(1, "blob_push", "sha256:b", 0, 1, key="sha256:b")
     report = check_history(h.ops)
     assert report.linearizable == "no"
@@ -378,11 +290,11 @@ def test_a_clean_history_reports_yes() -> None:
 
 def test_a_final_read_may_show_the_last_acknowledged_write_or_a_concurrent_one() -> None:
     h = Ops()
-    h.write(1, "a", 0, 1, key="r:t")
-    h.write(1, "b", 2, 5, key="r:t")
-    h.write(2, "c", 3, 4, key="r:t")  # concurrent with b: either may be last
-    h.write(3, "d", 6, None, outcome="unknown", key="r:t")
-    h.write(3, "e", 7, 8, outcome="fail", key="r:t")
+    h.add(1, "write", "a", 0, 1, key="r:t")
+    h.add(1, "write", "b", 2, 5, key="r:t")
+    h.add(2, "write", "c", 3, 4, key="r:t")  # concurrent with b: either may be last
+    h.add(3, "write", "d", 6, None, outcome="unknown", key="r:t")
+    h.add(3, "write", "e", 7, 8, outcome="fail", key="r:t")
     for final in ("b", "c", "d"):
         assert check_lost_writes(h.ops, {"r:t": final}).lost_keys == 0, final
     for final in ("a", "e", None):
@@ -390,12 +302,31 @@ def test_a_final_read_may_show_the_last_acknowledged_write_or_a_concurrent_one()
         assert report.lost_keys == 1, final
         assert report.lost_writes == 2  # b and c: neither is visible
     assert check_lost_writes(h.ops, {}).unread_keys == ["r:t"]
+    assert "key r:t: final read absent, expected one of b, c, d" in report.render()
+
+
+def test_final_reads_are_the_last_reads_of_the_verification() -> None:
+    h = Ops()
+    h.add(1, "write", "a", 0, 1, key="r:t")
+    h.add(2, "read", "a", 2, 3, key="r:t")  # during the run: not a final read
+    h.add(2, "read", None, 2, 3, key="r:u")
+    h.add(2, "read", "b", 10, 11, key="r:t", outcome="unknown")
+    h.add(2, "read", "a", 12, 13, key="r:t")
+    assert final_reads_after(h.ops, since=10) == {"r:t": "a"}
+
+
+def test_a_final_read_that_went_back_to_an_older_value_counts_a_lost_write() -> None:
+    ops = history_of(NOT_LINEARIZABLE_HISTORIES["an acknowledged write lost at the end"])
+    report = check_lost_writes(ops, {KEY: "a"})
+    assert report.lost_keys == 1
+    assert [w.value for w in report.lost[0].lost] == ["b"]
+    assert check_lost_writes(ops, {KEY: "b"}).lost_keys == 0
 
 
 def test_a_deleted_tag_is_expected_absent_and_an_unwritten_one_too() -> None:
     h = Ops()
-    h.write(1, "a", 0, 1, key="r:gone")
-    h.write(1, None, 2, 3, key="r:gone")
+    h.add(1, "write", "a", 0, 1, key="r:gone")
+    h.add(1, "write", None, 2, 3, key="r:gone")
     report = check_lost_writes(h.ops, {"r:gone": None, "r:never": None})
     assert report.lost_keys == 0
     assert report.acknowledged_writes == 2
@@ -418,3 +349,4 @@ def test_blob_report_counts_verified_lost_and_wrong_bytes() -> None:
     assert (report.acknowledged, report.verified, report.lost, report.wrong_bytes) == (3, 1, 2, 1)
     assert report.lost_digests == ["sha256:2", "sha256:3"]
     assert check_blobs(h.ops, verify_from=7).verified == 0
+    assert "pull of sha256:2 via n1 returned sha256:9" in report.render()
