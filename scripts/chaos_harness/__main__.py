@@ -121,7 +121,7 @@ def run_checks(ops: list[Op], convergence: Convergence, tally: Tally,
     """The checker's verdicts on the history, with what the harness saw itself."""
     history_report = checker.check_history(ops)
     blobs = checker.check_blobs(ops, verify_from=verify_from)
-    lost = checker.check_lost_writes(ops, convergence.final_reads)
+    lost = checker.check_lost_writes(ops, checker.final_reads_after(ops, verify_from))
     detail = ""
     if convergence.not_ready:
         detail += f"not ready: {', '.join(convergence.not_ready)}; "
@@ -174,23 +174,22 @@ def fault_phase(args: argparse.Namespace, cluster: ChaosCluster, history: Histor
             thread.join(30)
 
 
-def final_reads(ops: list[Op]) -> dict[str, str | None]:
-    """Per tag, the last value the convergence pass read (its reads' process numbers)."""
-    reads = sorted((op for op in ops if op.kind == "read" and op.outcome == "ok"
-                    and op.process >= FINAL_PROCESS), key=lambda op: op.invoked)
-    return {op.key: op.value for op in reads}
+def verification_start(ops: list[Op]) -> float:
+    """When the convergence pass of a saved history began: its first operation (they
+    carry process numbers from FINAL_PROCESS on)."""
+    return min((op.invoked for op in ops if op.process >= FINAL_PROCESS), default=0.0)
 
 
 def check_saved(path: Path) -> int:
     """The checker's verdicts on a saved history, as a failing run's folder holds it."""
     ops = load_ops(path)
     history_report = checker.check_history(ops)
-    lost = checker.check_lost_writes(ops, final_reads(ops))
-    blobs = checker.check_blobs(ops)
+    since = verification_start(ops)
+    lost = checker.check_lost_writes(ops, checker.final_reads_after(ops, since))
+    blobs = checker.check_blobs(ops, verify_from=since)
     print(history_report.render())
-    print(f"acknowledged tag writes lost: {lost.lost_writes} (in {lost.lost_keys} keys)")
-    print(f"blobs: {blobs.acknowledged} acknowledged, {blobs.verified} verified, "
-          f"{blobs.lost} lost, {blobs.wrong_bytes} pulls with wrong bytes")
+    print(lost.render())
+    print(blobs.render())
     good = (history_report.linearizable == "yes" and not lost.lost_writes
             and not blobs.lost and not blobs.wrong_bytes)
     print("chaos: check PASS" if good else "chaos: check FAIL")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from scripts.chaos_harness.history import History
 from scripts.chaos_harness.netcluster import ChaosCluster, in_client_ns
-from scripts.chaos_harness.workload import TAGS, Client, Shared, Tally, tag_key
+from scripts.chaos_harness.workload import TAGS, Client, Shared, Tally
 
 VERIFIERS = 4  # blob pulls in parallel during verification
 FINAL_PROCESS = 1000  # process numbers of the final reads (one per verifier thread)
@@ -34,7 +34,6 @@ class Convergence:
     not_ready: list[str] = field(default_factory=list)
     disagreeing_tags: dict[str, dict[str, str | None]] = field(default_factory=dict)
     unverified_blobs: int = 0
-    final_reads: dict[str, str | None] = field(default_factory=dict)  # key → value (last pass)
     # From the heal to the first pass where every node was ready and agreed on every tag:
     # the metadata's convergence; the rest of `seconds` is mostly pulling every blob copy.
     metadata_seconds: float | None = None
@@ -93,15 +92,12 @@ def converge(cluster: ChaosCluster, history: History, shared: Shared, tally: Tal
             passes += 1
             not_ready = [f"n{k}" for k in cluster.nodes if not cluster.ready(k)]
             tags: dict[str, dict[str, str | None]] = {}
-            final: dict[str, str | None] = {}
             if not not_ready:
                 for tag in TAGS:
                     seen: dict[str, str | None] = {}
                     for node in nodes:
                         answered, value = in_client_ns(lambda t=tag, n=node: reader.read_tag(t, n))
                         seen[node] = value if answered else "(no answer)"
-                        if answered:
-                            final.setdefault(tag_key(tag), value)
                     if len(set(seen.values())) != 1 or "(no answer)" in seen.values():
                         tags[tag] = seen
             if not not_ready and not tags and metadata_seconds is None:
@@ -114,7 +110,7 @@ def converge(cluster: ChaosCluster, history: History, shared: Shared, tally: Tal
                               if (d, n) not in verified])
             result = Convergence(not not_ready and not tags and not unverified,
                                  time.monotonic() - healed_at, passes, not_ready, tags,
-                                 unverified, final, metadata_seconds, len(verified))
+                                 unverified, metadata_seconds, len(verified))
             if result.converged or time.monotonic() > deadline:
                 return result
             say(f"chaos: converging (pass {passes}): not ready {not_ready or 'none'}, "
