@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from node.api.errors import first_leaf
 from node.config import Config, ConfigError, load_config
 from node.request_log import ContextFilter
 
@@ -253,19 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         trio.run(_run_until_signalled, config)
     except* ConfigError as group:
-        print(f"flotilla: {_first_leaf(group)}", file=sys.stderr)
+        print(f"flotilla: {first_leaf(group)}", file=sys.stderr)
         raise SystemExit(2) from None
     except* OSError as group:
-        print(f"flotilla: {_first_leaf(group)}", file=sys.stderr)
+        print(f"flotilla: {first_leaf(group)}", file=sys.stderr)
         raise SystemExit(1) from None
-
-
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    """The first exception in a group of nested groups (nurseries inside nurseries)."""
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
 
 
 if __name__ == "__main__":

@@ -345,3 +345,11 @@ def error_response(exc: BaseException) -> Response:
     # Range and Location); its own length must still describe the error body.
     response.headers["Content-Length"] = str(len(body))
     return response
+
+
+def first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first exception in a group of nested groups (nurseries inside nurseries)."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first

@@ -31,6 +31,7 @@ response says `Connection: close`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,7 +41,11 @@ from quart.wrappers import Request, Response
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 
-from node.api.errors import BodyTimeout, error_response
+from node.api.errors import BodyTimeout, error_response, first_leaf
+from node.cluster.errors import ClusterError
+from node.storage.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 HIGH_WATER = 4 << 20
 APP_QUEUE = 2  # body messages Hypercorn queues per request (its default, 10, held 10 MiB)
@@ -231,4 +236,11 @@ class BoundedHTTPConnection(TrioASGIHTTPConnection):
             await send(message)
 
         with trio.move_on_after(timeout if timeout is not None else float("inf")):
-            await self._send_response(send_marking_the_end, response)
+            try:
+                await self._send_response(send_marking_the_end, response)
+            except* (ClusterError, StorageError) as group:  # raised through the stream's nursery
+                # The status line is gone: the only honest answer left is a short
+                # body, so the connection closes without its last message and the
+                # client sees the transfer fail (never bytes that are not the blob's).
+                log.warning("%s %s cut short after the headers: %s",
+                            request.method, request.path, first_leaf(group))

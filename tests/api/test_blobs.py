@@ -246,7 +246,9 @@ async def test_corrupt_first_chunk_fails_the_request_cleanly_and_is_reported(
     )
 
 
-async def test_corrupt_later_chunk_never_serves_wrong_bytes(registry: Registry) -> None:
+async def test_corrupt_later_chunk_never_serves_wrong_bytes_and_logs_one_line(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
     import httpx
 
     digest = await push_blob(registry.client, NAME, BIG)
@@ -259,6 +261,9 @@ async def test_corrupt_later_chunk_never_serves_wrong_bytes(registry: Registry) 
         assert response.content != BIG
         assert len(response.content) < len(BIG)
     assert registry.node.services.counters["chunk_corrupt"] == 1
+    cut = [r for r in caplog.records if "cut short after the headers" in r.getMessage()]
+    assert len(cut) == 1 and cut[0].exc_info is None
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
 async def test_range_read_touches_only_the_chunks_it_needs(registry: Registry) -> None:
