@@ -24,6 +24,7 @@ is the transport's handshake and frame seal, which the chunk data plane
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -50,6 +51,7 @@ from consensus.commands import (
 )
 from consensus.raft.core import MAX_APPEND_BYTES, MAX_UNCOMMITTED_BYTES, ProposalsBackedUp
 from consensus.raft.driver import SNAPSHOT_BYTES, RaftDriver
+from consensus.raft.errors import StorageFull
 from consensus.raft.membership import ConfChange
 from consensus.raft.timings import Timings
 from consensus.raft.transport import (
@@ -262,8 +264,14 @@ class StateApplier:
         return self.machine.applied_index
 
     def apply_batch(self, entries: list[tuple[int, bytes | None]]) -> list[Any]:
-        """(command id, Result) for each entry, as the state machine answers."""
-        return self.machine.apply_batch(entries)
+        """(command id, Result) for each entry, as the state machine answers;
+        StorageFull (nothing applied) when the database has no room to commit."""
+        try:
+            return self.machine.apply_batch(entries)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "disk is full" in str(exc):
+                raise StorageFull(f"the state database has no room: {exc}") from exc
+            raise
 
     def export_snapshot(self, target: Path) -> int:
         return export_snapshot(self.db, target)
@@ -481,6 +489,7 @@ class RaftEngine:
             "log_bytes": st.log_bytes,
             "uncommitted_bytes": st.uncommitted_bytes,
             "shed_proposals": self._driver.shed_proposals,
+            "storage_full": self._driver.storage_full,
         }
 
     def observations(self) -> RaftObservations:

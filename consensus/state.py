@@ -104,7 +104,8 @@ class StateMachine:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite has already rolled back after SQLITE_FULL
+                conn.execute("ROLLBACK")
             raise
         return out
 

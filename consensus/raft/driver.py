@@ -35,10 +35,10 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -53,7 +53,7 @@ from consensus.raft.core import (
     Status,
 )
 from consensus.raft.disk_threads import DiskThreads
-from consensus.raft.errors import InvalidCompaction, MalformedMessage, NotLeader
+from consensus.raft.errors import InvalidCompaction, MalformedMessage, NotLeader, StorageFull
 from consensus.raft.forwarding import FORWARDED, Forwarder
 from consensus.raft.membership import ConfChange, ConfChangeEntry
 from consensus.raft.messages import Message, MessageType
@@ -79,6 +79,9 @@ INLINE_SAVE_SECONDS = 0.002
 # A committed batch this small is applied on the loop: no fsync (the state is
 # rebuilt from the log after a crash), so it is quicker than the thread hop.
 INLINE_APPLY_ENTRIES = 64
+FULL_RETRY_SECONDS = 0.5  # first wait for room on a full disk, doubled up to the next
+FULL_RETRY_MAX_SECONDS = 5.0
+T = TypeVar("T")
 # How long one ReadIndex request may wait for its answer before it is asked again.
 READ_INDEX_WAIT = 1.0
 # Applied entry data the log may hold before a snapshot is taken, whatever
@@ -200,6 +203,7 @@ class RaftDriver:
         self._queued = {"proposals": 0, "messages": 0}
         self._inbox_taken = trio.Event()  # fired each time the loop empties the inbox
         self.shed_proposals = 0  # forwarded proposals dropped for want of room
+        self.storage_full = False  # waiting for room to save or apply (see _until_room)
         self._wakeup = trio.Event()
         self._applied_changed = trio.Event()
         self._leader_changed = trio.Event()
@@ -382,11 +386,39 @@ class RaftDriver:
         # With appends in flight the save goes to a thread, so the transport
         # sends them while the disk works; otherwise a quick save stays here.
         inline = not step.behind_sends and self._save_seconds < INLINE_SAVE_SECONDS
-        async with self._wal_lock:
+
+        async def save() -> None:
             if inline:
                 self._timed_save(step.hard_state, step.entries)
             else:
                 await self._threads.run(self._timed_save, step.hard_state, step.entries)
+
+        async with self._wal_lock:
+            await self._until_room("saving log entries", save)
+
+    async def _until_room(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
+        """Do `work`; while the disk has no room for it, wait and do it again.
+
+        A full disk must not stop the node: nothing of a refused write was kept
+        (StorageFull), and the Ready being handled is not acknowledged, so the
+        core sees nothing until the work is done. Meanwhile this member neither
+        saves nor applies, which its peers see as a slow member.
+        """
+        delay = FULL_RETRY_SECONDS
+        while True:
+            try:
+                result = await work()
+            except StorageFull as exc:
+                if not self.storage_full:
+                    log.error("%s: %s; waiting for room", what, exc)
+                self.storage_full = True
+                await trio.sleep(delay)
+                delay = min(2 * delay, FULL_RETRY_MAX_SECONDS)
+                continue
+            if self.storage_full:
+                log.warning("disk has room again: %s goes on", what)
+                self.storage_full = False
+            return result
 
     def _timed_save(self, hard_state: HardState | None, entries: tuple[Entry, ...]) -> None:
         started = time.perf_counter()
@@ -408,11 +440,15 @@ class RaftDriver:
         for entry in entries:
             if entry.kind is EntryKind.CONF_CHANGE:
                 self._voters_committed(ConfChangeEntry.from_bytes(entry.data).voters)
-        if len(batch) <= INLINE_APPLY_ENTRIES:
-            results = self.applier.apply_batch(batch)
-            await trio.lowlevel.checkpoint()  # still a point where other tasks run
-        else:
-            results = await self._threads.run(self.applier.apply_batch, batch)
+
+        async def apply() -> list[Any]:
+            if len(batch) <= INLINE_APPLY_ENTRIES:
+                done = self.applier.apply_batch(batch)
+                await trio.lowlevel.checkpoint()  # still a point where other tasks run
+                return done
+            return await self._threads.run(self.applier.apply_batch, batch)
+
+        results = await self._until_room("applying committed entries", apply)
         self.on_applied(results)
         self._applied_to(entries[-1].index)
 

@@ -53,5 +53,14 @@ class ReadyPending(RaftError):
     """ready() was called again before advance() acknowledged the last batch."""
 
 
+class StorageFull(RaftError):
+    """The disk had no room for a write the log or the state machine must make.
+
+    Nothing of it was kept (the partial write was cut off, the transaction
+    rolled back), so the same work can be done again once there is room: the
+    driver waits and retries instead of stopping the node.
+    """
+
+
 class MalformedMessage(RaftError):
     """A peer sent a wire message that does not decode into a Message."""

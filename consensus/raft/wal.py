@@ -38,6 +38,7 @@ older segments whose entries all sit at or below the snapshot, oldest first.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import struct
 import time
@@ -49,6 +50,7 @@ from pathlib import Path
 import msgpack
 from blake3 import blake3
 
+from consensus.raft.errors import StorageFull
 from consensus.raft.timings import Timings
 from consensus.raft.types import Entry, EntryKind, HardState, SnapshotMeta
 
@@ -565,10 +567,21 @@ class WriteAheadLog:
     def _append_durably(self, data: bytes) -> None:
         assert self._fd is not None
         try:
-            _write_all(self._fd, data)
+            try:
+                _write_all(self._fd, data)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # A write refused for room, before any fsync: cut back to what was
+                # durable and the log is exactly as it was, so the caller may retry.
+                os.ftruncate(self._fd, self._size)
+                os.lseek(self._fd, self._size, os.SEEK_SET)
+                raise StorageFull(f"no room to append to {self._directory}: {exc}") from exc
             started = time.perf_counter()
             os.fdatasync(self._fd)
             self.fsync_seconds.observe(time.perf_counter() - started)
+        except StorageFull:
+            raise
         except BaseException as exc:
             self._failed = exc
             raise

@@ -70,9 +70,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "is informational")
     parser.add_argument("--clients", type=int, default=None, help="client threads")
     parser.add_argument("--disk-mib", type=int, default=512, help="each node's tmpfs")
-    parser.add_argument("--disk-fill", choices=("floor", "full"), default="floor",
-                        help="a disk fault fills the tmpfs to below the node's free-space "
-                             "floor (default) or completely")
+    parser.add_argument("--disk-fill", choices=("floor", "full"), default="full",
+                        help="a disk fault fills the tmpfs completely (default) or to below "
+                             "the node's free-space floor")
     parser.add_argument("--out", type=Path, default=None,
                         help="report folder (default: a temp folder, kept on failure)")
     parser.add_argument("--check", type=Path, default=None, metavar="HISTORY",

@@ -14,10 +14,11 @@ Each kind of `plan.Fault` has an `inject` and a `heal`:
   slow `tbf` link whose queue holds packets back; reordering has no stand-in
   and runs as loss plus delay. The report says which way each ran.
 - disk: a file that takes the free room of the node's tmpfs, all of it
-  (`--disk-fill full`) or all but half the node's free-space floor
-  (`floor`, the default: the node sees a full disk and refuses pushes with
-  507, while its database and Raft log still have the room the floor keeps
-  for them); heal deletes it.
+  (`--disk-fill full`, the default: pushes get 507, and the Raft log and the
+  database find no room either, so the node waits for room without saving or
+  applying) or all but half the node's free-space floor (`floor`: the node
+  refuses pushes with 507 while its database and Raft log still have the room
+  the floor keeps for them); heal deletes it.
 `Injector.run(plan, stop)` walks the plan in real time on its own thread and
 records what it did (with the node a "leader" target resolved to);
 `heal_all()` undoes everything at the end, whatever is still active.
