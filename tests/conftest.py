@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,3 +130,16 @@ def node_process(tmp_path: Path) -> Iterator[NodeProcess]:
 def pytest_configure(config: pytest.Config) -> None:
     # Nodes started as subprocesses import the project from the checkout.
     os.environ.setdefault("PYTHONPATH", str(ROOT))
+
+
+@contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (as mount takes it: "64m") at `mount`, for a disk that
+    really fills up; needs root. Unmounted lazily after use, so a node that still
+    has a file open there does not keep it mounted."""
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from node.cluster.errors import PeerError
 from tests.cluster.conftest import Cluster, push_blob
 from tests.cluster.test_upload_sessions import write_config
+from tests.conftest import tmpfs
 
 MiB = 1 << 20
 FLOOR = 8 * MiB
@@ -24,13 +24,8 @@ FLOOR = 8 * MiB
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """n1's data directory on a 64 MiB tmpfs of its own (unmounted after the node stops)."""
-    root = tmp_path / "n1"
-    root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], check=True)
-    try:
+    with tmpfs(tmp_path / "n1", "64m") as root:
         yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], check=False)
 
 
 def write_ballast(ballast: Path, free: int) -> None:
