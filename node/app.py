@@ -93,10 +93,7 @@ def create_app(rt: NodeServices) -> RegistryApp:
         repair=rt.repairer.status,
     )
 
-    readiness = Readiness(
-        rt.config.node_id, rt.engine, rt.data.tmp, rt.on_disk,
-        min_free_bytes=rt.config.min_free_bytes,
-    )
+    readiness = Readiness(rt.config.node_id, rt.engine, rt.data.tmp, rt.on_disk, rt.chunks.floor)
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> Response:

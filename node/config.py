@@ -28,6 +28,10 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message says which and why."""
 
 
+# Where a node's Raft transport and data plane listen unless told: its HTTP port plus these.
+RAFT_PORT_OFFSET = 1000
+DATA_PLANE_PORT_OFFSET = 2000
+
 @dataclass(frozen=True)
 class Config:
     data: Path = Path(".flotilla/node-1")
@@ -93,7 +97,7 @@ class Config:
     def raft_listen(self) -> str:
         if self.raft:
             return self.raft
-        return f"{self.host}:{self.port + 1000 if self.port else 0}"
+        return f"{self.host}:{self.port + RAFT_PORT_OFFSET if self.port else 0}"
 
     @property
     def data_plane_listen(self) -> str:
@@ -101,7 +105,7 @@ class Config:
         (an ephemeral port when the HTTP port is)."""
         if self.data_listen:
             return self.data_listen
-        return f"{self.host}:{self.port + 2000 if self.port else 0}"
+        return f"{self.host}:{self.port + DATA_PLANE_PORT_OFFSET if self.port else 0}"
 
     def peer_map(self) -> dict[str, str]:
         """The bootstrap members, id → Raft address."""
@@ -123,7 +127,7 @@ class Config:
             data_host, _, data_port = self.data_listen.rpartition(":")
             if not data_host or not data_port.isdigit() or not 0 <= int(data_port) < 65536:
                 raise ConfigError(f"data_listen {self.data_listen!r}: expected HOST:PORT")
-        elif self.port + 2000 >= 65536:
+        elif self.port + DATA_PLANE_PORT_OFFSET >= 65536:
             raise ConfigError(f"listen port {self.port} leaves no default data plane port "
                               "(port + 2000): set data_listen")
         if self.chunk_size < 64 * 1024 or self.chunk_size > 256 * MiB:

@@ -29,13 +29,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from consensus.engine import Timings
+from node.api.admission import PROBES
 from node.api.routes import route_template
 from node.services import NodeServices
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 PEER_ROUTES = frozenset(("chunks", "health", "status", "members", "leader"))
-PROBE_ROUTES = frozenset(("/healthz", "/readyz", "/metrics"))
 # Seconds: a probe answered from memory up to a large blob streamed out.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0)
@@ -43,10 +43,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 def route_of(path: str) -> str:
     """The route a request path belongs to, from a bounded set of names."""
-    if path in PROBE_ROUTES:
-        return path
-    if path in ("/v2", "/v2/"):
-        return "/v2/"
+    if path in PROBES:
+        return "/v2/" if path == "/v2" else path
     if path.startswith("/v2/"):
         return route_template(path[len("/v2/"):])
     if path.startswith("/_cluster/"):

@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from consensus.engine import Engine
+from node.storage.layout import FreeSpaceFloor
 
 CHECK_SECONDS = 2.0  # each check's budget; probes usually run every few seconds
 
@@ -32,32 +33,32 @@ class Readiness:
     engine: Engine
     probe_dir: Path  # in the data directory: where the disk check writes
     on_disk: Callable[..., Awaitable[Any]]  # blocking work in a bounded worker thread
-    min_free_bytes: int = 0
+    floor: FreeSpaceFloor  # the free disk pushes keep (the chunk store's)
     timeout: float = CHECK_SECONDS
     _probe_lock: trio.Lock = field(default_factory=trio.Lock)
 
     async def check(self) -> tuple[bool, dict[str, Any]]:
         failures: list[str] = []
-        status = self.engine.status()
-        if self.node_id not in status["voters"]:
+        if self.node_id not in self.engine.voters():
             failures.append("not a voting member of the group")
-        if status["leader"] is None:
+        if self.engine.leader() is None:
             failures.append("the group has no leader this node knows of")
         elif not await self._caught_up():
             failures.append("could not catch up with the leader's commit index in time")
         disk_failure, free = await self._disk_writable()
         if disk_failure:
             failures.append(disk_failure)
+        status = self.engine.status()  # read after the barrier: the applied index it reached
         report = {
             "node_id": self.node_id,
             "ready": not failures,
             "leader": status["leader"],
             "term": status["term"],
             "commit_index": status["commit_index"],
-            "applied_index": self.engine.status()["applied_index"],
+            "applied_index": status["applied_index"],
             "free_bytes": free,
             # Below the floor pushes get 507, but pulls are still served: not a failure.
-            "low_on_space": free is not None and 0 < free < self.min_free_bytes,
+            "low_on_space": free is not None and 0 < free < self.floor.min_free_bytes,
             "failures": failures,
         }
         return not failures, report
@@ -80,14 +81,14 @@ class Readiness:
         async with self._probe_lock:
             with trio.move_on_after(self.timeout):
                 try:
-                    free = await self.on_disk(_probe_write, self.probe_dir)
+                    free = await self.on_disk(_probe_write, self.probe_dir, self.floor)
                 except OSError as exc:
                     return f"data directory not writable: {exc.strerror or exc}", None
                 return None, free
             return f"disk write took more than {self.timeout:g} s", None
 
 
-def _probe_write(folder: Path) -> int:
+def _probe_write(folder: Path, floor: FreeSpaceFloor) -> int:
     """Write, fsync and remove a probe file; returns the free bytes left."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f".ready-probe-{os.getpid()}"
@@ -98,5 +99,4 @@ def _probe_write(folder: Path) -> int:
     finally:
         os.close(fd)
         path.unlink(missing_ok=True)
-    stats = os.statvfs(folder)
-    return stats.f_bavail * stats.f_frsize
+    return floor.free_bytes()

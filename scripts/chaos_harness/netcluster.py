@@ -244,7 +244,3 @@ def remove_leftovers() -> None:
             subprocess.run(["umount", "-l", parts[1].replace("\\040", " ")],
                            capture_output=True, check=False)
 
-
-def free_disk(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize

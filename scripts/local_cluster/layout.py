@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.config import DATA_PLANE_PORT_OFFSET, RAFT_PORT_OFFSET
+
 HOST = "127.0.0.1"
-RAFT_OFFSET = 1000
-DATA_PLANE_OFFSET = 2000
 MAX_NODES = 99
 
 
@@ -41,11 +41,11 @@ class NodeLayout:
 
     @property
     def raft(self) -> str:
-        return f"{HOST}:{self.base_port + RAFT_OFFSET + self.index}"
+        return f"{HOST}:{self.base_port + RAFT_PORT_OFFSET + self.index}"
 
     @property
     def data_listen(self) -> str:
-        return f"{HOST}:{self.base_port + DATA_PLANE_OFFSET + self.index}"
+        return f"{HOST}:{self.base_port + DATA_PLANE_PORT_OFFSET + self.index}"
 
     @property
     def data(self) -> Path:
@@ -90,6 +90,6 @@ def layout_problem(count: int, base_port: int) -> str | None:
         return "--nodes must be at least 1"
     if count > MAX_NODES:
         return f"--nodes: at most {MAX_NODES} on one machine"
-    if base_port < 1 or base_port + DATA_PLANE_OFFSET + count > 65535:
+    if base_port < 1 or base_port + DATA_PLANE_PORT_OFFSET + count > 65535:
         return f"--base-port {base_port}: node ports must stay within 1..65535"
     return None
