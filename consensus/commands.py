@@ -126,6 +126,71 @@ class DrainMember(Command):
     draining: bool = True
 
 
+# Access control (node/access/): accounts, grants, public repositories, signing keys.
+ROLES = ("reader", "writer", "maintainer", "admin")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PutAccount(Command):
+    """A user (password hash: argon2 or bcrypt) or a robot (`sha256:` of its token), made
+    or replaced. `expires_at` (Unix seconds) ends a robot's life; `create_only` refuses an
+    account that already exists, so two admins cannot silently overwrite each other."""
+
+    kind: ClassVar[str] = "put_account"
+    name: str
+    robot: bool = False
+    secret_hash: str
+    expires_at: int | None = None
+    create_only: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteAccount(Command):
+    """Remove an account and every grant it holds."""
+
+    kind: ClassVar[str] = "delete_account"
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PutGrant(Command):
+    """Give `principal` (an account) `role` on the repositories `pattern` matches."""
+
+    kind: ClassVar[str] = "put_grant"
+    principal: str
+    role: str
+    pattern: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteGrant(Command):
+    kind: ClassVar[str] = "delete_grant"
+    principal: str
+    pattern: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetPublic(Command):
+    """Allow (or stop allowing) anonymous pulls of the repositories `pattern` matches."""
+
+    kind: ClassVar[str] = "set_public"
+    pattern: str
+    public: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddSigningKey(Command):
+    """A new key for the tokens every node signs; the key it replaces keeps verifying
+    tokens until `keep_seconds` after `now`, so nobody is logged out by a rotation.
+    The proposer draws the key and reads the clock: the state machine does neither."""
+
+    kind: ClassVar[str] = "add_signing_key"
+    kid: str
+    private_pem: bytes
+    now: int
+    keep_seconds: int
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.kind: cls
     for cls in (
@@ -138,6 +203,12 @@ COMMANDS: dict[str, type[Command]] = {
         RegisterMember,
         UnregisterMember,
         DrainMember,
+        PutAccount,
+        DeleteAccount,
+        PutGrant,
+        DeleteGrant,
+        SetPublic,
+        AddSigningKey,
     )
 }
 
@@ -218,6 +289,14 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _one_of(choices: tuple[str, ...]) -> Check:
+    def check(value: Any) -> str:
+        if value not in choices or type(value) is not str:
+            raise CommandInvalid(f"expected one of {', '.join(choices)}")
+        return value
+    return check
+
+
 def _optional(check: Check) -> Check:
     return lambda value: None if value is None else check(value)
 
@@ -246,6 +325,18 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
     },
     UnregisterMember.kind: {"id": _id, "node_id": _id},
     DrainMember.kind: {"id": _id, "node_id": _id, "draining": _flag},
+    PutAccount.kind: {
+        "id": _id, "name": _id, "robot": _flag, "secret_hash": _text(4096),
+        "expires_at": _optional(_count(0)), "create_only": _flag,
+    },
+    DeleteAccount.kind: {"id": _id, "name": _id},
+    PutGrant.kind: {"id": _id, "principal": _id, "role": _one_of(ROLES), "pattern": _id},
+    DeleteGrant.kind: {"id": _id, "principal": _id, "pattern": _id},
+    SetPublic.kind: {"id": _id, "pattern": _id, "public": _flag},
+    AddSigningKey.kind: {
+        "id": _id, "kid": _id, "private_pem": _bytes, "now": _count(0),
+        "keep_seconds": _count(0),
+    },
 }
 
 

@@ -35,15 +35,22 @@ from typing import Any, Protocol, TypeVar
 import trio
 
 from consensus.commands import (
+    ROLES,
+    AddSigningKey,
     Command,
     CommandInvalid,
+    DeleteAccount,
+    DeleteGrant,
     DeleteManifest,
     DeleteTag,
     DrainMember,
     MountBlob,
+    PutAccount,
     PutBlob,
+    PutGrant,
     PutManifest,
     RegisterMember,
+    SetPublic,
     UnlinkBlob,
     UnregisterMember,
     decode,
@@ -81,7 +88,11 @@ from consensus.store import (
 )
 
 __all__ = [
+    "ROLES",
+    "AddSigningKey",
     "Command",
+    "DeleteAccount",
+    "DeleteGrant",
     "DeleteManifest",
     "DeleteTag",
     "DrainMember",
@@ -98,7 +109,9 @@ __all__ = [
     "MountBlob",
     "NoQuorum",
     "Overloaded",
+    "PutAccount",
     "PutBlob",
+    "PutGrant",
     "PutManifest",
     "Queries",
     "RaftSettings",
@@ -108,6 +121,7 @@ __all__ = [
     "Refused",
     "RegisterMember",
     "RaftObservations",
+    "SetPublic",
     "StatePaths",
     "TAG_BYTES",
     "Timings",

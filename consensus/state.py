@@ -31,6 +31,9 @@ class Refusal(enum.Enum):
     MANIFEST_MISSING = "MANIFEST_UNKNOWN"  # an unknown manifest, child manifest or tag
     COMMAND_INVALID = "COMMAND_INVALID"  # the entry is not a well-formed command
     MEMBER_MISSING = "MEMBER_UNKNOWN"  # a drain of a node the member list does not hold
+    ACCOUNT_EXISTS = "ACCOUNT_EXISTS"  # a create-only account whose name is taken
+    ACCOUNT_MISSING = "ACCOUNT_UNKNOWN"  # a grant to, or removal of, an unknown account
+    GRANT_MISSING = "GRANT_UNKNOWN"  # a revocation of a grant that does not exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,3 +258,79 @@ class StateMachine:
             "UPDATE members SET draining = ? WHERE node_id = ?", (int(cmd.draining), cmd.node_id)
         )
         return OK if cursor.rowcount else Result(Refusal.MEMBER_MISSING, cmd.node_id)
+
+    # -- access control: each change moves the access version readers cache by --
+
+    def _access_changed(self) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('access', 1)"
+            " ON CONFLICT(key) DO UPDATE SET value = value + 1"
+        )
+
+    def _apply_put_account(self, cmd: c.PutAccount) -> Result:
+        if cmd.create_only and self.conn.execute(
+            "SELECT 1 FROM accounts WHERE name = ?", (cmd.name,)
+        ).fetchone():
+            return Result(Refusal.ACCOUNT_EXISTS, cmd.name)
+        self.conn.execute(
+            "INSERT INTO accounts (name, robot, secret_hash, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET robot = excluded.robot,"
+            " secret_hash = excluded.secret_hash, expires_at = excluded.expires_at",
+            (cmd.name, int(cmd.robot), cmd.secret_hash, cmd.expires_at),
+        )
+        self._access_changed()
+        return OK
+
+    def _apply_delete_account(self, cmd: c.DeleteAccount) -> Result:
+        cursor = self.conn.execute("DELETE FROM accounts WHERE name = ?", (cmd.name,))
+        if not cursor.rowcount:
+            return Result(Refusal.ACCOUNT_MISSING, cmd.name)
+        self.conn.execute("DELETE FROM grants WHERE principal = ?", (cmd.name,))
+        self._access_changed()
+        return OK
+
+    def _apply_put_grant(self, cmd: c.PutGrant) -> Result:
+        if not self.conn.execute(
+            "SELECT 1 FROM accounts WHERE name = ?", (cmd.principal,)
+        ).fetchone():
+            return Result(Refusal.ACCOUNT_MISSING, cmd.principal)
+        self.conn.execute(
+            "INSERT INTO grants (principal, pattern, role) VALUES (?, ?, ?)"
+            " ON CONFLICT(principal, pattern) DO UPDATE SET role = excluded.role",
+            (cmd.principal, cmd.pattern, cmd.role),
+        )
+        self._access_changed()
+        return OK
+
+    def _apply_delete_grant(self, cmd: c.DeleteGrant) -> Result:
+        cursor = self.conn.execute(
+            "DELETE FROM grants WHERE principal = ? AND pattern = ?", (cmd.principal, cmd.pattern)
+        )
+        if not cursor.rowcount:
+            return Result(Refusal.GRANT_MISSING, f"{cmd.principal} on {cmd.pattern}")
+        self._access_changed()
+        return OK
+
+    def _apply_set_public(self, cmd: c.SetPublic) -> Result:
+        if cmd.public:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO public_repos (pattern) VALUES (?)", (cmd.pattern,)
+            )
+        else:
+            self.conn.execute("DELETE FROM public_repos WHERE pattern = ?", (cmd.pattern,))
+        self._access_changed()
+        return OK
+
+    def _apply_add_signing_key(self, cmd: c.AddSigningKey) -> Result:
+        conn = self.conn
+        conn.execute("DELETE FROM signing_keys WHERE retire_at IS NOT NULL AND retire_at < ?",
+                     (cmd.now,))
+        conn.execute("UPDATE signing_keys SET retire_at = ? WHERE retire_at IS NULL",
+                     (cmd.now + cmd.keep_seconds,))
+        conn.execute(
+            "INSERT OR IGNORE INTO signing_keys (kid, private_pem, created_at, retire_at)"
+            " VALUES (?, ?, ?, NULL)",
+            (cmd.kid, cmd.private_pem, cmd.now),
+        )
+        self._access_changed()
+        return OK

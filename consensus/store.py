@@ -64,6 +64,27 @@ CREATE TABLE IF NOT EXISTS members (
     zone TEXT NOT NULL,
     draining INTEGER NOT NULL DEFAULT 0  -- 1: placement gives it no chunk (being drained)
 );
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    robot INTEGER NOT NULL,           -- 1: a robot, whose secret is a token
+    secret_hash TEXT NOT NULL,        -- argon2 / bcrypt (users), sha256:HEX (robots)
+    expires_at INTEGER                -- Unix seconds, or NULL: never
+);
+CREATE TABLE IF NOT EXISTS grants (
+    principal TEXT NOT NULL,
+    pattern TEXT NOT NULL,            -- a repository name or glob (team/*, *)
+    role TEXT NOT NULL,
+    PRIMARY KEY (principal, pattern)
+);
+CREATE TABLE IF NOT EXISTS public_repos (
+    pattern TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid TEXT PRIMARY KEY,
+    private_pem BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    retire_at INTEGER                 -- NULL: the key tokens are signed with now
+);
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,              -- command id, so a retried proposal applies once
     log_index INTEGER NOT NULL,
@@ -74,7 +95,8 @@ CREATE TABLE IF NOT EXISTS requests (
 
 # Tables a snapshot carries, in the order they are copied.
 TABLES = (
-    "meta", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags", "members", "requests"
+    "meta", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags", "members",
+    "accounts", "grants", "public_repos", "signing_keys", "requests",
 )
 
 
@@ -145,6 +167,8 @@ def import_snapshot(conn: sqlite3.Connection, source: Path) -> None:
                 ours = set(_columns(conn, table))
                 names = ", ".join(c for c in _columns(conn, table, "snap") if c in ours)
                 conn.execute(f"DELETE FROM main.{table}")
+                if not names:  # a table the snapshot's version did not have yet
+                    continue
                 conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM snap.{table}")
             conn.execute("COMMIT")
         except BaseException:
@@ -193,6 +217,29 @@ class Referrer:
     size: int
     artifact_type: str | None
     annotations: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    robot: bool
+    secret_hash: str
+    expires_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    principal: str
+    pattern: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    private_pem: bytes
+    created_at: int
+    retire_at: int | None  # None: the current key
 
 
 def pack_chunk_ids(ids: list[str] | tuple[str, ...]) -> bytes:
@@ -355,3 +402,40 @@ class Queries:
         """The chunk ids of every recorded blob, one tuple a blob, in no set order."""
         for (packed,) in self.conn.execute("SELECT chunks FROM blobs"):
             yield unpack_chunk_ids(packed)
+
+    # -- access control -------------------------------------------------------
+
+    def access_version(self) -> int:
+        """Changes whenever an account, grant, public pattern or signing key does: what
+        caches of the access tables compare against."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'access'").fetchone()
+        return row[0] if row else 0
+
+    def account(self, name: str) -> Account | None:
+        row = self.conn.execute(
+            "SELECT name, robot, secret_hash, expires_at FROM accounts WHERE name = ?", (name,)
+        ).fetchone()
+        return Account(row[0], bool(row[1]), row[2], row[3]) if row else None
+
+    def accounts(self) -> list[Account]:
+        rows = self.conn.execute(
+            "SELECT name, robot, secret_hash, expires_at FROM accounts ORDER BY name"
+        )
+        return [Account(n, bool(r), h, e) for n, r, h, e in rows]
+
+    def grants(self) -> list[Grant]:
+        rows = self.conn.execute(
+            "SELECT principal, pattern, role FROM grants ORDER BY principal, pattern"
+        )
+        return [Grant(*row) for row in rows]
+
+    def public_patterns(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT pattern FROM public_repos ORDER BY 1")]
+
+    def signing_keys(self) -> list[SigningKey]:
+        """Every key that still verifies tokens, the current one (retire_at NULL) first."""
+        rows = self.conn.execute(
+            "SELECT kid, private_pem, created_at, retire_at FROM signing_keys"
+            " ORDER BY retire_at IS NOT NULL, created_at DESC"
+        )
+        return [SigningKey(k, bytes(p), c, r) for k, p, c, r in rows]

@@ -23,10 +23,15 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from consensus.engine import Engine, RaftSettings, StatePaths, open_engine
+from node.access.audit import AuditLog
+from node.access.gate import Gate, GateSettings
+from node.access.throttle import LoginThrottle
+from node.api.access import caller_of_request, realm
 from node.api.admission import Admission, AdmittedConfig, cap_connections
 from node.api.errors import API_VERSION, error_response
 from node.api.request_bodies import APP_QUEUE, BodyPace, BoundedHTTPConnection, BoundedRequest
 from node.api.routes import dispatch
+from node.api.token import token
 from node.cluster.auth import Verifier, load_or_create_secret
 from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
@@ -42,7 +47,7 @@ from node.cluster.scrub import Scrubber
 from node.config import Config
 from node.metrics import CONTENT_TYPE, NodeMetrics
 from node.readiness import Readiness
-from node.request_log import RequestObserver, current_node
+from node.request_log import RequestObserver, current_node, current_request_id
 from node.services import NodeServices
 from node.storage.chunks import ChunkStore
 from node.storage.disk_threads import DiskThreads
@@ -113,6 +118,7 @@ def create_app(rt: NodeServices) -> RegistryApp:
     @app.route("/v2", methods=["GET", "HEAD"])
     @app.route("/v2/", methods=["GET", "HEAD"])
     async def api_base() -> Response:
+        rt.gate.authorize_login(await caller_of_request(rt), realm())
         body = b"" if request.method == "HEAD" else b"{}"
         return Response(body, status=200, content_type="application/json", headers=API_VERSION)
 
@@ -121,6 +127,10 @@ def create_app(rt: NodeServices) -> RegistryApp:
         response = await dispatch(rt, request.method, rest)
         response.headers.update(API_VERSION)
         return response
+
+    @app.route("/token", methods=["GET", "POST"])
+    async def token_endpoint() -> Response:
+        return await token(rt)
 
     @app.route("/_cluster/<path:rest>", methods=ALL_METHODS)
     async def cluster(rest: str) -> Response:
@@ -215,6 +225,16 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
             interval_seconds=config.scrub_interval_seconds,
         ),
         repairer=repairer,
+        gate=Gate(
+            engine,
+            GateSettings(
+                mode=config.auth_mode, service=config.auth_service, token_ttl=config.token_ttl,
+                refresh_ttl=config.refresh_token_ttl, realm=config.auth_realm,
+            ),
+            AuditLog(config.audit_log or data.root / "audit.log", config.node_id,
+                     request_id=current_request_id),
+            throttle=LoginThrottle(config.login_failures, config.login_failure_window),
+        ),
         counters=counters,
     )
 
@@ -294,4 +314,5 @@ async def serve(
         try:
             rt.engine.close()
         finally:
+            rt.gate.audit.close()
             rt.disk.close()

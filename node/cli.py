@@ -184,6 +184,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="W: holders needed before a push succeeds (default R)")
     serve.add_argument("--cache-bytes", dest="cache_bytes", type=int,
                        help="room for fetched chunks not owned (default 10%% of free disk)")
+    serve.add_argument("--auth", choices=["none", "basic", "token"],
+                       help="access control: token (Docker token flow), basic, or none "
+                            "(default none, allowed only on a loopback address)")
+    serve.add_argument("--auth-service", dest="auth_service",
+                       help="the service name tokens are issued for (default flotilla)")
+    serve.add_argument("--auth-realm", dest="auth_realm",
+                       help="URL of the token endpoint clients are sent to "
+                            "(default: this node's /token, as the client reached it)")
+    serve.add_argument("--token-ttl", dest="token_ttl", type=int,
+                       help="seconds an access token lives (default 300)")
+    serve.add_argument("--audit-log", dest="audit_log", type=Path,
+                       help="audit log file, JSON lines (default DATA/audit.log)")
     serve.add_argument("--tick-ms", dest="tick_ms", type=int,
                        help="Raft tick in ms; elections take 10-20 ticks (default 100)")
 

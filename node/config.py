@@ -84,6 +84,24 @@ class Config:
     # Repair (node/cluster/repair.py): owned chunks fetched, unowned copies dropped.
     repair_bytes_per_second: int = 32 * MiB  # fetched by repair; 0: no limit
     repair_interval_seconds: float = 600.0  # between passes when nothing changes
+    # Access control (node/access/; see README, "Access control").
+    auth: str | None = None  # none, basic or token; unset: none, and only on loopback
+    auth_service: str = "flotilla"  # the `service` tokens are issued for (same on every node)
+    auth_realm: str | None = None  # the token endpoint's URL in challenges; default: as asked
+    token_ttl: int = 300  # seconds an access token lives
+    refresh_token_ttl: int = 30 * 86400  # seconds a refresh token (docker login) lives
+    login_failures: int = 10  # failed logins per client address in login_failure_window
+    login_failure_window: float = 60.0  # seconds; past the limit, 429 until the window moves
+    audit_log: Path | None = None  # JSON lines of what callers did; default DATA/audit.log
+
+    @property
+    def auth_mode(self) -> str:
+        return self.auth or "none"
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        host = self.host.strip("[]")
+        return host in ("localhost", "::1") or host.startswith("127.")
 
     @property
     def host(self) -> str:
@@ -172,6 +190,20 @@ class Config:
             )
         if self.abandoned_chunk_grace_seconds <= 0:
             raise ConfigError("abandoned_chunk_grace_seconds must be positive")
+        if self.auth not in (None, "none", "basic", "token"):
+            raise ConfigError('auth must be "none", "basic" or "token"')
+        if self.auth is None and not self.listens_on_loopback:
+            raise ConfigError(
+                f"the client API would listen on {self.listen} with no access control: "
+                'set auth = "token" or "basic" (see README, "Access control"), or '
+                'auth = "none" to run an open registry there on purpose'
+            )
+        if self.token_ttl < 10 or self.refresh_token_ttl < self.token_ttl:
+            raise ConfigError("token_ttl must be at least 10 s and refresh_token_ttl at least that")
+        if self.login_failures < 1 or self.login_failure_window <= 0:
+            raise ConfigError("login_failures and login_failure_window must be positive")
+        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", self.auth_service):
+            raise ConfigError("auth_service: 1-128 of A-Z a-z 0-9 . _ : -")
         if self.join and self.peers:
             raise ConfigError("a joining node learns its peers from the cluster: drop peers")
         self.peer_map()

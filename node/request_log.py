@@ -48,6 +48,11 @@ current_node: ContextVar[str | None] = ContextVar("current_node", default=None)
 RequestObserved = Callable[[str, str, int, float, int, int], None]
 
 
+def current_request_id() -> str | None:
+    context = current_request.get()
+    return context.request_id if context is not None else None
+
+
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     """The client's request id if it sent one well-formed, else a new random one."""
     for name, value in headers:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from consensus.engine import Engine
+from node.access.gate import Gate
 from node.cluster.auth import Verifier
 from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
@@ -47,6 +48,7 @@ class NodeServices:
     replication_report: ReplicationReport
     scrubber: Scrubber
     repairer: Repairer
+    gate: Gate
     counters: Counter[str] = field(default_factory=Counter)
 
     async def on_disk(self, fn: Callable[..., T], *args: Any) -> T:

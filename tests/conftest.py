@@ -98,7 +98,7 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node exited early:\n{self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

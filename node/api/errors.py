@@ -21,6 +21,8 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 from consensus.engine import MembershipRefused, NoQuorum, Overloaded, Refusal, Refused
+from node.access import errors as access
+from node.access.gate import TokenRequestInvalid
 from node.cluster import errors as cluster
 from node.storage import errors as storage
 
@@ -201,8 +203,9 @@ class RequestInvalid(RegistryError):
 
     code, status, default_message = "REQUEST_INVALID", 400, "malformed request"
 
-    def __init__(self, message: str | None = None, *, status: int = 400) -> None:
-        super().__init__(message)
+    def __init__(self, message: str | None = None, *, status: int = 400,
+                 detail: Any = None) -> None:
+        super().__init__(message, detail=detail)
         self._status = status
 
     @property
@@ -227,6 +230,29 @@ class InsufficientStorage(RegistryError):
     code, status, default_message = (
         "INSUFFICIENT_STORAGE", 507, "not enough free storage on this node"
     )
+
+
+class AccountExists(RegistryError):
+    code, status, default_message = "ACCOUNT_EXISTS", 409, "an account of that name exists"
+
+
+class AccountUnknown(RegistryError):
+    code, status, default_message = "ACCOUNT_UNKNOWN", 404, "no such account"
+
+
+class GrantUnknown(RegistryError):
+    code, status, default_message = "GRANT_UNKNOWN", 404, "no such grant"
+
+
+def _challenged(exc: Exception) -> RegistryError:
+    """401 with the WWW-Authenticate challenge that tells the client how to log in."""
+    assert isinstance(exc, access.AuthenticationRequired)
+    return Unauthorized(str(exc), headers={"WWW-Authenticate": exc.challenge})
+
+
+def _throttled(exc: Exception) -> RegistryError:
+    assert isinstance(exc, access.LoginThrottled)
+    return TooManyRequests(str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
 def _retry_later(
@@ -260,6 +286,9 @@ REFUSALS: dict[Refusal, type[RegistryError]] = {
     Refusal.MANIFEST_MISSING: ManifestUnknown,
     Refusal.COMMAND_INVALID: Internal,
     Refusal.MEMBER_MISSING: NotFound,
+    Refusal.ACCOUNT_EXISTS: AccountExists,
+    Refusal.ACCOUNT_MISSING: AccountUnknown,
+    Refusal.GRANT_MISSING: GrantUnknown,
 }
 
 
@@ -303,6 +332,12 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], RegistryError]] = {
     ),
     MembershipRefused: _from(MembershipConflict),
     Refused: _refused,
+    access.AccessError: _from(Denied),
+    access.AuthenticationRequired: _challenged,
+    access.AccessDenied: _from(Denied),
+    access.LoginThrottled: _throttled,
+    access.AdminInputInvalid: _from(RequestInvalid),
+    TokenRequestInvalid: _from(RequestInvalid),
 }
 
 # Status codes the HTTP framework raises itself, before a handler could.

@@ -11,13 +11,11 @@ import re
 from dataclasses import dataclass
 
 from node.api.errors import DigestInvalid, NameInvalid, RangeInvalid, TagInvalid
+from node.names import NAME_MAX, is_repository_name
 from node.storage.digest import Digest
 
 __all__ = ["ByteRange", "Digest", "parse_digest", "parse_name", "parse_range", "parse_tag"]
 
-NAME_MAX = 255
-_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-NAME_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 
 # Algorithms Flotilla stores content under, with the hex length of each.
@@ -27,7 +25,7 @@ _DIGEST_RE = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
 
 def parse_name(name: str) -> str:
     """A repository name per the spec's grammar, or NameInvalid."""
-    if len(name) > NAME_MAX or not NAME_RE.fullmatch(name):
+    if not is_repository_name(name):
         raise NameInvalid(detail={"name": name[:NAME_MAX + 1]})
     return name
 

@@ -5,22 +5,11 @@ from __future__ import annotations
 from quart import Response, request
 
 from consensus.engine import DeleteManifest, DeleteTag, ManifestRecord, PutManifest, Queries
-from node.api.errors import DigestInvalid, ManifestUnknown, TooLarge
+from node.api.errors import DigestInvalid, ManifestUnknown
 from node.api.grammar import Digest, is_digest, is_tag, parse_digest, parse_tag
 from node.api.manifest_format import parse_manifest
+from node.api.request_bodies import read_body_bounded
 from node.services import NodeServices
-
-
-async def _read_manifest_body(limit: int) -> bytes:
-    declared = request.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge("manifest too large", detail={"limit": limit})
-    body = bytearray()
-    async for piece in request.body:
-        body += piece
-        if len(body) > limit:
-            raise TooLarge("manifest too large", detail={"limit": limit})
-    return bytes(body)
 
 
 async def find_manifest(rt: NodeServices, name: str, reference: str) -> ManifestRecord:
@@ -67,7 +56,7 @@ async def put_manifest(rt: NodeServices, name: str, reference: str) -> Response:
         claimed: Digest | None = parse_digest(reference)
     else:
         claimed, tag = None, parse_tag(reference)
-    body = await _read_manifest_body(rt.config.max_manifest_bytes)
+    body = await read_body_bounded(rt.config.max_manifest_bytes, "manifest")
     digest = Digest.of(body, claimed.algorithm if claimed else "sha256")
     if claimed is not None and claimed != digest:
         raise DigestInvalid(

@@ -37,11 +37,12 @@ from typing import Any, cast
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from quart import request
 from quart.wrappers import Request, Response
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 
-from node.api.errors import BodyTimeout, error_response, first_leaf
+from node.api.errors import BodyTimeout, TooLarge, error_response, first_leaf
 from node.cluster.errors import ClusterError
 from node.storage.errors import StorageError
 
@@ -244,3 +245,17 @@ class BoundedHTTPConnection(TrioASGIHTTPConnection):
                 # client sees the transfer fail (never bytes that are not the blob's).
                 log.warning("%s %s cut short after the headers: %s",
                             request.method, request.path, first_leaf(group))
+
+
+async def read_body_bounded(limit: int, what: str = "request body") -> bytes:
+    """The whole body of the current request, or TooLarge once it passes `limit` bytes
+    (at once when its Content-Length says it will)."""
+    declared = request.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"{what} too large", detail={"limit": limit})
+    body = bytearray()
+    async for piece in request.body:
+        body += piece
+        if len(body) > limit:
+            raise TooLarge(f"{what} too large", detail={"limit": limit})
+    return bytes(body)

@@ -13,40 +13,51 @@ from typing import Any
 
 from quart import Response
 
+from node.access.rules import DELETE, PULL, PUSH
 from node.api import blobs, catalog, manifests, referrers, tags, uploads
+from node.api.access import audit_change, caller_of_request, realm
 from node.api.errors import NotFound, Unsupported
 from node.api.grammar import parse_name
 from node.services import NodeServices
 
 Handler = Callable[..., Awaitable[Response]]
 
-ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-    (re.compile(r"_catalog"), {"GET": catalog.catalog}),
-    (re.compile(r"(?P<name>.+)/blobs/uploads/?"), {"POST": uploads.start_upload}),
+# Each route's handlers by method, with the action each needs on the repository (a
+# catalog listing needs none: it shows only what the caller may pull).
+ROUTES: list[tuple[re.Pattern[str], dict[str, tuple[Handler, str | None]]]] = [
+    (re.compile(r"_catalog"), {"GET": (catalog.catalog, None)}),
+    (re.compile(r"(?P<name>.+)/blobs/uploads/?"), {"POST": (uploads.start_upload, PUSH)}),
     (
         re.compile(r"(?P<name>.+)/blobs/uploads/(?P<session_id>[^/]+)"),
         {
-            "GET": uploads.upload_status,
-            "PATCH": uploads.patch_upload,
-            "PUT": uploads.finish_upload,
-            "DELETE": uploads.cancel_upload,
+            "GET": (uploads.upload_status, PUSH),
+            "PATCH": (uploads.patch_upload, PUSH),
+            "PUT": (uploads.finish_upload, PUSH),
+            "DELETE": (uploads.cancel_upload, PUSH),
         },
     ),
     (
         re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)"),
-        {"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob},
+        {
+            "GET": (blobs.get_blob, PULL),
+            "HEAD": (blobs.get_blob, PULL),
+            "DELETE": (blobs.delete_blob, DELETE),
+        },
     ),
     (
         re.compile(r"(?P<name>.+)/manifests/(?P<reference>[^/]+)"),
         {
-            "GET": manifests.get_manifest,
-            "HEAD": manifests.get_manifest,
-            "PUT": manifests.put_manifest,
-            "DELETE": manifests.delete_manifest,
+            "GET": (manifests.get_manifest, PULL),
+            "HEAD": (manifests.get_manifest, PULL),
+            "PUT": (manifests.put_manifest, PUSH),
+            "DELETE": (manifests.delete_manifest, DELETE),
         },
     ),
-    (re.compile(r"(?P<name>.+)/tags/list"), {"GET": tags.list_tags}),
-    (re.compile(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)"), {"GET": referrers.referrers}),
+    (re.compile(r"(?P<name>.+)/tags/list"), {"GET": (tags.list_tags, PULL)}),
+    (
+        re.compile(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)"),
+        {"GET": (referrers.referrers, PULL)},
+    ),
 ]
 
 
@@ -67,14 +78,14 @@ def route_template(path: str) -> str:
     return "/v2/{unknown}"
 
 
-def resolve(method: str, path: str) -> tuple[Handler, dict[str, Any]]:
-    """The handler and its arguments for `path` (the part after `/v2/`)."""
+def resolve(method: str, path: str) -> tuple[Handler, dict[str, Any], str | None]:
+    """The handler, its arguments and the action it needs for `path` (after `/v2/`)."""
     for pattern, handlers in ROUTES:
         match = pattern.fullmatch(path)
         if match is None:
             continue
-        handler = handlers.get(method)
-        if handler is None:
+        entry = handlers.get(method)
+        if entry is None:
             raise Unsupported(
                 f"method {method} not allowed here",
                 headers={"Allow": ", ".join(sorted(handlers))},
@@ -82,10 +93,24 @@ def resolve(method: str, path: str) -> tuple[Handler, dict[str, Any]]:
         params = match.groupdict()
         if "name" in params:
             parse_name(params["name"])
-        return handler, params
+        return entry[0], params, entry[1]
     raise NotFound()
 
 
 async def dispatch(rt: NodeServices, method: str, path: str) -> Response:
-    handler, params = resolve(method, path)
-    return await handler(rt, **params)
+    """Resolve, authenticate, authorize, run the handler, audit what it changed.
+
+    The caller is established before the route is resolved, so a request with
+    bad credentials learns nothing about which paths exist."""
+    who = await caller_of_request(rt)
+    handler, params, action = resolve(method, path)
+    name = params.get("name")
+    if action is not None and name is not None:
+        rt.gate.authorize(who, name, action, realm())
+    previous = None
+    if method == "PUT" and "reference" in params and not rt.gate.open:
+        previous = rt.engine.queries.tag(name, params["reference"])
+    response = await handler(rt, **params)
+    if action is not None and not rt.gate.open:
+        audit_change(rt, who, action, name, params, response, previous)
+    return response

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import trio
 from quart import Response, request
 
+from node.api.access import PULL, may
 from node.api.errors import DigestInvalid, RangeInvalid, SizeInvalid, UploadBusy
 from node.api.grammar import parse_digest, parse_name, parse_upload_range
 from node.cluster.blob_writer import Upload
@@ -87,6 +88,8 @@ async def start_upload(rt: NodeServices, name: str) -> Response:
         source = request.args.get("from")
         if source is not None:
             parse_name(source)
+            if not may(rt, source, PULL):
+                source = None  # as if absent: mounting must not reveal what is stored there
         if await writer.mount(name, digest, source):
             return _blob_created(name, digest)
         # Not mountable: the spec says to fall back to a plain upload session.

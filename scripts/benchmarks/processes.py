@@ -160,6 +160,8 @@ def _serve_argv(data: Path, port: int, *extra: str, host: str = "127.0.0.1") -> 
         "--data", str(data),
         "--listen", f"{host}:{port}",
         "--log-level", "warning",
+        # Open, as Distribution is here; on a namespace address that must be said.
+        *(("--auth", "none") if serve_accepts("--auth") and not host.startswith("127.") else ()),
         *extra,
     ]
 

@@ -104,6 +104,7 @@ class ChaosCluster:
                 sys.executable, "-m", "node.cli", "serve",
                 "--data", str(data / "node"),
                 "--listen", f"{host}:{HTTP_PORT}",
+                "--auth", "none",  # a private network of the harness's own
                 "--raft", f"{host}:{RAFT_PORT}",
                 "--data-listen", f"{host}:{DATA_PORT}",
                 "--node-id", f"n{k}",

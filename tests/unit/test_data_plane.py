@@ -337,7 +337,8 @@ async def test_connections_past_the_cap_are_closed_on_arrival(
 
 
 def test_the_data_plane_listens_on_the_http_port_plus_2000_unless_told() -> None:
-    assert Config(listen="10.0.0.5:5001").validated().data_plane_listen == "10.0.0.5:7001"
+    open_config = Config(listen="10.0.0.5:5001", auth="none")
+    assert open_config.validated().data_plane_listen == "10.0.0.5:7001"
     assert Config(listen="127.0.0.1:0").validated().data_plane_listen == "127.0.0.1:0"
     told = load_config(env={"FLOTILLA_DATA_LISTEN": "0.0.0.0:9999"})
     assert told.data_plane_listen == "0.0.0.0:9999"

@@ -78,12 +78,18 @@ RULES = [
              "the commands and record types)"),
     Rule("node.config", never=("node", "consensus"), unless=("node.config",),
          why="the configuration is a leaf every layer may import"),
+    Rule("node.names", never=("node", "consensus"), unless=("node.names",),
+         why="the name grammar is a leaf the API and the access rules share"),
     Rule("node.storage",
          never=("node.api", "node.cluster", "node.app", "node.services", "consensus", *HTTP),
          why="a node's own disk is the bottom layer: no peers, no HTTP, no metadata"),
     Rule("node.cluster", never=("node.api", "node.app", "node.services", "sqlite3"),
          why="peers sit below the HTTP handlers and the services bundle that holds them, "
              "and reach metadata only through consensus.engine"),
+    Rule("node.access",
+         never=("node.api", "node.app", "node.services", "node.cluster", "sqlite3", *HTTP),
+         why="who may do what is decided without HTTP: handlers hand the gate headers and "
+             "get back a caller or an error"),
     Rule("node.api", never=("sqlite3",),
          why="handlers read metadata through consensus.engine, never SQLite"),
 ]
@@ -97,7 +103,8 @@ TYPE_ONLY = {"random": ("Random",)}
 # handlers in node.api, and node.app (the rest of `node`) builds it.
 UNITS = (
     "consensus.raft", "consensus",
-    "node.config", "node.services", "node.storage", "node.cluster", "node.api", "node",
+    "node.config", "node.names", "node.services", "node.storage", "node.cluster",
+    "node.access", "node.api", "node",
 )
 
 # -- reading imports ------------------------------------------------------------

@@ -35,7 +35,9 @@ def dump(machine: StateMachine) -> list[tuple]:
     ]
     for table in tables:
         rows.append(("table", table))
-        rows.extend(machine.conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2"))
+        width = len(machine.conn.execute(f"PRAGMA table_info({table})").fetchall())
+        order = "1, 2" if width > 1 else "1"
+        rows.extend(machine.conn.execute(f"SELECT * FROM {table} ORDER BY {order}"))
     return rows
 
 
