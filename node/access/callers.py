@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 ANONYMOUS, USER, ROBOT, PEER = "anonymous", "user", "robot", "peer"
+SECRET = "secret"  # an operator proving the cluster secret (admin commands)
 
 
 @dataclass(frozen=True, slots=True)

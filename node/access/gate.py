@@ -29,7 +29,7 @@ import trio
 from consensus.engine import AddSigningKey, Engine, NoQuorum
 from node.access import rules
 from node.access.audit import AuditLog
-from node.access.callers import ANONYMOUS, PEER, ROBOT, USER, Caller
+from node.access.callers import ANONYMOUS, PEER, ROBOT, SECRET, USER, Caller
 from node.access.errors import AccessDenied, AuthenticationRequired, LoginThrottled
 from node.access.passwords import VerifiedCache, secret_matches
 from node.access.rules import PULL, GrantRule, Scope
@@ -265,7 +265,9 @@ class Gate:
         return PULL in self.allowed(caller, repo)
 
     def is_admin(self, caller: Caller) -> bool:
-        if self.open or caller.kind == PEER:
+        """Whether `caller` may change accounts, grants, public patterns and keys: an
+        account with the admin role on `*` (by password, not a token), or the secret."""
+        if self.open or caller.kind in (PEER, SECRET):
             return True
         return caller.is_account and caller.token_access is None and rules.is_admin(
             self.view().grants.get(caller.name, ())
