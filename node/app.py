@@ -27,6 +27,7 @@ from node.access.audit import AuditLog
 from node.access.gate import Gate, GateSettings
 from node.access.throttle import LoginThrottle
 from node.api.access import caller_of_request, realm
+from node.api.admin import admin
 from node.api.admission import Admission, AdmittedConfig, cap_connections
 from node.api.errors import API_VERSION, error_response
 from node.api.request_bodies import APP_QUEUE, BodyPace, BoundedHTTPConnection, BoundedRequest
@@ -131,6 +132,10 @@ def create_app(rt: NodeServices) -> RegistryApp:
     @app.route("/token", methods=["GET", "POST"])
     async def token_endpoint() -> Response:
         return await token(rt)
+
+    @app.route("/admin/<path:rest>", methods=ALL_METHODS)
+    async def admin_api(rest: str) -> Response:
+        return await admin(rt, rest)
 
     @app.route("/_cluster/<path:rest>", methods=ALL_METHODS)
     async def cluster(rest: str) -> Response:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from node.access_cli import add_access_commands
 from node.api.errors import first_leaf
 from node.config import Config, ConfigError, load_config
 from node.request_log import ContextFilter
@@ -231,7 +232,11 @@ def _parser() -> argparse.ArgumentParser:
                                 help="with --wait: give up after this many seconds")
             action.add_argument("--cancel", action="store_true",
                                 help="stop draining the node (it owns chunks again)")
+    add_access_commands(commands)
     return parser
+
+
+ACCESS_COMMANDS = ("user", "robot", "grant", "revoke", "grants", "repo", "keys")
 
 
 async def _run_until_signalled(config: Config) -> None:
@@ -254,6 +259,10 @@ def main(argv: list[str] | None = None) -> None:
         from node.cluster.admin_cli import run_cluster_command
 
         raise SystemExit(run_cluster_command(args))
+    if args.command in ACCESS_COMMANDS:
+        from node.access_cli import run_access_command
+
+        raise SystemExit(run_access_command(args))
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         config = load_config(file=args.config, flags=flags)

@@ -131,7 +131,7 @@ class Gate:
             self._view = _load_view(self.engine.queries, version)
         return self._view
 
-    async def _fresh_view(self) -> AccessView:
+    async def fresh_view(self) -> AccessView:
         """The view after a read barrier: nothing committed before the call is missed.
         Without a quorum the local view answers (an edge site cut off keeps working)."""
         try:
@@ -179,7 +179,7 @@ class Gate:
             raise LoginThrottled(wait)
         account = await self._check_secret(self.view(), name, secret)
         if account is None:  # perhaps made or changed a moment ago through another node
-            account = await self._check_secret(await self._fresh_view(), name, secret)
+            account = await self._check_secret(await self.fresh_view(), name, secret)
         if account is None:
             self.throttle.failed(address)
             self.audit.record("login_failed", Caller(ANONYMOUS, "", address), account=name[:64])
@@ -210,7 +210,7 @@ class Gate:
                 return verify(token, view.keys, service=self.settings.service,
                               now=self.clock(), kind=kind)
             except TokenRejected:
-                view = await self._fresh_view()  # a key rotated a moment ago elsewhere
+                view = await self.fresh_view()  # a key rotated a moment ago elsewhere
                 return verify(token, view.keys, service=self.settings.service,
                               now=self.clock(), kind=kind)
         except TokenRejected as exc:
@@ -285,7 +285,7 @@ class Gate:
         except AuthenticationRequired:
             self.throttle.failed(address)
             raise
-        account = (await self._fresh_view()).accounts.get(claims.subject)
+        account = (await self.fresh_view()).accounts.get(claims.subject)
         if (
             account is None
             or claims.password_version != password_version(account.secret_hash)
@@ -302,7 +302,7 @@ class Gate:
         `scopes` (possibly nothing), and with `refresh` a refresh token for accounts."""
         if service != self.settings.service:
             raise TokenRequestInvalid(f"this registry's service is {self.settings.service!r}")
-        view = await self._fresh_view()
+        view = await self.fresh_view()
         access: dict[str, frozenset[str]] = {}
         for scope in scopes:
             if scope.type == "registry":
