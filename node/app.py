@@ -239,6 +239,7 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
             AuditLog(config.audit_log or data.root / "audit.log", config.node_id,
                      request_id=current_request_id),
             throttle=LoginThrottle(config.login_failures, config.login_failure_window),
+            counters=counters,
         ),
         counters=counters,
     )

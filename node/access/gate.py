@@ -20,6 +20,7 @@ import base64
 import binascii
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -111,8 +112,12 @@ class GateSettings:
 class Gate:
     def __init__(self, engine: Engine, settings: GateSettings, audit: AuditLog, *,
                  throttle: LoginThrottle | None = None, cache: VerifiedCache | None = None,
+                 counters: Counter[str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
+        # auth_login_failed, auth_login_throttled, auth_tokens_issued (the node's event
+        # counters, which /metrics shows)
+        self.counters: Counter[str] = counters if counters is not None else Counter()
         self.settings = settings
         self.audit = audit
         self.throttle = throttle or LoginThrottle()
@@ -176,12 +181,14 @@ class Gate:
         """The account `name` if `secret` is its password or robot token."""
         wait = self.throttle.retry_after(address)
         if wait is not None:
+            self.counters["auth_login_throttled"] += 1
             raise LoginThrottled(wait)
         account = await self._check_secret(self.view(), name, secret)
         if account is None:  # perhaps made or changed a moment ago through another node
             account = await self._check_secret(await self.fresh_view(), name, secret)
         if account is None:
             self.throttle.failed(address)
+            self.counters["auth_login_failed"] += 1
             self.audit.record("login_failed", Caller(ANONYMOUS, "", address), account=name[:64])
             raise AuthenticationRequired("invalid username or password",
                                          challenge=self.challenge(realm))
@@ -316,6 +323,7 @@ class Gate:
         ttl = self.settings.token_ttl
         claims = TokenClaims(ACCESS, caller.name, now + ttl, now, access)
         token = issue(key, claims, service=service)
+        self.counters["auth_tokens_issued"] += 1
         answer: dict[str, object] = {
             "token": token, "access_token": token, "expires_in": ttl,
             "issued_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),

@@ -53,6 +53,9 @@ def _supervisor_parser() -> argparse.ArgumentParser:
                         help="seconds before such a restart (default 2)")
     parser.add_argument("--stop-grace", type=float, default=10.0,
                         help="seconds between SIGTERM and SIGKILL when stopping (default 10)")
+    parser.add_argument("--auth", choices=["none", "basic", "token"],
+                        help="access control of every node (default none; see the README, "
+                             "'Access control', for making the first admin)")
     return parser
 
 
@@ -80,7 +83,7 @@ def run_supervisor(argv: list[str]) -> int:
     from node.cluster.auth import load_or_create_secret
 
     data = args.data.resolve()
-    layout = ClusterLayout(data, args.base_port, args.nodes)
+    layout = ClusterLayout(data, args.base_port, args.nodes, auth=args.auth)
     try:
         claim_socket(socket_path(data))
     except ValueError as exc:

@@ -63,6 +63,7 @@ class ClusterLayout:
     data_root: Path
     base_port: int
     count: int
+    auth: str | None = None  # passed to every node as --auth (none by default: loopback)
 
     @property
     def nodes(self) -> list[NodeLayout]:
@@ -81,7 +82,8 @@ class ClusterLayout:
         return [sys.executable, "-m", "node.cli", "serve", "--data", str(node.data),
                 "--listen", node.http, "--raft", node.raft, "--data-listen", node.data_listen,
                 "--node-id", node.node_id, "--peers", self.peers,
-                "--secret-file", str(self.secret)]
+                "--secret-file", str(self.secret),
+                *(("--auth", self.auth) if self.auth else ())]
 
 
 def layout_problem(count: int, base_port: int) -> str | None:
