@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ from node.access import rules
 from node.access.audit import AuditLog
 from node.access.callers import ANONYMOUS, PEER, ROBOT, SECRET, USER, Caller
 from node.access.errors import AccessDenied, AuthenticationRequired, LoginThrottled
-from node.access.passwords import VerifiedCache, secret_matches
+from node.access.passwords import VerifiedCache, hash_password, secret_matches
 from node.access.rules import PULL, GrantRule, Scope
 from node.access.throttle import LoginThrottle
 from node.access.tokens import (
@@ -124,6 +125,7 @@ class Gate:
         self.cache = cache or VerifiedCache()
         self.clock = clock
         self._view = AccessView()
+        self._decoy_hash: str | None = None
 
     @property
     def open(self) -> bool:
@@ -183,9 +185,14 @@ class Gate:
         if wait is not None:
             self.counters["auth_login_throttled"] += 1
             raise LoginThrottled(wait)
-        account = await self._check_secret(self.view(), name, secret)
-        if account is None:  # perhaps made or changed a moment ago through another node
-            account = await self._check_secret(await self.fresh_view(), name, secret)
+        known = self.view().accounts.get(name)
+        account = await self._check_secret(known, name, secret)
+        if account is None:
+            # Perhaps made or changed a moment ago through another node: checked again
+            # only if the fresh read differs, so a wrong guess costs one hash, not two.
+            fresh = (await self.fresh_view()).accounts.get(name)
+            if fresh is not None and fresh != known:
+                account = await self._check_secret(fresh, name, secret)
         if account is None:
             self.throttle.failed(address)
             self.counters["auth_login_failed"] += 1
@@ -194,21 +201,31 @@ class Gate:
                                          challenge=self.challenge(realm))
         return Caller(ROBOT if account.robot else USER, account.name, address)
 
-    async def _check_secret(self, view: AccessView, name: str,
+    async def _check_secret(self, account: AccountView | None, name: str,
                             secret: str) -> AccountView | None:
-        account = view.accounts.get(name)
-        if account is None:
-            return None
-        if account.expires_at is not None and account.expires_at <= self.clock():
-            return None
-        if self.cache.hit(name, secret, account.secret_hash):
+        """`account` if `secret` is its secret. An unknown or expired account costs the
+        same hash as a wrong password, so the time taken does not tell which names exist."""
+        usable = account is not None and (
+            account.expires_at is None or account.expires_at > self.clock()
+        )
+        if usable and self.cache.hit(name, secret, account.secret_hash):
             return account
         async with _hash_checks:
-            ok = await trio.to_thread.run_sync(secret_matches, account.secret_hash, secret)
-        if not ok:
+            stored = account.secret_hash if usable else await self._decoy()
+            ok = await trio.to_thread.run_sync(secret_matches, stored, secret)
+        if not ok or not usable:
             return None
-        self.cache.remember(name, secret, account.secret_hash)
+        self.cache.remember(name, secret, stored)
         return account
+
+    async def _decoy(self) -> str:
+        """A password hash no secret matches, made once: what unknown names are checked
+        against."""
+        if self._decoy_hash is None:
+            self._decoy_hash = await trio.to_thread.run_sync(
+                hash_password, secrets.token_urlsafe(16)
+            )
+        return self._decoy_hash
 
     async def _verify(self, token: str, kind: str, realm: str) -> TokenClaims:
         view = self.view()
@@ -266,6 +283,20 @@ class Gate:
         if caller.token_access is not None:  # an anonymous token
             return
         raise AuthenticationRequired("authentication required", challenge=self.challenge(realm))
+
+    def authorize_catalog(self, caller: Caller, realm: str) -> None:
+        """The catalog takes a login in auth modes; a token must name the catalog scope
+        (`registry:catalog:*`), as the token protocol has it."""
+        if self.open or caller.kind == PEER:
+            return
+        if caller.token_access is not None:
+            if CATALOG in caller.token_access:
+                return
+            raise AuthenticationRequired(
+                "the token does not cover the catalog",
+                challenge=self.challenge(realm, scope="registry:catalog:*",
+                                         error="insufficient_scope"),
+            )
 
     def may_list(self, caller: Caller, repo: str) -> bool:
         """Whether the catalog shows `repo` to `caller`."""

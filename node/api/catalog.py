@@ -10,7 +10,7 @@ from typing import Any
 
 from quart import Response, request
 
-from node.api.access import caller
+from node.api.access import caller, realm
 from node.api.paging import fetch_page, page_response, parse_page
 from node.services import NodeServices
 
@@ -33,6 +33,7 @@ def _visible(rt: NodeServices, queries: Any, last: str | None, limit: int) -> li
 
 
 async def catalog(rt: NodeServices) -> Response:
+    rt.gate.authorize_catalog(caller(), realm())
     page = parse_page(request.args)
     # A listing is never a miss: `lookup` takes a barrier only for linearizable reads.
     found = await rt.engine.lookup(
