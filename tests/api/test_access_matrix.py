@@ -544,3 +544,84 @@ def test_mount_without_pull_on_the_source_falls_back_to_an_upload_and_reveals_no
             assert response.headers["Location"].startswith(f"/v2/{PRIVATE}/blobs/uploads/")
             head = client.head(f"/v2/{PRIVATE}/blobs/{digest}", headers=m.headers["basic:admin"])
             assert head.status_code == 404
+
+
+# -- what a grant on one repository must not reach in another -----------------
+
+
+def test_a_manifest_cannot_claim_blobs_of_a_repository_its_pusher_may_not_read(
+    token_matrix: Matrix,
+) -> None:
+    """The robot may push to team/app only: a manifest there naming team/other's blobs
+    must not link them into team/app, where the robot could then pull them."""
+    m = token_matrix
+    theirs = m.images[OTHER]
+    robot = m.headers["basic:robot"]
+    response = m.client.put(f"/v2/{PRIVATE}/manifests/stolen", content=theirs.manifest,
+                            headers=robot | {"Content-Type": OCI_MANIFEST})
+    assert 400 <= response.status_code < 500, response.text
+    assert [e["code"] for e in response.json()["errors"]] == ["MANIFEST_BLOB_UNKNOWN"]
+    blob = m.client.get(f"/v2/{PRIVATE}/blobs/{digest_of(theirs.layer)}", headers=robot)
+    assert blob.status_code == 404
+
+
+def test_a_blob_is_served_only_through_a_repository_that_holds_it(token_matrix: Matrix) -> None:
+    m = token_matrix
+    layer = digest_of(m.images[OTHER].layer)
+    for repo, key in ((PUBLIC, "none:anonymous"), (PRIVATE, "basic:robot")):
+        response = m.client.get(f"/v2/{repo}/blobs/{layer}", headers=m.headers[key])
+        assert response.status_code == 404, (repo, response.status_code)
+        assert [e["code"] for e in response.json()["errors"]] == ["BLOB_UNKNOWN"]
+
+
+def test_an_upload_session_is_reachable_only_under_its_own_repository(
+    token_matrix: Matrix,
+) -> None:
+    """A session opened on team/other cannot be fed or finished through team/app by a
+    caller who may push only there."""
+    m = token_matrix
+    location = m.open_upload(OTHER)
+    borrowed = location.replace(f"/v2/{OTHER}/", f"/v2/{PRIVATE}/")
+    robot = m.headers["basic:robot"]
+    for response in (
+        m.client.patch(borrowed, content=b"bytes", headers=robot),
+        m.client.get(borrowed, headers=robot),
+        m.client.put(borrowed, params={"digest": digest_of(b"")}, headers=robot),
+    ):
+        assert response.status_code == 404, response.text
+        assert [e["code"] for e in response.json()["errors"]] == ["BLOB_UPLOAD_UNKNOWN"]
+
+
+def test_a_client_cannot_pose_as_a_peer_relaying_an_upload(token_matrix: Matrix) -> None:
+    """The relay header names a node of the cluster; without the cluster secret's
+    signature it buys nothing."""
+    m = token_matrix
+    from node.cluster.forward import FORWARDED
+
+    response = m.client.post(f"/v2/{PRIVATE}/blobs/uploads/", headers={FORWARDED: "n2"})
+    assert response.status_code == 401, response.text
+    assert [e["code"] for e in response.json()["errors"]] == ["UNAUTHORIZED"]
+
+
+# -- credentials that cannot be read ------------------------------------------
+
+
+@pytest.mark.parametrize("authorization", [
+    "Basic", "Basic !!!not-base64!!!", "Basic " + base64.b64encode(b"no-colon").decode(),
+    "Basic " + base64.b64encode(b":empty-name").decode(),
+    "Basic " + base64.b64encode(b"\xff\xfe:x").decode(), "Bearer", "Bearer garbage",
+    "Bearer a.b.c", "Negotiate abc", "Digest username=x", "basic " + "A" * 6000,
+])
+@pytest.mark.parametrize("mode", ["token", "basic"])
+def test_unreadable_credentials_are_a_401_with_the_challenge_never_a_500(
+    token_matrix: Matrix, basic_matrix: Matrix, mode: str, authorization: str
+) -> None:
+    m = token_matrix if mode == "token" else basic_matrix
+    for path in ("/v2/", f"/v2/{PUBLIC}/tags/list", f"/v2/{PRIVATE}/tags/list"):
+        response = m.client.get(path, headers={"Authorization": authorization})
+        assert response.status_code == 401, (path, response.status_code, response.text[:200])
+        assert [e["code"] for e in response.json()["errors"]] == ["UNAUTHORIZED"]
+        scheme, _ = parse_challenge(response.headers["WWW-Authenticate"])
+        assert scheme == ("Bearer" if mode == "token" else "Basic")
+        credential = authorization.partition(" ")[2][:40]
+        assert not credential or credential not in response.text  # never echoed back
