@@ -286,3 +286,43 @@ async def test_the_token_endpoint_is_absent_unless_auth_is_token(
     async with httpx.AsyncClient(base_url=node.url) as client:
         assert_error(await client.get("/token"), 404, "NOT_FOUND")
     node.cancel_scope.cancel()
+
+
+async def test_unreadable_token_requests_are_4xx_never_a_500(registry: Registry) -> None:
+    not_utf8 = await registry.client.post(
+        "/token", content=b"grant_type=password&username=\xff\xfe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_error(not_utf8, 400, "REQUEST_INVALID")
+    huge = await registry.client.post("/token", content=b"a=" + b"b" * (70 * 1024),
+                                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert 400 <= huge.status_code < 500, huge.text[:200]
+    assert_error(huge, huge.status_code, huge.json()["errors"][0]["code"])
+    assert_error(await registry.client.put("/token"), 405, "UNSUPPORTED")
+    garbage = await get_token(registry, "", ":", "repository::pull", "repository:UP:pull",
+                              "x" * 2000, "registry:catalog", "repository:team/app:pull:extra",
+                              headers=basic("alice", PASSWORD))
+    assert garbage.status_code == 200
+    assert access_of(garbage.json()["token"]) == {}
+
+
+async def test_a_configured_realm_is_what_challenges_name(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    config = Config(data=tmp_path / "realm", listen="127.0.0.1:0", tick_ms=2, auth="token",
+                    auth_realm="https://registry.example.com/token",
+                    auth_service="registry.example")
+    node = await nursery.start(serve, config)
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        response = await client.get("/v2/team/app/tags/list")
+        assert_error(response, 401, "UNAUTHORIZED")
+        assert response.headers["WWW-Authenticate"] == (
+            'Bearer realm="https://registry.example.com/token",service="registry.example",'
+            'scope="repository:team/app:pull"'
+        )
+        anonymous = await client.get("/token", params={"service": "registry.example"})
+        assert anonymous.status_code == 200
+        assert claims(anonymous.json()["token"])["aud"] == "registry.example"
+        assert_error(await client.get("/token", params={"service": "flotilla"}), 400,
+                     "REQUEST_INVALID")
+    node.cancel_scope.cancel()
