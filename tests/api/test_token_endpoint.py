@@ -6,6 +6,7 @@ and robot accounts with an expiry."""
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -326,3 +327,42 @@ async def test_a_configured_realm_is_what_challenges_name(
         assert_error(await client.get("/token", params={"service": "flotilla"}), 400,
                      "REQUEST_INVALID")
     node.cancel_scope.cancel()
+
+
+async def test_no_password_or_token_reaches_the_logs_or_the_audit_log(
+    tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    config = Config(data=tmp_path / "node", listen="127.0.0.1:0", chunk_size=64 * 1024,
+                    tick_ms=2, auth="token", access_log=True)
+    node = await nursery.start(serve, config)
+    engine = node.services.engine
+    robot = new_robot_token()
+    await engine.propose(PutAccount(name="alice", secret_hash=SECRET_HASH))
+    await engine.propose(PutGrant(principal="alice", role="writer", pattern="team/*"))
+    await engine.propose(PutAccount(name="ci", robot=True, secret_hash=hash_robot_token(robot)))
+    await engine.propose(PutGrant(principal="ci", role="writer", pattern="team/*"))
+    secrets = [PASSWORD, robot, "wrong-but-secret"]
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+        registry = Registry(node, client, config.data)
+        for name, secret in (("alice", PASSWORD), ("ci", robot)):
+            posted = await password_grant(registry, name, secret, "repository:team/app:pull,push")
+            secrets += [posted.json()["access_token"], posted.json()["refresh_token"]]
+            refreshed = await refresh_grant(registry, posted.json()["refresh_token"])
+            secrets.append(refreshed.json()["access_token"])
+            async with httpx.AsyncClient(base_url=node.url, timeout=30,
+                                         headers=bearer(posted.json()["access_token"])) as pusher:
+                await push_image(pusher, "team/app", name, seed=len(name))
+            listed = await client.get("/v2/team/app/tags/list", headers=basic(name, secret))
+            assert listed.status_code == 200
+        assert (await password_grant(registry, "alice", "wrong-but-secret")).status_code == 401
+        assert (await client.get("/v2/", headers=basic("ci", "wrong-but-secret"))).status_code \
+            == 401
+    node.cancel_scope.cancel()
+    await trio.sleep(0)
+    audit = (config.data / "audit.log").read_text()
+    assert '"action": "login_failed"' in audit and '"push_manifest"' in audit
+    logged = caplog.text + audit
+    assert "/token" in caplog.text  # the access log saw the token requests
+    leaked = [secret[:12] for secret in secrets if secret in logged]
+    assert not leaked
