@@ -625,3 +625,19 @@ def test_unreadable_credentials_are_a_401_with_the_challenge_never_a_500(
         assert scheme == ("Bearer" if mode == "token" else "Basic")
         credential = authorization.partition(" ")[2][:40]
         assert not credential or credential not in response.text  # never echoed back
+
+
+def test_catalog_pages_hold_only_what_the_caller_may_pull(token_matrix: Matrix) -> None:
+    """The robot may pull library/base (public) and team/app: one per page, and the
+    Link of the last page it may see leads nowhere further."""
+    m = token_matrix
+    seen, path = [], "/v2/_catalog?n=1"
+    for _ in range(5):
+        response = m.client.get(path, headers=m.headers["bearer:robot"])
+        assert response.status_code == 200
+        seen.extend(response.json()["repositories"])
+        link = response.headers.get("Link")
+        if link is None:
+            break
+        path = link.split(";")[0].strip("<>")
+    assert seen == [PUBLIC, PRIVATE]

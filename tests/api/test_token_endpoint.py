@@ -154,6 +154,11 @@ async def test_containerd_flow_password_then_refresh_token(registry: Registry) -
     access_token = again.json()["access_token"]
     assert access_of(access_token) == {"team/app": ["pull"]}
     assert await pull_status(registry, "team/app", access_token) == 200
+    # OAuth2 joins scopes with spaces.
+    both = await refresh_grant(registry, refresh_token,
+                               "repository:team/app:pull repository:library/base:pull")
+    assert access_of(both.json()["access_token"]) == {"team/app": ["pull"],
+                                                      "library/base": ["pull"]}
 
 
 async def test_a_refresh_token_is_not_an_access_token(registry: Registry) -> None:
