@@ -17,7 +17,7 @@ import jwt
 import pytest
 import trio
 
-from consensus.commands import DeleteAccount, PutAccount, PutGrant, SetPublic
+from consensus.commands import DeleteAccount, DeleteGrant, PutAccount, PutGrant, SetPublic
 from node.access.passwords import hash_password, hash_robot_token, new_robot_token
 from node.access.tokens import new_signing_key
 from node.app import serve
@@ -371,3 +371,22 @@ async def test_no_password_or_token_reaches_the_logs_or_the_audit_log(
     assert "/token" in caplog.text  # the access log saw the token requests
     leaked = [secret[:12] for secret in secrets if secret in logged]
     assert not leaked
+
+
+async def test_a_revoked_grant_or_visibility_is_refused_at_the_next_request(
+    registry: Registry,
+) -> None:
+    engine = registry.node.services.engine
+    before = await get_token(registry, "repository:team/app:pull", headers=basic("alice", PASSWORD))
+    assert access_of(before.json()["token"]) == {"team/app": ["pull"]}
+    await engine.propose(DeleteGrant(principal="alice", pattern="team/*"))
+    after = await get_token(registry, "repository:team/app:pull", headers=basic("alice", PASSWORD))
+    assert access_of(after.json()["token"]) == {}
+    listed = await registry.client.get("/v2/team/app/tags/list", headers=basic("alice", PASSWORD))
+    assert_error(listed, 403, "DENIED")
+    assert (await registry.client.get("/v2/library/base/tags/list")).status_code == 200
+    await engine.propose(SetPublic(pattern="library/*", public=False))
+    hidden = await registry.client.get("/v2/library/base/tags/list")
+    assert_error(hidden, 401, "UNAUTHORIZED")
+    anonymous = await get_token(registry, "repository:library/base:pull")
+    assert access_of(anonymous.json()["token"]) == {}
