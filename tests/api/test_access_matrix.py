@@ -514,6 +514,10 @@ def _base_and_catalog(m: Matrix, caller: Caller) -> None:
     else:
         check(m, base, Expected(200))
         assert base.json() == {}
+    if caller.name == "token-for-another-repository":  # its scopes do not name the catalog
+        check(m, listing, Expected(401, "UNAUTHORIZED", {
+            "scope": "registry:catalog:*", "error": "insufficient_scope"}))
+        return
     check(m, listing, Expected(200))
     assert listing.json()["repositories"] == sorted(_catalog_sees(caller))
 
