@@ -105,16 +105,16 @@ def test_a_session_whose_log_holds_a_recorded_secret_fails(elsewhere: Path) -> N
     (elsewhere / "test_leak.py").write_text(textwrap.dedent("""
         import logging
 
-        def test_leaks(secrets_seen, elsewhere):
+        def test_leaks(secrets_seen, tmp_path):
             password = secrets_seen.add("hunter2-but-longer")
-            logging.getLogger("leaky").info("the password is %s", password)
+            logging.getLogger("flotilla.leaky").info("the password is %s", password)
 
-        def test_leaks_into_a_file(elsewhere):
+        def test_leaks_into_a_file(tmp_path):
             from tests.secret_scan import record_secret
-            (elsewhere / "n1.log").write_text("token " + record_secret("a-token-of-some-length"))
+            (tmp_path / "n1.log").write_text("token " + record_secret("a-token-of-some-length"))
 
         def test_clean(secrets_seen):
-            logging.getLogger("tidy").info("nothing secret here")
+            logging.getLogger("flotilla.tidy").info("nothing secret here")
     """))
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.secret_scan", "-p", "no:cacheprovider",
