@@ -126,6 +126,21 @@ def test_a_user_made_through_node_1_logs_in_through_node_3_at_once(
     assert wrong.json()["errors"][0]["code"] == "UNAUTHORIZED"
 
 
+def test_a_robot_made_through_node_1_logs_in_through_node_3_with_its_token_at_once(
+    auth_cluster: Cluster, secrets_seen: SecretsSeen
+) -> None:
+    cluster = auth_cluster
+    printed = cli(cluster, "n1", "robot", "add", "ci", "--expires", "1d")
+    robot_token = secrets_seen.add_login("ci", printed.strip().splitlines()[-1])
+    cli(cluster, "n1", "grant", "ci", "reader", "team/app")
+
+    n3 = cluster.nodes["n3"]
+    token = get_token(n3, secrets_seen, ("ci", robot_token), "team/app")
+    assert granted(token, "team/app") == {"pull"}, "no wider than its grant"
+    login = httpx.get(f"{n3.url}/v2/", auth=("ci", robot_token), timeout=30)
+    assert login.status_code == 200, login.text
+
+
 def test_a_grant_revoked_through_node_2_is_missing_from_the_next_token_on_every_node(
     auth_cluster: Cluster, secrets_seen: SecretsSeen
 ) -> None:
