@@ -154,9 +154,11 @@ async def test_malformed_authorization_headers_are_401_and_the_node_serves_on(
 async def test_a_request_head_past_the_size_limit_is_refused_and_the_node_serves_on(
     token_node: TokenNode,
 ) -> None:
+    # Past 64 KiB of request head the HTTP server refuses it before any handler runs, so
+    # this answer has no error body: the one case here without the envelope.
     value = "Basic " + b64(b"alice:" + b"p" * 100_000)
     response = await token_node.client.get("/v2/", headers={"Authorization": value})
-    assert 400 <= response.status_code < 500, response.status_code
+    assert response.status_code == 431, response.status_code
     await token_node.serves()
 
 
