@@ -28,6 +28,10 @@ from scripts.benchmarks.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The log scan: every credential recorded (the `secrets_seen` fixture) is looked for in
+# every log line the suite writes.
+pytest_plugins = ["tests.secret_scan"]
+
 # Disk-bound examples (fsync) take as long as a shared machine makes them:
 # no per-example deadline, so a slow disk is not mistaken for a failure.
 settings.register_profile("flotilla", deadline=None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -31,6 +32,7 @@ ROBOT_TOKEN_PREFIX = "flr_"
 ROBOT_HASH_PREFIX = "sha256:"
 _hasher = argon2.PasswordHasher()  # argon2id, the library's (RFC 9106) defaults
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+BCRYPT_HASH = re.compile(r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}")  # cost, salt and digest
 
 
 def hash_password(password: str) -> str:
@@ -49,10 +51,16 @@ def check_stored_hash(stored: str, *, robot: bool) -> str:
     """A hash an admin hands over, if it is one this module can check."""
     if robot:
         ok = stored.startswith(ROBOT_HASH_PREFIX) and len(stored) == len(ROBOT_HASH_PREFIX) + 64
+    elif len(stored) >= 512:
+        ok = False
+    elif stored.startswith("$argon2"):
+        try:
+            argon2.extract_parameters(stored)  # a hash nobody could ever log in with is refused
+            ok = True
+        except argon2.exceptions.InvalidHashError:
+            ok = False
     else:
-        ok = (stored.startswith("$argon2") or stored.startswith(BCRYPT_PREFIXES)) and len(
-            stored
-        ) < 512
+        ok = BCRYPT_HASH.fullmatch(stored) is not None
     if not ok:
         raise AdminInputInvalid("the secret hash must be argon2 or bcrypt (robots: sha256:HEX)")
     return stored

@@ -52,9 +52,9 @@ def parse_account_name(name: str) -> str:
     return name
 
 
-def parse_role(role: str) -> str:
-    if role not in ROLE_ACTIONS:
-        raise AdminInputInvalid(f"role {role[:40]!r}: one of {', '.join(ROLE_ACTIONS)}")
+def parse_role(role: object) -> str:
+    if not isinstance(role, str) or role not in ROLE_ACTIONS:
+        raise AdminInputInvalid(f"role {str(role)[:40]!r}: one of {', '.join(ROLE_ACTIONS)}")
     return role
 
 

@@ -42,6 +42,7 @@ from node.services import NodeServices
 
 MAX_ADMIN_BODY = 4 << 20  # an htpasswd import of some ten thousand users
 MAX_IMPORT = 20_000
+MAX_UNIX_SECONDS = 2**63 - 1  # what a command and an SQLite integer hold
 
 
 async def _admin(rt: NodeServices) -> tuple[Caller, str | None]:
@@ -72,7 +73,7 @@ async def _json_body(signed_digest: str | None) -> dict[str, Any]:
                                      challenge='Basic realm="flotilla admin"')
     try:
         doc = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise AdminInputInvalid("the body is not JSON") from None
     if not isinstance(doc, dict):
         raise AdminInputInvalid("the body is a JSON object")
@@ -176,7 +177,9 @@ async def _add_account(rt: NodeServices, who: Caller, body: dict[str, Any]) -> R
     name = parse_account_name(_text(body, "name"))
     robot = body.get("robot") is True
     expires_at = body.get("expires_at")
-    if expires_at is not None and (type(expires_at) is not int or expires_at < 0):
+    if expires_at is not None and (
+        type(expires_at) is not int or not 0 <= expires_at <= MAX_UNIX_SECONDS
+    ):
         raise AdminInputInvalid("expires_at: Unix seconds")
     role = body.get("role")
     if role is not None:

@@ -27,6 +27,7 @@ from node.services import NodeServices
 
 MAX_FORM_BYTES = 64 * 1024
 MAX_SCOPES = 64
+MAX_FORM_FIELDS = 200
 
 
 def _scopes(values: list[str]) -> list:
@@ -85,4 +86,7 @@ def _form(body: bytes) -> dict[str, list[str]]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise TokenRequestInvalid("the form is not UTF-8") from None
-    return parse_qs(text, keep_blank_values=True, max_num_fields=200)
+    try:
+        return parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # more fields than the bound
+        raise TokenRequestInvalid(f"the form has more than {MAX_FORM_FIELDS} fields") from None
