@@ -29,6 +29,10 @@ import bcrypt
 from node.access.errors import AdminInputInvalid
 
 ROBOT_TOKEN_PREFIX = "flr_"
+# The most an argon2 hash handed in by an admin may cost per check (the defaults: 64 MiB,
+# 3 passes, 4 lanes).
+MAX_ARGON2_MEMORY_KIB, MAX_ARGON2_TIME, MAX_ARGON2_LANES = 256 * 1024, 10, 8
+MAX_BCRYPT_COST = 14  # 2^14 rounds; htpasswd -B writes 5 by default, Distribution's docs 10+
 ROBOT_HASH_PREFIX = "sha256:"
 _hasher = argon2.PasswordHasher()  # argon2id, the library's (RFC 9106) defaults
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
@@ -55,14 +59,20 @@ def check_stored_hash(stored: str, *, robot: bool) -> str:
         ok = False
     elif stored.startswith("$argon2"):
         try:
-            argon2.extract_parameters(stored)  # a hash nobody could ever log in with is refused
-            ok = True
+            # A hash nobody could ever log in with is refused, and so is one whose cost
+            # would make each login of that account a denial of service.
+            cost = argon2.extract_parameters(stored)
+            ok = (cost.memory_cost <= MAX_ARGON2_MEMORY_KIB and cost.time_cost <= MAX_ARGON2_TIME
+                  and cost.parallelism <= MAX_ARGON2_LANES)
         except argon2.exceptions.InvalidHashError:
             ok = False
     else:
-        ok = BCRYPT_HASH.fullmatch(stored) is not None
+        ok = BCRYPT_HASH.fullmatch(stored) is not None and int(stored[4:6]) <= MAX_BCRYPT_COST
     if not ok:
-        raise AdminInputInvalid("the secret hash must be argon2 or bcrypt (robots: sha256:HEX)")
+        raise AdminInputInvalid(
+            "the secret hash must be argon2 (at most 256 MiB, 10 passes, 8 lanes) or bcrypt "
+            "(cost at most 14; robots: sha256:HEX)"
+        )
     return stored
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import argon2
 import bcrypt
 import jwt
 import pytest
@@ -84,6 +85,14 @@ def test_only_hashes_that_can_be_checked_are_stored() -> None:
                           (hash_password("pw"), True), ("sha256:abc", True)]:
         with pytest.raises(AdminInputInvalid):
             check_stored_hash(stored, robot=robot)
+
+
+def test_a_hash_that_would_make_every_login_of_its_account_costly_is_refused() -> None:
+    slow_argon2 = argon2.PasswordHasher(time_cost=50, memory_cost=1024).hash("pw")
+    slow_bcrypt = "$2b$20$" + apache_bcrypt("pw")[7:]  # the same salt and digest, cost 2^20
+    for stored in (slow_argon2, slow_bcrypt):
+        with pytest.raises(AdminInputInvalid):
+            check_stored_hash(stored, robot=False)
 
 
 class Clock:
