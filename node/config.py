@@ -84,6 +84,13 @@ class Config:
     # Repair (node/cluster/repair.py): owned chunks fetched, unowned copies dropped.
     repair_bytes_per_second: int = 32 * MiB  # fetched by repair; 0: no limit
     repair_interval_seconds: float = 600.0  # between passes when nothing changes
+    # TLS (node/tls.py, node/cluster/cluster_tls.py): the client port serves HTTPS with
+    # this PEM certificate (chain) and key, both or neither, re-read on SIGHUP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Encryption between nodes: "on", "off", or "auto" (on exactly when tls_cert is
+    # set). Every node of a cluster must use the same.
+    internal_tls: str = "auto"
 
     @property
     def host(self) -> str:
@@ -106,6 +113,13 @@ class Config:
         if self.data_listen:
             return self.data_listen
         return f"{self.host}:{self.port + DATA_PLANE_PORT_OFFSET if self.port else 0}"
+
+    @property
+    def internal_tls_enabled(self) -> bool:
+        """Whether Raft, the data plane and the peer API are encrypted."""
+        if self.internal_tls == "auto":
+            return self.tls_cert is not None
+        return self.internal_tls == "on"
 
     def peer_map(self) -> dict[str, str]:
         """The bootstrap members, id → Raft address."""
@@ -172,6 +186,13 @@ class Config:
             )
         if self.abandoned_chunk_grace_seconds <= 0:
             raise ConfigError("abandoned_chunk_grace_seconds must be positive")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key go together: set both or neither")
+        if self.internal_tls not in ("auto", "on", "off"):
+            raise ConfigError('internal_tls must be "auto", "on" or "off"')
+        if self.internal_tls == "on" and self.tls_cert is None:
+            raise ConfigError("internal_tls on needs tls_cert and tls_key: the peer API "
+                              "shares the client port, which then serves TLS")
         if self.join and self.peers:
             raise ConfigError("a joining node learns its peers from the cluster: drop peers")
         self.peer_map()

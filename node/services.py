@@ -18,6 +18,7 @@ from consensus.engine import Engine
 from node.cluster.auth import Verifier
 from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
+from node.cluster.cluster_tls import ClusterTLS
 from node.cluster.peers import Peers
 from node.cluster.repair import Repairer
 from node.cluster.replication import ReplicationReport
@@ -48,6 +49,7 @@ class NodeServices:
     scrubber: Scrubber
     repairer: Repairer
     counters: Counter[str] = field(default_factory=Counter)
+    cluster_tls: ClusterTLS | None = None  # encryption between nodes, when on
 
     async def on_disk(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking disk work in a bounded worker thread (the node's `DiskThreads`)."""
