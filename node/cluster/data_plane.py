@@ -105,6 +105,7 @@ PUT_BUFFER_BYTES = 256 * MiB  # PUT bodies a server holds at once (one is always
 READ_AHEAD = 64 * 1024  # what one read for a header may take beyond it
 WAKE_BYTES = 256 * 1024  # bytes of a chunk waiting before its reader is woken
 TLS_FILE_PIECE = 1 * MiB  # what one disk read takes of a chunk going out through TLS
+TLS_RECEIVE_BYTES = 64 * 1024  # what one read from a TLS stream asks for at most
 
 
 class _Idle(Exception):
@@ -280,7 +281,9 @@ class _TLSWire(_Wire):
         del self._ahead[:got]
         with trio.CancelScope(deadline=trio.current_time() + STALL_SECONDS) as scope:
             while got < len(view):
-                data = await self._receive(len(view) - got)
+                # Capped: the TLS layer allocates the whole size asked for on every
+                # read, and one read returns one record (16 KiB) or a few.
+                data = await self._receive(min(len(view) - got, TLS_RECEIVE_BYTES))
                 if not data:
                     raise EOFError("connection closed in the middle of a chunk")
                 view[got:got + len(data)] = data
