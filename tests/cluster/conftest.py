@@ -80,7 +80,8 @@ class Cluster:
                 f"{n}={p.raft}" for n, p in self.nodes.items() if p.proc and p.proc.poll() is None
             )
             args = self.node_args(node_id, raft, members)
-        node = NodeProcess(self.root / node_id, http, args)
+        node = NodeProcess(self.root / node_id, http, args, scheme=self.scheme,
+                           verify=self.verify)
         node.raft = f"127.0.0.1:{raft}"  # type: ignore[attr-defined]
         self.nodes[node_id] = node
         return node.start()

@@ -139,7 +139,22 @@ def test_cluster_status_reaches_every_tls_node_with_only_the_secret(
     )
     assert status.returncode == 0, status.stderr
     assert '"reachable": false' not in status.stdout
-    assert status.stdout.count('"reachable": true') == 3
+    assert status.stdout.count('"reachable": true') == len(tls_cluster.alive())
+
+
+def test_a_node_joins_through_an_https_url_and_serves_what_was_pushed_before(
+    tls_cluster: Cluster, certificate: NodeCertificate,
+) -> None:
+    data = os.urandom(5 * CHUNK)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with httpx.Client(verify=certificate.trusting_context(), timeout=60) as client:
+        pushed = client.post(f"{tls_cluster.nodes['n1'].url}/v2/before-join/blobs/uploads/",
+                             params={"digest": digest}, content=data)
+        assert pushed.status_code == 201, pushed.text
+        joined = tls_cluster.add_process("n4", join_via=tls_cluster.nodes["n1"].url)
+        tls_cluster.wait_for_addresses()  # n4 is a member, its address known to all
+        pulled = client.get(f"{joined.url}/v2/before-join/blobs/{digest}")
+    assert pulled.status_code == 200 and pulled.content == data
 
 
 def test_a_cluster_with_internal_tls_off_still_serves_clients_over_tls(
