@@ -116,7 +116,8 @@ class Config:
 
     @property
     def internal_tls_enabled(self) -> bool:
-        """Whether Raft, the data plane and the peer API are encrypted."""
+        """Whether Raft and the data plane are encrypted (the peer API shares the client
+        port, so it speaks TLS whenever that port does)."""
         if self.internal_tls == "auto":
             return self.tls_cert is not None
         return self.internal_tls == "on"
