@@ -2,12 +2,16 @@
 
 Two nodes holding the same secret must build the same trust anchor without
 ever exchanging it, and a node holding another secret must not get in; the
-handshakes run over real loopback sockets.
+handshakes, and the data plane inside TLS, run over real loopback sockets.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -15,6 +19,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from node.cluster.cluster_tls import CLUSTER_SERVER_NAME, cluster_ca, cluster_tls, issue_leaf
+from node.cluster.data_plane import TLS_FILE_PIECE, DataPlaneClient, DataPlaneServer
+from node.cluster.errors import PeerUnreachable
+from node.storage.chunks import ChunkStore, chunk_id
+from node.storage.disk_threads import DiskThreads
+from node.storage.layout import DataDir
 
 SECRET_A = b"a" * 32
 SECRET_B = b"b" * 32
@@ -130,3 +139,72 @@ async def test_a_dialler_without_a_certificate_is_refused() -> None:
         await trio.aclose_forcefully(tls)
         nursery.cancel_scope.cancel()
     assert refused
+
+
+# -- the data plane inside TLS --------------------------------------------------
+
+
+@pytest.fixture
+async def tls_plane(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[tuple[
+        ChunkStore, DataPlaneServer]]:
+    data = DataDir(tmp_path / "node")
+    data.prepare()
+    chunks = ChunkStore(data, cache_bytes=1 << 20)
+    disk = DiskThreads(2)
+    server = DataPlaneServer(
+        chunks, disk, SECRET_A, "127.0.0.1:0", counters=Counter(),
+        ssl_context=cluster_tls(SECRET_A, "server").mutual_server_context(),
+    )
+    await nursery.start(server.run)
+    try:
+        yield chunks, server
+    finally:
+        disk.close()
+
+
+async def test_chunks_cross_a_tls_data_plane_both_ways(
+    tls_plane: tuple[ChunkStore, DataPlaneServer], tmp_path: Path,
+) -> None:
+    chunks, server = tls_plane
+    client = DataPlaneClient(
+        "c1", SECRET_A, ssl_context=cluster_tls(SECRET_A, "c1").mutual_client_context()
+    )
+    # Larger than one disk read of a chunk sent through TLS, and not a multiple of it.
+    served = os.urandom(TLS_FILE_PIECE * 2 + 12345)
+    served_id = chunk_id(served)
+    chunks.put(served_id, served)
+    placed = os.urandom(300_000)
+    from_file = tmp_path / "spooled"
+    from_file.write_bytes(os.urandom(TLS_FILE_PIECE + 1))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        assert await client.get(server.address, served_id) == served
+        await client.put(server.address, chunk_id(placed), placed)
+        await client.put_file(server.address, chunk_id(from_file.read_bytes()), from_file)
+        nursery.cancel_scope.cancel()
+    assert chunks.read(chunk_id(placed)) == placed
+    assert chunks.read(chunk_id(from_file.read_bytes())) == from_file.read_bytes()
+
+
+async def test_a_plain_data_plane_client_cannot_reach_a_tls_one_and_it_serves_on(
+    tls_plane: tuple[ChunkStore, DataPlaneServer],
+) -> None:
+    chunks, server = tls_plane
+    data = os.urandom(1000)
+    chunks.put(chunk_id(data), data)
+    plain = DataPlaneClient("plain", SECRET_A)
+    other = DataPlaneClient(
+        "other", SECRET_B, ssl_context=cluster_tls(SECRET_B, "other").mutual_client_context()
+    )
+    member = DataPlaneClient(
+        "member", SECRET_A, ssl_context=cluster_tls(SECRET_A, "m").mutual_client_context()
+    )
+    async with trio.open_nursery() as nursery:
+        for client in (plain, other, member):
+            await nursery.start(client.run)
+        for stranger in (plain, other):
+            with pytest.raises(PeerUnreachable):
+                await stranger.get(server.address, chunk_id(data))
+        assert await member.get(server.address, chunk_id(data)) == data
+        nursery.cancel_scope.cancel()
+    assert server.rejected == 2
