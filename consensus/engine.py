@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -73,6 +74,7 @@ from consensus.raft.transport import (
     PeerTransport,
     Transport,
     answer_handshake,
+    describe_failure,
     dial_handshake,
 )
 from consensus.state import Refusal, Result, StateMachine
@@ -128,6 +130,7 @@ __all__ = [
     "UnlinkBlob",
     "UnregisterMember",
     "answer_handshake",
+    "describe_failure",
     "dial_handshake",
     "open_engine",
 ]
@@ -194,6 +197,9 @@ class RaftSettings:
     linearizable_reads: bool = False  # every `lookup` takes a barrier first
     disk_threads: int = 2  # worker threads Raft's disk work may hold at once
     queue_bytes: int = QUEUE_BYTES  # frames waiting for one peer, beyond which they are dropped
+    # TLS around every transport connection, both ways; None: plain TCP.
+    server_ssl: ssl.SSLContext | None = field(default=None, repr=False)
+    client_ssl: ssl.SSLContext | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -332,6 +338,7 @@ class RaftEngine:
             transport = Transport(
                 settings.node_id, settings.secret, settings.raft_listen,
                 advertise_host=settings.advertise_host, queue_bytes=settings.queue_bytes,
+                server_ssl=settings.server_ssl, client_ssl=settings.client_ssl,
             )
         self._proposals: dict[str, _Proposal] = {}
         self._proposal_outcomes: Counter[str] = Counter()

@@ -37,6 +37,7 @@ from node.cluster.auth import Verifier, load_or_create_secret
 from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
 from node.cluster.chunk_fetch import ChunkFetcher
+from node.cluster.cluster_tls import cluster_tls
 from node.cluster.data_plane import DataPlaneServer
 from node.cluster.drain import DrainFinisher
 from node.cluster.join import join_cluster
@@ -54,6 +55,7 @@ from node.storage.chunks import ChunkStore
 from node.storage.disk_threads import DiskThreads
 from node.storage.layout import DataDir
 from node.storage.spool import Spool
+from node.tls import ServerTLS
 from node.tuning import tune_process
 
 log = logging.getLogger("flotilla")
@@ -157,6 +159,10 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
     data = DataDir(config.data)
     data.prepare()
     secret = load_or_create_secret(config.secret_file or data.secret)
+    # The peer API shares the client port, so it speaks TLS whenever that port does,
+    # with the cluster's certificate; internal_tls decides for Raft and the data plane.
+    internal = cluster_tls(secret, config.node_id) if config.tls_cert is not None else None
+    encrypted = internal if config.internal_tls_enabled else None
     if engine is None:
         settings = RaftSettings(
             node_id=config.node_id,
@@ -173,6 +179,8 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
             queue_bytes=config.raft_queue_bytes,
             propose_timeout=config.propose_timeout,
             linearizable_reads=config.consistency == "linearizable",
+            server_ssl=encrypted.mutual_server_context() if encrypted else None,
+            client_ssl=encrypted.mutual_client_context() if encrypted else None,
         )
         paths = StatePaths(
             db=data.state_db,
@@ -193,7 +201,8 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
     peers = Peers(
         engine, node_id=config.node_id, zone=config.zone, secret=secret,
         max_relays_per_peer=config.max_relays_per_peer,
-        relay_idle_seconds=config.relay_idle_seconds,
+        relay_idle_seconds=config.relay_idle_seconds, tls=internal,
+        data_ssl=encrypted.mutual_client_context() if encrypted else None,
     )
     spool = Spool(
         data, node_id=config.node_id, chunk_size=config.chunk_size, threads=disk,
@@ -242,12 +251,17 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
             counters=counters,
         ),
         counters=counters,
+        cluster_tls=internal,
     )
 
 
-def hypercorn_config(config: Config, admission: Admission | None = None) -> HypercornConfig:
+def hypercorn_config(
+    config: Config, admission: Admission | None = None, tls: ServerTLS | None = None
+) -> HypercornConfig:
     hc = AdmittedConfig()
     hc.admission = admission
+    hc.tls_context = tls.listener if tls is not None else None
+    hc.ssl_handshake_timeout = 10  # a client that opens a connection and says nothing
     hc.bind = [config.listen]
     # The access line is node.request_log's: Hypercorn's would log query strings.
     hc.accesslog = None
@@ -266,6 +280,14 @@ class RunningNode:
     services: NodeServices
     url: str
     cancel_scope: trio.CancelScope
+    tls: ServerTLS | None = None  # the client port's certificate, when it serves TLS
+
+    async def reload_tls(self) -> None:
+        """Read the TLS certificate and key again (SIGHUP); a bad pair leaves the old."""
+        if self.tls is None:
+            log.info("nothing to reload: this node serves no TLS certificate")
+            return
+        await trio.to_thread.run_sync(self.tls.reload)
 
 
 async def serve(
@@ -280,11 +302,19 @@ async def serve(
     rt = build_services(config)
     app = create_app(rt)
     try:
+        tls = None
+        if config.tls_cert is not None and config.tls_key is not None:
+            tls = ServerTLS(
+                config.tls_cert, config.tls_key,
+                rt.cluster_tls.peer_api_context() if rt.cluster_tls else None,
+            )
         async with trio.open_nursery() as nursery:
             await nursery.start(rt.engine.run)
             data_plane = DataPlaneServer(
                 rt.chunks, rt.disk, rt.secret, config.data_plane_listen, counters=rt.counters,
                 advertise_host=config.advertise_host or config.host,
+                ssl_context=(rt.cluster_tls.mutual_server_context()
+                             if rt.cluster_tls and config.internal_tls_enabled else None),
             )
             await nursery.start(data_plane.run)
             rt.peers.data_address = data_plane.address
@@ -298,7 +328,7 @@ async def serve(
             assert app.metrics is not None
             observed = RequestObserver(app, app.metrics.observe_request, access=config.access_log)
             binds = await nursery.start(
-                hypercorn_serve, observed, hypercorn_config(config, app.admission)
+                hypercorn_serve, observed, hypercorn_config(config, app.admission, tls)
             )
             url = binds[0] if binds else f"http://{config.listen}"
             port = url.rsplit(":", 1)[1]
@@ -315,7 +345,7 @@ async def serve(
                 url, rt.engine.raft_advertise or config.raft_listen, data_plane.address,
                 ", ".join(sorted(rt.engine.voters())) or "none yet (waiting to be added)",
             )
-            task_status.started(RunningNode(rt, url, nursery.cancel_scope))
+            task_status.started(RunningNode(rt, url, nursery.cancel_scope, tls))
     finally:
         try:
             rt.engine.close()

@@ -199,6 +199,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="audit log file, JSON lines (default DATA/audit.log)")
     serve.add_argument("--tick-ms", dest="tick_ms", type=int,
                        help="Raft tick in ms; elections take 10-20 ticks (default 100)")
+    serve.add_argument("--tls-cert", dest="tls_cert", type=Path,
+                       help="PEM certificate (chain): the HTTP port serves TLS; "
+                            "re-read on SIGHUP")
+    serve.add_argument("--tls-key", dest="tls_key", type=Path,
+                       help="PEM private key of --tls-cert; re-read on SIGHUP")
+    serve.add_argument("--internal-tls", dest="internal_tls", choices=["auto", "on", "off"],
+                       help="encrypt traffic between nodes (default auto: on with --tls-cert); "
+                            "the same on every node")
 
     cluster = commands.add_parser("cluster", help="inspect and change a running cluster")
     actions = cluster.add_subparsers(dest="action", required=True)
@@ -243,9 +251,12 @@ async def _run_until_signalled(config: Config) -> None:
     from node.app import serve
 
     async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             node = await nursery.start(serve, config)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await node.reload_tls()  # the TLS certificate, as web servers do
+                    continue
                 logging.getLogger("flotilla").info(
                     "received %s, stopping", signal.Signals(signum).name
                 )

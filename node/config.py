@@ -93,6 +93,13 @@ class Config:
     login_failures: int = 10  # failed logins per client address in login_failure_window
     login_failure_window: float = 60.0  # seconds; past the limit, 429 until the window moves
     audit_log: Path | None = None  # JSON lines of what callers did; default DATA/audit.log
+    # TLS (node/tls.py, node/cluster/cluster_tls.py): the client port serves HTTPS with
+    # this PEM certificate (chain) and key, both or neither, re-read on SIGHUP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Encryption between nodes: "on", "off", or "auto" (on exactly when tls_cert is
+    # set). Every node of a cluster must use the same.
+    internal_tls: str = "auto"
 
     @property
     def auth_mode(self) -> str:
@@ -124,6 +131,14 @@ class Config:
         if self.data_listen:
             return self.data_listen
         return f"{self.host}:{self.port + DATA_PLANE_PORT_OFFSET if self.port else 0}"
+
+    @property
+    def internal_tls_enabled(self) -> bool:
+        """Whether Raft and the data plane are encrypted (the peer API shares the client
+        port, so it speaks TLS whenever that port does)."""
+        if self.internal_tls == "auto":
+            return self.tls_cert is not None
+        return self.internal_tls == "on"
 
     def peer_map(self) -> dict[str, str]:
         """The bootstrap members, id → Raft address."""
@@ -204,6 +219,13 @@ class Config:
             raise ConfigError("login_failures and login_failure_window must be positive")
         if not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", self.auth_service):
             raise ConfigError("auth_service: 1-128 of A-Z a-z 0-9 . _ : -")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key go together: set both or neither")
+        if self.internal_tls not in ("auto", "on", "off"):
+            raise ConfigError('internal_tls must be "auto", "on" or "off"')
+        if self.internal_tls == "on" and self.tls_cert is None:
+            raise ConfigError("internal_tls on needs tls_cert and tls_key: the peer API "
+                              "shares the client port, which then serves TLS")
         if self.join and self.peers:
             raise ConfigError("a joining node learns its peers from the cluster: drop peers")
         self.peer_map()

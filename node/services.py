@@ -19,6 +19,7 @@ from node.access.gate import Gate
 from node.cluster.auth import Verifier
 from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
+from node.cluster.cluster_tls import ClusterTLS
 from node.cluster.peers import Peers
 from node.cluster.repair import Repairer
 from node.cluster.replication import ReplicationReport
@@ -50,6 +51,7 @@ class NodeServices:
     repairer: Repairer
     gate: Gate
     counters: Counter[str] = field(default_factory=Counter)
+    cluster_tls: ClusterTLS | None = None  # encryption between nodes, when on
 
     async def on_disk(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking disk work in a bounded worker thread (the node's `DiskThreads`)."""

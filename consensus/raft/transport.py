@@ -31,6 +31,13 @@ magic and the roles under its proofs, so a proof made for one protocol never
 opens another, and `Handshake.seal(context)` derives a key per direction from
 a context string of that protocol's own, so a Raft key never opens its frames.
 
+With TLS contexts given (`server_ssl`, `client_ssl`), every connection is
+first wrapped in TLS, which both ends require of each other (the node decides
+what the certificates are, see `node/cluster/cluster_tls.py`); the handshake
+and the frame tags run inside it unchanged, so TLS adds privacy and never
+replaces the proof of the secret. A node without TLS and one with it cannot
+talk: each sees the other fail its handshake.
+
 Delivery is best effort, which is what Raft expects: a full send queue (in
 frames or in bytes) or a broken connection drops frames, and the protocol
 retries on its own. `PeerTransport` is what the driver needs of a transport;
@@ -43,6 +50,7 @@ import hashlib
 import hmac
 import logging
 import os
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -427,8 +435,12 @@ class Transport:
         queue_bytes: int = QUEUE_BYTES,
         max_frame: int = MAX_FRAME,
         advertise_host: str | None = None,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.node_id = node_id
+        self.server_ssl = server_ssl  # with client_ssl: TLS on every connection
+        self.client_ssl = client_ssl
         self.advertise_host = advertise_host or split_address(listen)[0]
         self.secret = secret
         self.listen = listen
@@ -515,9 +527,7 @@ class Transport:
         peer = self._peers.get(peer_id)
         if peer is None:
             raise OSError(f"unknown peer {peer_id}")
-        host, port = split_address(peer.address)
-        with trio.fail_after(HANDSHAKE_TIMEOUT):
-            stream = await trio.open_tcp_stream(host, port)
+        stream = await self._connect(peer.address)
         async with stream:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 seal = await client_handshake(
@@ -534,9 +544,7 @@ class Transport:
         with peer.cancel:
             while True:
                 try:
-                    host, port = split_address(peer.address)
-                    with trio.fail_after(HANDSHAKE_TIMEOUT):
-                        stream = await trio.open_tcp_stream(host, port)
+                    stream = await self._connect(peer.address)
                     async with stream:
                         reader = FrameReader(stream)
                         with trio.fail_after(HANDSHAKE_TIMEOUT):
@@ -551,7 +559,25 @@ class Transport:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
 
-    async def _pump(self, stream: trio.SocketStream, peer: _Peer, seal: FrameSeal) -> None:
+    async def _connect(self, address: str) -> trio.abc.Stream:
+        """A connection to `address`, inside TLS when this transport has it."""
+        host, port = split_address(address)
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            stream = await trio.open_tcp_stream(host, port)
+        if self.client_ssl is None:
+            return stream
+        # No host name to check: any certificate of the cluster's CA is a member's,
+        # and which member, the HMAC handshake inside says.
+        wrapped = trio.SSLStream(stream, self.client_ssl, server_hostname=None)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await wrapped.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return wrapped
+
+    async def _pump(self, stream: trio.abc.Stream, peer: _Peer, seal: FrameSeal) -> None:
         """Seal and write queued frames, coalescing whatever is waiting into one send."""
         while True:
             payload = await peer.take()
@@ -591,17 +617,22 @@ class Transport:
         self, stream: trio.SocketStream
     ) -> tuple[str, FrameReader, FrameSeal] | None:
         """The peer's id once it proved the secret and named a usable address; None if refused."""
-        reader = FrameReader(stream, self.max_frame)
+        channel: trio.abc.Stream = stream
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
-                identity, seal = await server_handshake(stream, reader, self.secret)
+                if self.server_ssl is not None:
+                    channel = trio.SSLStream(stream, self.server_ssl, server_side=True)
+                    await channel.do_handshake()
+                reader = FrameReader(channel, self.max_frame)
+                identity, seal = await server_handshake(channel, reader, self.secret)
             peer_id, _, address = identity.partition("@")
             if address:
                 _check_address(address)
         except (HandshakeFailed, trio.TooSlowError, EOFError, trio.BrokenResourceError,
                 OSError) as exc:
             self.rejected += 1
-            log.warning("refused raft connection from %s: %s", _remote(stream), exc)
+            log.warning("refused raft connection from %s: %s", _remote(stream),
+                        describe_failure(exc))
             return None
         if address and self.learned.get(peer_id) != address:
             self.learned.pop(peer_id, None)
@@ -645,6 +676,16 @@ def _check_address(address: str) -> None:
         raise HandshakeFailed(f"unusable listen address {address!r}") from None
     if not host or not 0 < port < 65536:
         raise HandshakeFailed(f"unusable listen address {address!r}")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What went wrong with a connection, in words: a broken TLS stream says it
+    through its cause."""
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    return str(exc) or repr(exc)
 
 
 def _remote(stream: trio.SocketStream) -> str:

@@ -24,6 +24,7 @@ connection is replaced by `AdmittedTCPServer`, which counts them per node
 
 from __future__ import annotations
 
+import ssl
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,9 +112,22 @@ class Admission:
 
 
 class AdmittedConfig(HypercornConfig):
-    """Hypercorn's configuration, carrying the node's `Admission`."""
+    """Hypercorn's configuration, carrying the node's `Admission`, and the TLS context
+    its listener wraps connections in (`node/tls.py`) instead of one Hypercorn would
+    build from certificate files: that one could never change its certificate."""
 
     admission: Admission | None = None
+    tls_context: ssl.SSLContext | None = None
+
+    @property
+    def ssl_enabled(self) -> bool:
+        # Hypercorn's trio worker asks this to make the bound sockets secure ones.
+        return self.tls_context is not None or super().ssl_enabled
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls_context is not None:
+            return self.tls_context
+        return super().create_ssl_context()
 
 
 class AdmittedTCPServer(TCPServer):
@@ -125,7 +139,8 @@ class AdmittedTCPServer(TCPServer):
             await super().run()
             return
         try:
-            sock = self.stream.socket
+            # Under TLS the socket is the SSL stream's transport's.
+            sock = getattr(self.stream, "transport_stream", self.stream).socket
             address = parse_socket_addr(sock.family, sock.getpeername())
         except (AttributeError, OSError):
             address = None

@@ -12,6 +12,7 @@ import httpx
 
 from node.cluster.auth import SecretFileRefused, load_or_create_secret
 from node.cluster.client import call_sync
+from node.cluster.cluster_tls import peer_url
 
 
 def _secret(args: argparse.Namespace) -> bytes:
@@ -36,6 +37,11 @@ def _node_status(secret: bytes, url: str, node_id: str | None = None) -> dict[st
     return response.json() if response.status_code == 200 else None
 
 
+def _uses_tls(url: str) -> bool:
+    """Whether the cluster behind `url` speaks TLS: the URL the user gave says."""
+    return url.startswith("https://")
+
+
 def cluster_status(secret: bytes, url: str) -> dict[str, Any]:
     """The answering node's view, plus each member's own view (its health)."""
     first = _node_status(secret, url)
@@ -43,7 +49,8 @@ def cluster_status(secret: bytes, url: str) -> dict[str, Any]:
         raise SystemExit(f"flotilla: {url} did not answer with a status")
     for member in first["members"]:
         http = member.get("http")
-        view = _node_status(secret, f"http://{http}", member["node_id"]) if http else None
+        view = (_node_status(secret, peer_url(http, "", tls=_uses_tls(url)), member["node_id"])
+                if http else None)
         member["reachable"] = view is not None
         if view is not None:
             member.update(
@@ -173,7 +180,7 @@ class DrainProgress:
 def _observer_urls(doc: dict[str, Any], node_id: str, base: str) -> list[str]:
     """Where to watch the drain from: members other than the drained one (whose
     own view stops changing once it is removed), then the URL given."""
-    urls = [f"http://{m['http']}" for m in doc["members"]
+    urls = [peer_url(m["http"], "", tls=_uses_tls(base)) for m in doc["members"]
             if m["node_id"] != node_id and m.get("http")]
     return urls + [base]
 

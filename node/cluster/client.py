@@ -4,6 +4,10 @@ A request is signed for the node that is to accept it. Callers that start from
 a URL and do not know that node's id (the admin CLI, `--join`) leave `node_id`
 out: the node at the URL is first asked `GET /_cluster/health`, signed for any
 node, and its answer names it (see `node.cluster.auth`).
+
+An `https://` URL is a node with cluster TLS: the request asks for the
+cluster's server name by SNI and checks the certificate against the CA the
+secret derives (`node/cluster/cluster_tls.py`), so no CA file is needed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from node.cluster.auth import ANY_NODE, ANY_NODE_REQUESTS, sign
+from node.cluster.cluster_tls import PEER_EXTENSIONS, peer_http_context
 
 HEALTH_PATH = "/_cluster/health"
 
@@ -28,6 +33,17 @@ def _target(url: str) -> str:
 def _health_url(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, HEALTH_PATH, "", ""))
+
+
+def _extensions(url: str) -> dict[str, Any]:
+    return dict(PEER_EXTENSIONS) if urlsplit(url).scheme == "https" else {}
+
+
+def internal_client(secret: bytes, url: str, **kwargs: Any) -> httpx.AsyncClient:
+    """An HTTP client for the peer API at `url` (and its cluster): over HTTPS it trusts
+    the cluster CA only."""
+    https = urlsplit(url).scheme == "https"
+    return httpx.AsyncClient(verify=peer_http_context(secret) if https else True, **kwargs)
 
 
 def _named_node(response: httpx.Response) -> str | None:
@@ -85,7 +101,8 @@ async def call(
         if destination is None:
             return health
     body, headers = _request_parts(secret, method, url, payload, destination)
-    return await client.request(method, url, content=body, headers=headers)
+    return await client.request(method, url, content=body, headers=headers,
+                                extensions=_extensions(url))
 
 
 def call_sync(
@@ -100,4 +117,8 @@ def call_sync(
         if destination is None:
             return health
     body, headers = _request_parts(secret, method, url, payload, destination)
-    return httpx.request(method, url, content=body, headers=headers, timeout=timeout)
+    https = urlsplit(url).scheme == "https"
+    with httpx.Client(verify=peer_http_context(secret) if https else True,
+                      timeout=timeout) as client:
+        return client.request(method, url, content=body, headers=headers,
+                              extensions=_extensions(url))

@@ -23,6 +23,14 @@ fresh `bytearray` of the announced size with `recv_into` (measured here for
 8 MiB: 0.23 ms to allocate and fill one, 0.43 ms to fill a reused buffer and
 copy it out, which returning the bytes would need).
 
+With TLS (`ssl_context` on both classes; mutual, against the cluster CA of
+`node/cluster/cluster_tls.py`), every connection is wrapped in it before the
+handshake, and `_TLSWire` takes `_Wire`'s place: the kernel cannot encrypt, so
+a chunk is read from its file into the connection's one reused buffer in a
+disk thread, a megabyte at a time, and sent through the TLS stream, where
+plain TCP hands the file to `sendfile`. `scripts/bench cluster --tls`
+measures what that costs.
+
 Everything is bounded: the count a header announces (the largest chunk), the
 requests in flight per connection, the connections accepted, the PUT bytes
 buffered at once, the handshake, the wait for progress in a transfer, and the
@@ -35,6 +43,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +59,7 @@ from consensus.engine import (
     FrameSeal,
     HandshakeFailed,
     answer_handshake,
+    describe_failure,
     dial_handshake,
 )
 from node.cluster.data_frames import (
@@ -94,6 +104,8 @@ IN_FLIGHT_PER_CONNECTION = 8  # requests a client sends before their answers com
 PUT_BUFFER_BYTES = 256 * MiB  # PUT bodies a server holds at once (one is always let in)
 READ_AHEAD = 64 * 1024  # what one read for a header may take beyond it
 WAKE_BYTES = 256 * 1024  # bytes of a chunk waiting before its reader is woken
+TLS_FILE_PIECE = 1 * MiB  # what one disk read takes of a chunk going out through TLS
+TLS_RECEIVE_BYTES = 64 * 1024  # what one read from a TLS stream asks for at most
 
 
 class _Idle(Exception):
@@ -141,7 +153,7 @@ class _Wire:
     answering task)."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
+        self.stream: trio.abc.Stream = stream
         self.sock = stream.socket
         self._ahead = bytearray()  # bytes read past what was asked for
         self._low_water = 1  # the socket's SO_RCVLOWAT
@@ -236,6 +248,92 @@ class _Wire:
         self.sock.close()
 
 
+class _TLSWire(_Wire):
+    """`_Wire` over a TLS stream: the same reads, sends and stall limits, with the file
+    read into one reused buffer and encrypted on its way out instead of `sendfile`."""
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream],
+                 disk: DiskThreads | None = None) -> None:
+        self.stream = stream
+        self.sock = stream.transport_stream.socket
+        self._ahead = bytearray()
+        self._disk = disk
+        self._piece: bytearray | None = None  # made on the first file sent
+
+    async def _receive(self, n: int) -> bytes | bytearray:
+        return await self.stream.receive_some(n)
+
+    async def read_exactly(self, n: int, *, wait: float = STALL_SECONDS) -> bytes:
+        while len(self._ahead) < n:
+            with trio.fail_after(wait):
+                data = await self._receive(max(READ_AHEAD, n - len(self._ahead)))
+            if not data:
+                raise EOFError("connection closed")
+            self._ahead += data
+        out = bytes(self._ahead[:n])
+        del self._ahead[:n]
+        return out
+
+    async def read_into(self, buffer: bytearray) -> None:
+        view = memoryview(buffer)
+        got = min(len(self._ahead), len(view))
+        view[:got] = self._ahead[:got]
+        del self._ahead[:got]
+        with trio.CancelScope(deadline=trio.current_time() + STALL_SECONDS) as scope:
+            while got < len(view):
+                # Capped: the TLS layer allocates the whole size asked for on every
+                # read, and one read returns one record (16 KiB) or a few.
+                data = await self._receive(min(len(view) - got, TLS_RECEIVE_BYTES))
+                if not data:
+                    raise EOFError("connection closed in the middle of a chunk")
+                view[got:got + len(data)] = data
+                got += len(data)
+                scope.deadline = trio.current_time() + STALL_SECONDS
+        if scope.cancelled_caught:
+            raise trio.TooSlowError("a chunk stopped arriving")
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        # Cancelled half-way, a TLS stream is broken for good; so is the connection,
+        # which is what a stall means on plain TCP too.
+        with trio.CancelScope(deadline=trio.current_time() + STALL_SECONDS) as scope:
+            await self.stream.send_all(data)
+        if scope.cancelled_caught:
+            raise trio.TooSlowError("the peer stopped taking bytes")
+
+    async def send_file(self, fd: int, size: int) -> None:
+        if self._piece is None:
+            self._piece = bytearray(min(TLS_FILE_PIECE, max(size, 1)))
+        elif len(self._piece) < min(TLS_FILE_PIECE, size):
+            self._piece = bytearray(min(TLS_FILE_PIECE, size))
+        piece = memoryview(self._piece)
+        offset = 0
+        while offset < size:
+            want = piece[:min(len(piece), size - offset)]
+            if self._disk is not None:
+                got = await self._disk.run(os.preadv, fd, [want], offset)
+            else:
+                got = await trio.to_thread.run_sync(os.preadv, fd, [want], offset)
+            if not got:
+                raise EOFError("the file ended before its size")
+            # send_all has handed every byte to the TLS layer when it returns, so the
+            # buffer is free for the next piece.
+            await self.send(want[:got])
+            offset += got
+
+    def _wake_at(self, count: int) -> None:
+        pass  # TLS records arrive whole or not at all: the low-water mark does not apply
+
+
+async def _wrap_tls(stream: trio.SocketStream, context: ssl.SSLContext, *,
+                    server_side: bool) -> trio.SSLStream[trio.SocketStream]:
+    """`stream` inside TLS, handshake done (within `HANDSHAKE_TIMEOUT`)."""
+    wrapped = trio.SSLStream(stream, context, server_side=server_side,
+                             server_hostname=None)
+    with trio.fail_after(HANDSHAKE_TIMEOUT):
+        await wrapped.do_handshake()
+    return wrapped
+
+
 def _open_for_sending(chunks: ChunkStore, cid: str) -> tuple[int, int]:
     fd, size = chunks.open_file(cid)
     try:
@@ -275,8 +373,10 @@ class DataPlaneServer:
         self, chunks: ChunkStore, disk: DiskThreads, secret: bytes, listen: str, *,
         counters: Counter[str], advertise_host: str | None = None,
         max_connections: int = MAX_CONNECTIONS, put_buffer_bytes: int = PUT_BUFFER_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.chunks = chunks
+        self.ssl_context = ssl_context  # TLS on every connection, a peer's cert required
         self.disk = disk
         self.secret = secret
         self.listen = listen
@@ -317,17 +417,26 @@ class DataPlaneServer:
             await trio.aclose_forcefully(stream)
             return
         self.connections += 1
-        wire = _Wire(stream)
         peer = "?"
         try:
             try:
+                wire: _Wire
+                if self.ssl_context is None:
+                    wire = _Wire(stream)
+                else:
+                    wire = _TLSWire(
+                        await _wrap_tls(stream, self.ssl_context, server_side=True), self.disk
+                    )
                 with trio.fail_after(HANDSHAKE_TIMEOUT):
-                    peer, agreed = await answer_handshake(stream, wire, self.secret, GREETING)
+                    peer, agreed = await answer_handshake(
+                        wire.stream, wire, self.secret, GREETING
+                    )
             except (HandshakeFailed, trio.TooSlowError, EOFError, trio.BrokenResourceError,
                     OSError) as exc:
                 self.rejected += 1
                 self._count("rejected")
-                log.warning("refused data plane connection from %s: %r", _remote(stream), exc)
+                log.warning("refused data plane connection from %s: %s", _remote(stream),
+                            describe_failure(exc))
                 return
             conversation = _Conversation(
                 wire, agreed.seal(REQUEST_KEY_CONTEXT), agreed.seal(ANSWER_KEY_CONTEXT)
@@ -649,10 +758,14 @@ class _Pool:
                 stream = await trio.open_tcp_stream(host, port)
         except (OSError, ValueError, trio.TooSlowError) as exc:
             raise PeerUnreachable(f"data plane {self.address}: {exc!r}") from None
-        wire = _Wire(stream)
         try:
+            wire: _Wire
+            if client.ssl_context is None:
+                wire = _Wire(stream)
+            else:
+                wire = _TLSWire(await _wrap_tls(stream, client.ssl_context, server_side=False))
             with trio.fail_after(HANDSHAKE_TIMEOUT):
-                agreed = await dial_handshake(stream, wire, client.secret, client.node_id,
+                agreed = await dial_handshake(wire.stream, wire, client.secret, client.node_id,
                                               GREETING)
         except (HandshakeFailed, EOFError, OSError, trio.BrokenResourceError,
                 trio.TooSlowError) as exc:
@@ -687,10 +800,11 @@ class DataPlaneClient:
 
     def __init__(
         self, node_id: str, secret: bytes, *, connections_per_peer: int = CONNECTIONS_PER_PEER,
-        in_flight: int = IN_FLIGHT_PER_CONNECTION,
+        in_flight: int = IN_FLIGHT_PER_CONNECTION, ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.node_id = node_id
         self.secret = secret
+        self.ssl_context = ssl_context  # TLS on every connection, the peer's cert checked
         self.connections_per_peer = connections_per_peer
         self.in_flight = in_flight
         self.nursery: trio.Nursery | None = None

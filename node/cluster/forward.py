@@ -62,7 +62,8 @@ async def forward_upload(peers: Peers, owner: str, counters: Counter[str]) -> Re
         with peers.relay_slot(owner):
             upstream = await relays.send(
                 relays.build_request(
-                    request.method, f"http://{peer.http}{target}", headers=headers, content=body()
+                    request.method, peers.url(owner, target), headers=headers, content=body(),
+                    extensions=peers.extensions,
                 )
             )
     except httpx.PoolTimeout:

@@ -14,7 +14,7 @@ import httpx
 import trio
 
 from consensus.engine import Engine
-from node.cluster.client import call
+from node.cluster.client import call, internal_client
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ async def join_cluster(
         "zone": zone,
     }
     target = url.rstrip("/") + "/_cluster/members"
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with internal_client(secret, url, timeout=30) as client:
         while True:
             try:
                 response = await call(client, secret, "POST", target, payload)

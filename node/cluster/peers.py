@@ -12,6 +12,11 @@ Chunk bytes do not travel over HTTP: `get_chunk`, `put_chunk` and
 at the address each peer gives in its signed health answer. A peer whose
 data plane address is not known yet is asked for its health first; one that
 gives none is not up, and a transfer to it fails with PeerError.
+
+With `tls` (the node's port serves TLS, `node/cluster/cluster_tls.py`) the
+HTTP clients speak HTTPS, ask for the cluster's server name by SNI and check
+the answer against the cluster CA; with `data_ssl` the data plane client
+wraps its connections in mutual TLS.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -31,6 +37,7 @@ import trio
 
 from consensus.engine import Engine
 from node.cluster.auth import sign
+from node.cluster.cluster_tls import PEER_EXTENSIONS, ClusterTLS, peer_http_context, peer_url
 from node.cluster.data_plane import DataPlaneClient
 from node.cluster.errors import PeerError, PeerSentWrongBytes, PeerUnreachable, RelayBusy
 from node.cluster.placement import Placed, score
@@ -71,19 +78,26 @@ class Peers:
     def __init__(
         self, engine: Engine, *, node_id: str, zone: str, secret: bytes,
         max_relays_per_peer: int = 64, relay_idle_seconds: float = 30.0,
+        tls: ClusterTLS | None = None, data_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.engine = engine
         self.node_id = node_id
         self.zone = zone
         self.secret = secret
+        self.tls = tls is not None
+        # What every request to a peer carries: the SNI name of the cluster's certificate.
+        self.extensions: dict[str, Any] = dict(PEER_EXTENSIONS) if tls else {}
+        verify = peer_http_context(secret) if tls else True
         self.state: dict[str, PeerState] = {}
         self.client = httpx.AsyncClient(
+            verify=verify,
             timeout=httpx.Timeout(30.0, connect=2.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
         self.max_relays_per_peer = max_relays_per_peer
         self.relay_idle_seconds = relay_idle_seconds
         self.relay_client = httpx.AsyncClient(
+            verify=verify,
             # read/write: the longest wait for the peer to take or give a byte.
             timeout=httpx.Timeout(relay_idle_seconds, connect=RELAY_CONNECT, pool=RELAY_CONNECT),
             limits=httpx.Limits(
@@ -92,7 +106,7 @@ class Peers:
             ),
         )
         self._relays: dict[str, int] = {}  # peer id → relays to it in flight
-        self.data = DataPlaneClient(node_id, secret)
+        self.data = DataPlaneClient(node_id, secret, ssl_context=data_ssl)
         # Where this node's own data plane listens, as peers reach it (set by `serve`).
         self.data_address: str | None = None
 
@@ -179,7 +193,7 @@ class Peers:
         peer = self.get(node_id)
         if peer is None:
             raise PeerError(f"{node_id} is not a known member")
-        return f"http://{peer.http}{path}"
+        return peer_url(peer.http, path, tls=self.tls)
 
     async def request(
         self, node_id: str, method: str, path: str, *, content: bytes = b"",
@@ -190,7 +204,7 @@ class Peers:
         try:
             return await self.client.request(
                 method, self.url(node_id, path), content=content or None, headers=headers,
-                **kwargs,
+                extensions=self.extensions, **kwargs,
             )
         except httpx.HTTPError as exc:
             self.mark_failure(node_id)

@@ -11,6 +11,7 @@ the blob file with an explicit `Content-Length`, so nothing is buffered whole.
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections.abc import Iterator
 
 import httpx
@@ -31,10 +32,12 @@ def _expect(response: httpx.Response, status: int, step: str) -> None:
 
 
 class RegistryClient:
-    def __init__(self, base_url: str, repo: str = "bench") -> None:
+    def __init__(self, base_url: str, repo: str = "bench",
+                 verify: ssl.SSLContext | bool = True) -> None:
         self.base_url = httpx.URL(base_url)
         self.repo = repo
-        self.http = httpx.Client(base_url=base_url, trust_env=False, timeout=httpx.Timeout(600.0))
+        self.http = httpx.Client(base_url=base_url, trust_env=False, verify=verify,
+                                 timeout=httpx.Timeout(600.0))
 
     def close(self) -> None:
         self.http.close()

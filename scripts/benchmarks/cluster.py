@@ -27,6 +27,14 @@ the nodes' CPU by role, read from /proc/PID/stat around each transfer: for
 the push, the receiving node and the other holders; for the pull through the
 fourth node, that relaying node and each holder with their sum (the serving
 holders' goal is ≤ 0.3 CPU s per GiB they serve).
+
+With `--tls` the same run measures everything a second time over TLS: the
+nodes serve HTTPS and encrypt Raft, the data plane and the peer API (their
+default with a certificate), and Distribution serves HTTPS with the same
+certificate, so the ratios compare like with like. A last table puts both
+runs side by side, and the data plane's CPU per GiB with TLS against
+`sendfile` (the serving holders of (2), the relaying node, the holders a
+push places on).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import ssl
 import statistics
 import sys
 import tempfile
@@ -51,6 +60,7 @@ from scripts.benchmarks.payload import Blob, MiB, write_random_file
 from scripts.benchmarks.processes import Server, ServerFailed
 from scripts.benchmarks.raft import Cluster, local_group
 from scripts.benchmarks.table import render, verdict
+from scripts.benchmarks.tls_files import BenchTLS, make_bench_tls
 
 GOALS = {"push": 0.8, "pull": 0.8, "pull3": 1.0}
 HOLDER_CPU_GOAL = 0.3  # CPU s per GiB a holder serves to a relaying node
@@ -66,11 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (median)")
     parser.add_argument("--chunk-size", type=int, default=None, help="Flotilla chunk size")
     parser.add_argument("--workdir", type=Path, default=None, help="temp folder parent")
+    parser.add_argument("--tls", action="store_true",
+                        help="measure again over TLS (nodes: client and internal TLS; "
+                             "Distribution: the same certificate) and compare")
 
 
 @contextlib.contextmanager
 def _cluster(
-    workdir: Path, chunk_size: int | None
+    workdir: Path, chunk_size: int | None, tls: BenchTLS | None = None,
 ) -> Iterator[tuple[Cluster, Callable[[], Server]]]:
     """Three bootstrapped members, and a function that starts a fourth that joins."""
     secret_file = workdir / "secret"
@@ -82,7 +95,9 @@ def _cluster(
     if chunk_size:
         extra += ["--chunk-size", str(chunk_size)]
     with contextlib.ExitStack() as stack:
-        cluster = stack.enter_context(local_group(workdir, extra=extra, stack=stack))
+        cluster = stack.enter_context(
+            local_group(workdir, extra=extra, stack=stack, tls=tls)
+        )
         servers = cluster.servers
 
         def join() -> Server:
@@ -90,7 +105,7 @@ def _cluster(
             server = stack.enter_context(
                 processes.flotilla_raft_member(
                     workdir, "n4", http, raft, "", secret_file,
-                    extra=[*extra, "--join", servers["n1"].url],
+                    extra=[*extra, "--join", servers["n1"].url], tls=tls,
                 )
             )
             servers["n4"] = server
@@ -146,10 +161,10 @@ def fsync_write_rate(directory: Path, size: int = 256 * MiB) -> float:
     return size / elapsed / 1e6
 
 
-def _pull_at_once(urls: list[str], blob: Blob) -> float:
+def _pull_at_once(urls: list[str], blob: Blob, verify: ssl.SSLContext | bool = True) -> float:
     """Wall time for one pull through each URL, all started together (the whole
     of it is the action `_timed` measures, so thread start-up counts too)."""
-    clients = [RegistryClient(url) for url in urls]
+    clients = [RegistryClient(url, verify=verify) for url in urls]
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(clients) + 1)
 
@@ -175,54 +190,82 @@ def _pull_at_once(urls: list[str], blob: Blob) -> float:
     return elapsed
 
 
+@dataclass
+class Measured:
+    """One run's timings, and what n4 stored as each of its pulls began."""
+
+    spent: dict[tuple[str, str], list[Spent]]
+    n4_stored: list[int]
+
+
+def _measure(args: argparse.Namespace, random_file: Path, workdir: Path,
+             tls: BenchTLS | None) -> Measured:
+    """The three measurements, against a fresh cluster and Distribution in `workdir`."""
+    spent: dict[tuple[str, str], list[Spent]] = defaultdict(list)
+    verify: ssl.SSLContext | bool = tls.context() if tls else True
+    with contextlib.ExitStack() as stack:
+        cluster, join = stack.enter_context(_cluster(workdir, args.chunk_size, tls))
+        dist = stack.enter_context(processes.distribution(workdir, tls=tls))
+        cluster.wait_for_leader()
+        for server in [*cluster.servers.values(), dist]:
+            processes.wait_until_writable(server.url, server.name, verify=verify)
+        n1 = cluster.servers["n1"].url
+        nodes = list(cluster.servers.values())
+        blobs = []
+        for run_no in range(args.repeat):
+            blob = Blob.salted(random_file, f"cluster run {run_no}", run_no + 1)
+            blobs.append(blob)
+            for system, url, servers in (("Flotilla", n1, nodes), ("Distribution",
+                                                                    dist.url, [dist])):
+                with RegistryClient(url, verify=verify) as client:
+                    spent["push", system].append(
+                        _timed(lambda c=client, b=blob: c.push_monolithic(b), servers)
+                    )
+        n4 = join().url
+        nodes = list(cluster.servers.values())
+        print(f"  n4 joined at {n4}", file=sys.stderr)
+        n4_stored: list[int] = []
+        for blob in blobs:
+            n4_stored.append(int(cluster.status("n4")["chunks"]["stored_bytes"]))
+            for system, url, servers in (("Flotilla", n4, nodes), ("Distribution",
+                                                                    dist.url, [dist])):
+                with RegistryClient(url, verify=verify) as client:
+                    spent["pull", system].append(
+                        _timed(lambda c=client, b=blob: c.pull(b), servers)
+                    )
+        three = [cluster.servers[n].url for n in ("n2", "n3", "n4")]
+        for blob in blobs:
+            spent["pull3", "Flotilla"].append(
+                _timed(lambda b=blob: _pull_at_once(three, b, verify), nodes)
+            )
+            spent["pull3", "Distribution"].append(
+                _timed(lambda b=blob: _pull_at_once([dist.url] * 3, b, verify), [dist])
+            )
+    return Measured(spent, n4_stored)
+
+
 def run(args: argparse.Namespace) -> int:
     size = args.size_mib * MiB
     workdir = Path(tempfile.mkdtemp(prefix="flotilla-bench-cluster-", dir=args.workdir))
-    spent: dict[tuple[str, str], list[Spent]] = defaultdict(list)
     try:
         random_file = workdir / "random.bin"
         print(f"bench cluster: temp folder {workdir}", file=sys.stderr)
         write_random_file(random_file, size)
         disk_rate = fsync_write_rate(workdir)
-        with contextlib.ExitStack() as stack:
-            cluster, join = stack.enter_context(_cluster(workdir, args.chunk_size))
-            dist = stack.enter_context(processes.distribution(workdir))
-            cluster.wait_for_leader()
-            for server in [*cluster.servers.values(), dist]:
-                processes.wait_until_writable(server.url, server.name)
-            n1 = cluster.servers["n1"].url
-            nodes = list(cluster.servers.values())
-            blobs = []
-            for run_no in range(args.repeat):
-                blob = Blob.salted(random_file, f"cluster run {run_no}", run_no + 1)
-                blobs.append(blob)
-                for system, url, servers in (("Flotilla", n1, nodes), ("Distribution",
-                                                                        dist.url, [dist])):
-                    with RegistryClient(url) as client:
-                        spent["push", system].append(
-                            _timed(lambda c=client, b=blob: c.push_monolithic(b), servers)
-                        )
-            n4 = join().url
-            nodes = list(cluster.servers.values())
-            print(f"  n4 joined at {n4}", file=sys.stderr)
-            n4_stored: list[int] = []
-            for blob in blobs:
-                n4_stored.append(int(cluster.status("n4")["chunks"]["stored_bytes"]))
-                for system, url, servers in (("Flotilla", n4, nodes), ("Distribution",
-                                                                        dist.url, [dist])):
-                    with RegistryClient(url) as client:
-                        spent["pull", system].append(
-                            _timed(lambda c=client, b=blob: c.pull(b), servers)
-                        )
-            three = [cluster.servers[n].url for n in ("n2", "n3", "n4")]
-            for blob in blobs:
-                spent["pull3", "Flotilla"].append(
-                    _timed(lambda b=blob: _pull_at_once(three, b), nodes)
-                )
-                spent["pull3", "Distribution"].append(
-                    _timed(lambda b=blob: _pull_at_once([dist.url] * 3, b), [dist])
-                )
-        print(_report(args, size, spent, disk_rate, n4_stored))
+        passes: list[BenchTLS | None] = [None]
+        if args.tls:
+            passes.append(make_bench_tls(workdir / "certificates"))
+        measured: dict[bool, Measured] = {}
+        for tls in passes:
+            folder = workdir / ("over-tls" if tls else "plain")
+            folder.mkdir()
+            print(f"  measuring {'over TLS' if tls else 'without TLS'}", file=sys.stderr)
+            measured[tls is not None] = result = _measure(args, random_file, folder, tls)
+            print(_report(args, size, result.spent, disk_rate, result.n4_stored,
+                          tls=tls is not None))
+            print()
+        if args.tls:
+            print(_tls_cost(size, measured[False].spent, measured[True].spent))
         return 0
     except (ServerFailed, OSError) as exc:
         print(f"bench cluster: {exc}", file=sys.stderr)
@@ -231,9 +274,54 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _rate(size: int, spent: dict[tuple[str, str], list[Spent]], op: str, system: str) -> float:
+    volume = size * (3 if op == "pull3" else 1)
+    return volume / 1e6 / statistics.median(x.wall for x in spent[op, system])
+
+
+def _tls_cost(size: int, plain: dict[tuple[str, str], list[Spent]],
+              tls: dict[tuple[str, str], list[Spent]]) -> str:
+    """Both runs side by side, and what TLS costs the data plane in CPU."""
+    rows = []
+    for op, label in LABELS.items():
+        row = [label]
+        for spent in (plain, tls):
+            f, d = _rate(size, spent, op, "Flotilla"), _rate(size, spent, op, "Distribution")
+            row += [f"{f:.1f}", f"{d:.1f}", f"{f / d:.2f}"]
+        rows.append(row)
+    gib = size / (1 << 30)
+
+    def holders(spent: dict[tuple[str, str], list[Spent]], op: str, names: tuple[str, ...]
+                ) -> float:
+        return sum(_node_per_gib(spent[op, "Flotilla"], n, size) for n in names)
+
+    cpu = [
+        ["(2) pull: holders serving chunks (data plane out)",
+         f"{holders(plain, 'pull', ('n1', 'n2', 'n3')):.2f}",
+         f"{holders(tls, 'pull', ('n1', 'n2', 'n3')):.2f}"],
+        ["(2) pull: relaying node n4 (data plane in, client out)",
+         f"{holders(plain, 'pull', ('n4',)):.2f}", f"{holders(tls, 'pull', ('n4',)):.2f}"],
+        ["(1) push: holders placed on (data plane in)",
+         f"{holders(plain, 'push', ('n2', 'n3')):.2f}",
+         f"{holders(tls, 'push', ('n2', 'n3')):.2f}"],
+        ["(2) pull: Distribution serving",
+         f"{statistics.median(x.servers / gib for x in plain['pull', 'Distribution']):.2f}",
+         f"{statistics.median(x.servers / gib for x in tls['pull', 'Distribution']):.2f}"],
+    ]
+    return "\n".join([
+        "What TLS costs: the same measurements without and with TLS (Flotilla: client TLS,",
+        "Raft, data plane and peer API in TLS; Distribution: HTTPS with the same certificate)",
+        "",
+        render(["operation", "plain F MB/s", "plain D MB/s", "plain F/D",
+                "TLS F MB/s", "TLS D MB/s", "TLS F/D"], rows),
+        "",
+        render(["CPU s per GiB of the blob", "sendfile / plain", "TLS"], cpu),
+    ])
+
+
 def _report(
     args: argparse.Namespace, size: int, spent: dict[tuple[str, str], list[Spent]],
-    disk_rate: float, n4_stored: list[int],
+    disk_rate: float, n4_stored: list[int], *, tls: bool = False,
 ) -> str:
     rows, cpu_rows = [], []
     for op, label in LABELS.items():
@@ -258,7 +346,8 @@ def _report(
     return "\n".join([
         f"scripts/bench cluster — 3 Flotilla nodes (R=2, no chunk cache) + a 4th that joins,"
         f" vs one CNCF Distribution; {args.size_mib} MiB random blob, median of "
-        f"{args.repeat}, MB/s = 10^6 bytes/s (aggregate for 3 clients)",
+        f"{args.repeat}, MB/s = 10^6 bytes/s (aggregate for 3 clients)"
+        + (", everything over TLS" if tls else ""),
         "",
         render(["operation", "Flotilla MB/s", "Distribution MB/s", "ratio F/D", "goal"], rows),
         "",

@@ -19,6 +19,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ from pathlib import Path
 import httpx
 
 from scripts.benchmarks import netns as namespaces
+from scripts.benchmarks.tls_files import BenchTLS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
@@ -46,6 +48,7 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    verify: ssl.SSLContext | bool = True  # what a client checks its certificate against
 
     @property
     def pid(self) -> int:
@@ -97,7 +100,7 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 
 def _wait_until_ready(server: Server, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    with httpx.Client(trust_env=False, timeout=2.0) as client:
+    with httpx.Client(trust_env=False, timeout=2.0, verify=server.verify) as client:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
                 raise ServerFailed(
@@ -128,7 +131,8 @@ def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 
 @contextlib.contextmanager
 def _running(
-    name: str, argv: list[str], url: str, log_path: Path, netns: str | None = None
+    name: str, argv: list[str], url: str, log_path: Path, netns: str | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> Iterator[Server]:
     if netns is not None:
         argv = namespaces.exec_argv(netns, argv)
@@ -142,7 +146,7 @@ def _running(
             start_new_session=True,  # Ctrl-C reaches us only; we stop it in order
             preexec_fn=die_with_parent,
         )
-    server = Server(name, url, process, log_path)
+    server = Server(name, url, process, log_path, verify)
     try:
         if netns is None:
             _wait_until_ready(server)
@@ -193,11 +197,13 @@ def flotilla_node(workdir: Path, *, chunk_size: int | None = None) -> Iterator[S
 def flotilla_raft_member(
     workdir: Path, node_id: str, http_port: int, raft_port: int, peers: str, secret_file: Path,
     *, extra: list[str] | None = None, host: str = "127.0.0.1", netns: str | None = None,
+    tls: BenchTLS | None = None,
 ) -> Iterator[Server]:
     """One member of a bootstrapped Raft group: `flotilla serve --node-id … --peers …`,
     data in `workdir/<node_id>`, log in `workdir/<node_id>.log`. Ready once it answers
-    /v2/, which comes before the group has a leader."""
-    extra = list(extra or [])
+    /v2/, which comes before the group has a leader. With `tls`, HTTPS on its port and
+    TLS between nodes."""
+    extra = list(extra or []) + (tls.flotilla_flags if tls else [])
     if netns is None and "--data-listen" not in extra and serve_accepts("--data-listen"):
         # On the shared loopback the default (the HTTP port + 2000) may be in use.
         extra += ["--data-listen", f"{host}:{free_port()}"]
@@ -210,9 +216,10 @@ def flotilla_raft_member(
         *extra,
         host=host,
     )
-    url = f"http://{host}:{http_port}"
+    url = f"{'https' if tls else 'http'}://{host}:{http_port}"
     log_path = workdir / f"{node_id}.log"
-    with _running(f"Flotilla {node_id}", argv, url, log_path, netns) as s:
+    with _running(f"Flotilla {node_id}", argv, url, log_path, netns,
+                  verify=tls.context() if tls else True) as s:
         yield s
 
 
@@ -233,14 +240,20 @@ storage:
 http:
   addr: {host}:{port}
 """
+DISTRIBUTION_TLS = """\
+  tls:
+    certificate: {cert}
+    key: {key}
+"""
 
 
 @contextlib.contextmanager
 def distribution(
     workdir: Path, *, host: str = "127.0.0.1", port: int | None = None,
-    netns: str | None = None,
+    netns: str | None = None, tls: BenchTLS | None = None,
 ) -> Iterator[Server]:
-    """CNCF Distribution (`docker-registry serve`) with a filesystem store under `workdir`."""
+    """CNCF Distribution (`docker-registry serve`) with a filesystem store under `workdir`;
+    with `tls`, serving HTTPS with that certificate."""
     if not shutil.which(DISTRIBUTION_BINARY):
         raise ServerFailed(
             f"{DISTRIBUTION_BINARY} not found: install the Debian package "
@@ -250,10 +263,14 @@ def distribution(
     root = workdir / "distribution-data"
     root.mkdir()
     config = workdir / "distribution.yml"
-    config.write_text(DISTRIBUTION_CONFIG.format(root=root, host=host, port=port))
+    text = DISTRIBUTION_CONFIG.format(root=root, host=host, port=port)
+    if tls:
+        text += DISTRIBUTION_TLS.format(cert=tls.cert, key=tls.key)
+    config.write_text(text)
     argv = [DISTRIBUTION_BINARY, "serve", str(config)]
     with _running(
-        "Distribution", argv, f"http://{host}:{port}", workdir / "distribution.log", netns
+        "Distribution", argv, f"{'https' if tls else 'http'}://{host}:{port}",
+        workdir / "distribution.log", netns, verify=tls.context() if tls else True,
     ) as s:
         yield s
 
@@ -341,13 +358,14 @@ class PeakMemory:
             self._stop.wait(self.every)
 
 
-def wait_until_writable(url: str, name: str, timeout: float = 30.0) -> None:
+def wait_until_writable(url: str, name: str, timeout: float = 30.0,
+                        verify: ssl.SSLContext | bool = True) -> None:
     """Push tiny blobs until one is stored: a Flotilla node answers /v2/ before its
     Raft group has a leader, and the first timed push must not wait for the election."""
     from scripts.benchmarks.client import RegistryClient
 
     deadline = time.monotonic() + timeout
-    with RegistryClient(url, repo="bench-warmup") as client:
+    with RegistryClient(url, repo="bench-warmup", verify=verify) as client:
         attempt = 0
         while True:
             attempt += 1

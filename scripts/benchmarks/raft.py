@@ -46,6 +46,7 @@ from scripts.benchmarks import processes
 from scripts.benchmarks.client import FlowFailed, RegistryClient
 from scripts.benchmarks.processes import Server, ServerFailed
 from scripts.benchmarks.table import render, verdict
+from scripts.benchmarks.tls_files import BenchTLS
 
 NODES = ("n1", "n2", "n3")
 REPO = "bench"
@@ -115,7 +116,7 @@ class Cluster:
 @contextlib.contextmanager
 def local_group(
     workdir: Path, nodes: tuple[str, ...] = NODES, extra: list[str] | None = None,
-    stack: contextlib.ExitStack | None = None,
+    stack: contextlib.ExitStack | None = None, tls: BenchTLS | None = None,
 ) -> Iterator[Cluster]:
     """`nodes` bootstrapped as one group on loopback ports, with `extra` flags each;
     their processes end with `stack` when one is given (a node started later can
@@ -127,7 +128,7 @@ def local_group(
     with contextlib.ExitStack() as own:
         servers = {
             n: (stack or own).enter_context(processes.flotilla_raft_member(
-                workdir, n, http, raft, peers, secret_file, extra=extra or []
+                workdir, n, http, raft, peers, secret_file, extra=extra or [], tls=tls,
             ))
             for n, (http, raft) in ports.items()
         }

@@ -29,6 +29,8 @@ class Cluster:
     secret_file: Path
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
     env_extra: list[str] = field(default_factory=list)
+    scheme: str = "http"  # of every node's URL: "https" when they are given --tls-cert
+    verify: Any = True  # what clients check the nodes' certificate against
 
     @property
     def secret(self) -> bytes:
@@ -47,7 +49,8 @@ class Cluster:
         peers = ",".join(f"{n}=127.0.0.1:{raft}" for n, (_, raft) in ports.items())
         for node_id, (http, raft) in ports.items():
             args = self.node_args(node_id, raft, peers) + (per_node or {}).get(node_id, [])
-            node = NodeProcess(self.root / node_id, http, args)
+            node = NodeProcess(self.root / node_id, http, args, scheme=self.scheme,
+                               verify=self.verify)
             node.raft = f"127.0.0.1:{raft}"  # type: ignore[attr-defined]
             self.nodes[node_id] = node
         for node in self.nodes.values():
@@ -77,7 +80,8 @@ class Cluster:
                 f"{n}={p.raft}" for n, p in self.nodes.items() if p.proc and p.proc.poll() is None
             )
             args = self.node_args(node_id, raft, members)
-        node = NodeProcess(self.root / node_id, http, args)
+        node = NodeProcess(self.root / node_id, http, args, scheme=self.scheme,
+                           verify=self.verify)
         node.raft = f"127.0.0.1:{raft}"  # type: ignore[attr-defined]
         self.nodes[node_id] = node
         return node.start()
