@@ -158,12 +158,15 @@ class _Wire:
         self._ahead = bytearray()  # bytes read past what was asked for
         self._low_water = 1  # the socket's SO_RCVLOWAT
 
+    async def _receive(self, n: int) -> bytes | bytearray:
+        return await self.sock.recv(n)
+
     async def read_exactly(self, n: int, *, wait: float = STALL_SECONDS) -> bytes:
         """`n` bytes; TooSlowError after `wait` seconds without a byte (bytes read so
         far are kept, so the read may be tried again), EOFError at the end."""
         while len(self._ahead) < n:
             with trio.fail_after(wait):
-                data = await self.sock.recv(max(READ_AHEAD, n - len(self._ahead)))
+                data = await self._receive(max(READ_AHEAD, n - len(self._ahead)))
             if not data:
                 raise EOFError("connection closed")
             self._ahead += data
@@ -262,17 +265,6 @@ class _TLSWire(_Wire):
 
     async def _receive(self, n: int) -> bytes | bytearray:
         return await self.stream.receive_some(n)
-
-    async def read_exactly(self, n: int, *, wait: float = STALL_SECONDS) -> bytes:
-        while len(self._ahead) < n:
-            with trio.fail_after(wait):
-                data = await self._receive(max(READ_AHEAD, n - len(self._ahead)))
-            if not data:
-                raise EOFError("connection closed")
-            self._ahead += data
-        out = bytes(self._ahead[:n])
-        del self._ahead[:n]
-        return out
 
     async def read_into(self, buffer: bytearray) -> None:
         view = memoryview(buffer)
