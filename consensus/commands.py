@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import msgpack
@@ -340,6 +340,16 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
 }
 
 
+# The fields of each command that may be absent from an entry (they have a default).
+DEFAULTED: dict[str, frozenset[str]] = {
+    kind: frozenset(
+        f.name for f in fields(cls)
+        if f.default is not MISSING or f.default_factory is not MISSING
+    ) - {"id"}
+    for kind, cls in COMMANDS.items()
+}
+
+
 def decode(data: bytes) -> Command:
     """The command `data` encodes, every field checked; CommandInvalid otherwise."""
     if type(data) is not bytes or len(data) > MAX_COMMAND_BYTES:
@@ -356,11 +366,16 @@ def decode(data: bytes) -> Command:
     if kind not in COMMANDS:
         raise CommandInvalid(f"unknown command type {kind[:80]!r}")
     checks = FIELD_CHECKS[kind]
-    if body.keys() != checks.keys():
-        wrong = sorted(map(str, body.keys() ^ checks.keys()))
-        raise CommandInvalid(f"{kind}: missing or unexpected fields {wrong}"[:400])
+    # A field added to a command later has a default: entries written before it was
+    # added (in a log or snapshot of an older version) lack it and take the default.
+    wrong = (body.keys() - checks.keys()) | (checks.keys() - body.keys() - DEFAULTED[kind])
+    if wrong:
+        raise CommandInvalid(f"{kind}: missing or unexpected fields {sorted(map(str, wrong))}"
+                             [:400])
     values = {}
     for name, check in checks.items():
+        if name not in body:
+            continue
         try:
             values[name] = check(body[name])
         except CommandInvalid as exc:

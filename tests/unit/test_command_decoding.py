@@ -233,3 +233,16 @@ def test_drain_member_decodes_with_its_flag_and_refuses_a_flag_of_another_type()
     body["draining"] = 1  # msgpack's ints are not booleans: the flag must be one
     with pytest.raises(c.CommandInvalid, match="drain_member.draining"):
         c.decode(msgpack.packb(body, use_bin_type=True))
+
+
+def test_an_entry_of_an_older_version_without_a_later_field_takes_its_default() -> None:
+    """A field added to a command later has a default, so entries already in logs and
+    snapshots still apply; a field without a default must be there."""
+    body = valid_body(c.PutManifest(repo="a", digest="sha256:" + "0" * 64,
+                                    media_type="m", body=b"{}"))
+    del body["annotations"]
+    decoded = c.decode(msgpack.packb(body, use_bin_type=True))
+    assert isinstance(decoded, c.PutManifest) and decoded.annotations is None
+    del body["repo"]
+    with pytest.raises(c.CommandInvalid, match="repo"):
+        c.decode(msgpack.packb(body, use_bin_type=True))
