@@ -1,0 +1,126 @@
+"""A `flotilla serve` process with access control on, and its admin, for tests.
+
+The end-to-end tests (real docker, podman, skopeo) and the CLI tests both need
+a node that refuses strangers and an operator who manages its accounts the way
+a user does: the first admin made with the cluster secret, everything after
+through `flotilla user|robot|grant|repo …` as that admin. The node's URL and
+scheme live here, in one place, so a TLS variant only changes how it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import ROOT, NodeProcess, free_port
+
+ADMIN, ADMIN_PASSWORD = "admin", "admin-pass-1"
+CLI_TIMEOUT = 60.0
+ROBOT_TOKEN = re.compile(r"^(flr_\S+)$", re.MULTILINE)
+
+
+def flotilla(*args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the `flotilla` command line as a user runs it, in a process of its own."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "node.cli", *args], input=stdin, capture_output=True,
+        text=True, cwd=ROOT, timeout=CLI_TIMEOUT,
+    )
+    if check and completed.returncode != 0:
+        raise AssertionError(
+            f"flotilla {' '.join(args)} exited {completed.returncode}\n"
+            f"--- stdout\n{completed.stdout}\n--- stderr\n{completed.stderr}"
+        )
+    return completed
+
+
+@dataclass
+class SecuredNode:
+    """A node run with `--auth MODE`, an admin account on it, and the admin's CLI."""
+
+    node: NodeProcess
+    auth: str
+    admin_password_file: Path
+
+    @property
+    def url(self) -> str:
+        return self.node.url
+
+    @property
+    def address(self) -> str:
+        """host:port, as image references and `docker login` name the registry."""
+        return self.node.address
+
+    @property
+    def data(self) -> Path:
+        return self.node.data
+
+    @property
+    def audit_log(self) -> Path:
+        return self.node.data / "audit.log"
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
+
+    def logs_text(self) -> str:
+        """Everything the node wrote: its own log and its audit log."""
+        assert self.node.log is not None
+        audit = self.audit_log.read_text() if self.audit_log.exists() else ""
+        return self.node.log.read_text(errors="replace") + audit
+
+    def admin(self, *args: str, stdin: str = "",
+              check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`flotilla ARGS --url URL --as admin`: an access command as the admin."""
+        return flotilla(*args, "--url", self.url, "--as", ADMIN,
+                        "--as-password-file", str(self.admin_password_file),
+                        stdin=stdin, check=check)
+
+    def add_user(self, name: str, password: str, *grants: tuple[str, str]) -> None:
+        """A user with `password` and each (role, pattern) grant."""
+        self.admin("user", "add", name, "--password-stdin", stdin=password + "\n")
+        for role, pattern in grants:
+            self.admin("grant", name, role, pattern)
+
+    def add_robot(self, name: str, *grants: tuple[str, str], expires: str = "1d") -> str:
+        """A robot with each (role, pattern) grant; its token, as `robot add` printed it."""
+        out = self.admin("robot", "add", name, "--expires", expires).stdout
+        match = ROBOT_TOKEN.search(out)
+        assert match, f"no token in the output of robot add:\n{out}"
+        for role, pattern in grants:
+            self.admin("grant", name, role, pattern)
+        return match.group(1)
+
+    def get(self, path: str, auth: tuple[str, str] | None = None, **kwargs: Any
+            ) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", auth=auth, timeout=30, **kwargs)
+
+    def stop(self) -> None:
+        self.node.stop()
+
+
+def start_secured_node(root: Path, auth: str = "token", extra: tuple[str, ...] = ()
+                       ) -> SecuredNode:
+    """A fresh node with `--auth auth` under `root`, and its first admin, made with the
+    cluster secret as the README says."""
+    root.mkdir(parents=True, exist_ok=True)
+    node = NodeProcess(root / "node", free_port(), ["--auth", auth, *extra]).start()
+    password_file = root / "admin-password"
+    password_file.write_text(ADMIN_PASSWORD + "\n")
+    password_file.chmod(0o600)
+    secured = SecuredNode(node, auth, password_file)
+    try:
+        flotilla("user", "add", ADMIN, "--role", "admin", "--url", secured.url,
+                 "--secret-file", str(node.data / "secret"), "--password-stdin",
+                 stdin=ADMIN_PASSWORD + "\n")
+    except BaseException:
+        node.stop()
+        raise
+    return secured
