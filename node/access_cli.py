@@ -152,7 +152,12 @@ def _new_password(args: argparse.Namespace) -> str:
 def _fail(response: httpx.Response) -> int:
     try:
         errors = response.json().get("errors") or []
-        message = "; ".join(str(e.get("message")) for e in errors) or response.text
+        # The detail names what the message is about (the unknown account, the grant).
+        message = "; ".join(
+            str(e.get("message")) + (f": {e['detail']}" if isinstance(e.get("detail"), str)
+                                     else "")
+            for e in errors
+        ) or response.text
     except (ValueError, AttributeError):
         message = response.text[:400]
     print(f"flotilla: {response.status_code}: {message}", file=sys.stderr)
