@@ -95,11 +95,12 @@ def podman_present() -> None:
 
 @pytest.fixture
 def podman(podman_present: None, tmp_path: Path, transport: Transport) -> Iterator[Podman]:
+    """podman with an auth file of this test's own; the images a test tags with its
+    temporary directory's name are removed from podman's store when it ends."""
     client = Podman(tmp_path / "podman-auth.json", transport)
-    made: list[str] = []
     yield client
     images = client("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout
-    made = [line for line in images.splitlines() if str(tmp_path.name) in line]
+    made = [line for line in images.splitlines() if line.endswith(f":{tmp_path.name}")]
     if made:
         client("rmi", "--force", *made, check=False)
 
@@ -401,19 +402,27 @@ def test_audit_log_names_pushes_tag_moves_failed_logins_and_account_changes_with
                and line["pattern"] == team_repo for line in lines)
     assert all(line["time"] and line["node"] for line in lines)
 
+    # A bearer token used the way clients use one, to look for it in the logs below.
+    access = token_node.get("/token", auth=(ALICE, ALICE_PASSWORD),
+                            params={"service": "flotilla",
+                                    "scope": f"repository:{team_repo}:pull"}).json()["token"]
+    assert token_node.get(f"/v2/{team_repo}/tags/list",
+                          headers={"Authorization": f"Bearer {access}"}).status_code == 200
+
     docker_config = json.loads((docker_as.config / "config.json").read_text())
     kept = docker_config["auths"][token_node.address]
     secrets = [ADMIN_PASSWORD, ALICE_PASSWORD, BOB_PASSWORD, WRONG_PASSWORD, "gina-pass-1",
-               robot_token, kept["identitytoken"],
+               robot_token, kept["identitytoken"], access,
                base64.b64encode(f"{ALICE}:{ALICE_PASSWORD}".encode()).decode()]
     written = token_node.logs_text()
     for secret in secrets:
         assert secret not in written
-    # A token's signature alone would do as well as the token: look for that too.
-    assert kept["identitytoken"].rsplit(".", 1)[1] not in written
+    # A token's signature alone would do as well as the token: look for those too.
+    for token in (kept["identitytoken"], access, robot_token.removeprefix("flr_")):
+        assert token.rsplit(".", 1)[-1] not in written
 
 
-def test_clients_keep_failing_cleanly_on_an_unknown_account(
+def test_docker_login_as_an_unknown_account_fails(
     docker_as: DockerAs, token_node: SecuredNode
 ) -> None:
     with pytest.raises(ClientFailed) as refused:
