@@ -47,10 +47,12 @@ class SecuredNode:
     node: NodeProcess
     auth: str
     admin_password_file: Path
+    scheme: str = "http"
+    ca_file: Path | None = None  # the CA that signed the node's certificate, under TLS
 
     @property
     def url(self) -> str:
-        return self.node.url
+        return f"{self.scheme}://{self.node.address}"
 
     @property
     def address(self) -> str:
@@ -79,9 +81,14 @@ class SecuredNode:
     def admin(self, *args: str, stdin: str = "",
               check: bool = True) -> subprocess.CompletedProcess[str]:
         """`flotilla ARGS --url URL --as admin`: an access command as the admin."""
-        return flotilla(*args, "--url", self.url, "--as", ADMIN,
+        return flotilla(*args, *self.cli_target(), "--as", ADMIN,
                         "--as-password-file", str(self.admin_password_file),
                         stdin=stdin, check=check)
+
+    def cli_target(self) -> list[str]:
+        """The options that point an access command at this node."""
+        ca = ["--ca-file", str(self.ca_file)] if self.ca_file is not None else []
+        return ["--url", self.url, *ca]
 
     def add_user(self, name: str, password: str, *grants: tuple[str, str]) -> None:
         """A user with `password` and each (role, pattern) grant."""
@@ -100,7 +107,8 @@ class SecuredNode:
 
     def get(self, path: str, auth: tuple[str, str] | None = None, **kwargs: Any
             ) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", auth=auth, timeout=30, **kwargs)
+        verify = str(self.ca_file) if self.ca_file is not None else True
+        return httpx.get(f"{self.url}{path}", auth=auth, timeout=30, verify=verify, **kwargs)
 
     def stop(self) -> None:
         self.node.stop()
@@ -117,7 +125,7 @@ def start_secured_node(root: Path, auth: str = "token", extra: tuple[str, ...] =
     password_file.chmod(0o600)
     secured = SecuredNode(node, auth, password_file)
     try:
-        flotilla("user", "add", ADMIN, "--role", "admin", "--url", secured.url,
+        flotilla("user", "add", ADMIN, "--role", "admin", *secured.cli_target(),
                  "--secret-file", str(node.data / "secret"), "--password-stdin",
                  stdin=ADMIN_PASSWORD + "\n")
     except BaseException:

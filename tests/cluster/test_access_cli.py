@@ -42,7 +42,9 @@ def logs_in(node: SecuredNode, user: str, password: str) -> bool:
 
 def start_upload(node: SecuredNode, repo: str, auth: tuple[str, str] | None) -> httpx.Response:
     """The first request of any push: it needs push on `repo`."""
-    return httpx.post(f"{node.url}/v2/{repo}/blobs/uploads/", auth=auth, timeout=30)
+    verify = str(node.ca_file) if node.ca_file is not None else True
+    return httpx.post(f"{node.url}/v2/{repo}/blobs/uploads/", auth=auth, timeout=30,
+                      verify=verify)
 
 
 def test_user_add_passwd_list_and_remove(node: SecuredNode, name: str) -> None:
@@ -182,7 +184,7 @@ def test_a_wrong_admin_password_exits_1_with_a_message(
 ) -> None:
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-admin-password\n")
-    refused = flotilla("grants", "--url", node.url, "--as", ADMIN,
+    refused = flotilla("grants", *node.cli_target(), "--as", ADMIN,
                        "--as-password-file", str(wrong), check=False)
     assert refused.returncode == 1
     assert "401" in refused.stderr
@@ -196,7 +198,7 @@ def test_a_user_who_is_not_an_admin_gets_403(
     node.add_user(name, "plain-pass-1", ("writer", "*"))
     password = tmp_path / "password"
     password.write_text("plain-pass-1\n")
-    refused = flotilla("grant", name, "admin", "*", "--url", node.url, "--as", name,
+    refused = flotilla("grant", name, "admin", "*", *node.cli_target(), "--as", name,
                        "--as-password-file", str(password), check=False)
     assert refused.returncode == 1
     assert "403" in refused.stderr
