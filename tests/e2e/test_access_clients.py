@@ -218,6 +218,58 @@ def test_a_reader_pulls_but_cannot_push(
                           headers={"Accept": MANIFEST_TYPES}).status_code == 404
 
 
+def test_docker_login_with_a_robot_token_pushes_only_where_its_grants_allow(
+    docker_as: DockerAs, token_node: SecuredNode, robot_token: str, team_repo: str,
+    repo: str, local_images: list[str],
+) -> None:
+    allowed = f"{token_node.address}/{team_repo}:1"
+    elsewhere = f"{token_node.address}/{_own(repo, 'other')}:1"
+    new_image(docker_as, allowed, local_images)
+    local_images.append(elsewhere)
+    docker_as("tag", allowed, elsewhere)
+
+    docker_as.login(token_node.address, ROBOT, robot_token)
+    docker_as("push", allowed)
+    refused = docker_as("push", elsewhere, check=False)
+    assert refused.returncode != 0
+    assert "denied" in refused.stderr.lower(), refused.stderr
+
+
+def test_a_revoked_grant_refuses_the_next_docker_push_of_a_logged_in_user(
+    docker_as: DockerAs, token_node: SecuredNode, team_repo: str, local_images: list[str]
+) -> None:
+    user, password = f"carol-{uuid.uuid4().hex[:6]}", "carol-pass-1"
+    token_node.add_user(user, password, ("writer", team_repo))
+    first = f"{token_node.address}/{team_repo}:1"
+    second = f"{token_node.address}/{team_repo}:2"
+    new_image(docker_as, first, local_images)
+    new_image(docker_as, second, local_images)
+    docker_as.login(token_node.address, user, password)
+    docker_as("push", first)
+
+    token_node.admin("revoke", user, team_repo)
+    refused = docker_as("push", second, check=False)
+    assert refused.returncode != 0
+    assert "denied" in refused.stderr.lower(), refused.stderr
+
+
+def test_a_changed_password_ends_the_login_docker_kept(
+    docker_as: DockerAs, token_node: SecuredNode, team_repo: str, local_images: list[str]
+) -> None:
+    user = f"dave-{uuid.uuid4().hex[:6]}"
+    token_node.add_user(user, "dave-pass-1", ("writer", team_repo))
+    reference = f"{token_node.address}/{team_repo}:1"
+    new_image(docker_as, reference, local_images)
+    docker_as.login(token_node.address, user, "dave-pass-1")
+    kept = json.loads((docker_as.config / "config.json").read_text())["auths"]
+    assert "dave-pass-1" not in json.dumps(kept)  # docker keeps a refresh token instead
+
+    token_node.admin("user", "passwd", user, "--password-stdin", stdin="dave-pass-2\n")
+    assert_auth_error(docker_as("push", reference, check=False))
+    docker_as.login(token_node.address, user, "dave-pass-2")
+    docker_as("push", reference)
+
+
 # -- podman ------------------------------------------------------------------------------
 
 
