@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from tests.certificates import NodeCertificate
 from tests.conftest import ROOT, NodeProcess, free_port
 
 ADMIN, ADMIN_PASSWORD = "admin", "admin-pass-1"
@@ -49,15 +51,16 @@ class SecuredNode:
     admin_password_file: Path
     scheme: str = "http"
     ca_file: Path | None = None  # the CA that signed the node's certificate, under TLS
+    host: str = "127.0.0.1"  # where every client reaches it (the certificate names it)
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://{self.node.address}"
+        return f"{self.scheme}://{self.address}"
 
     @property
     def address(self) -> str:
         """host:port, as image references and `docker login` name the registry."""
-        return self.node.address
+        return f"{self.host}:{self.node.port}"
 
     @property
     def data(self) -> Path:
@@ -107,23 +110,44 @@ class SecuredNode:
 
     def get(self, path: str, auth: tuple[str, str] | None = None, **kwargs: Any
             ) -> httpx.Response:
-        verify = str(self.ca_file) if self.ca_file is not None else True
-        return httpx.get(f"{self.url}{path}", auth=auth, timeout=30, verify=verify, **kwargs)
+        return httpx.get(f"{self.url}{path}", auth=auth, timeout=30, verify=self.verify,
+                         **kwargs)
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client checks the node's certificate against."""
+        if self.ca_file is None:
+            return True
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def stop(self) -> None:
         self.node.stop()
 
 
-def start_secured_node(root: Path, auth: str = "token", extra: tuple[str, ...] = ()
-                       ) -> SecuredNode:
+def start_secured_node(root: Path, auth: str = "token", extra: tuple[str, ...] = (), *,
+                       certificate: NodeCertificate | None = None,
+                       host: str = "127.0.0.1") -> SecuredNode:
     """A fresh node with `--auth auth` under `root`, and its first admin, made with the
-    cluster secret as the README says."""
+    cluster secret as the README says. With `certificate` it serves HTTPS on every
+    address, for clients that reach it at `host` (which the certificate names)."""
     root.mkdir(parents=True, exist_ok=True)
-    node = NodeProcess(root / "node", free_port(), ["--auth", auth, *extra]).start()
+    port = free_port()
+    if certificate is None:
+        node = NodeProcess(root / "node", port, ["--auth", auth, *extra])
+    else:
+        node = NodeProcess(
+            root / "node", port,
+            ["--listen", f"0.0.0.0:{port}", "--advertise-host", "127.0.0.1",
+             *certificate.args, "--auth", auth, *extra],
+            scheme="https", verify=certificate.trusting_context(),
+        )
+    node.start()
     password_file = root / "admin-password"
     password_file.write_text(ADMIN_PASSWORD + "\n")
     password_file.chmod(0o600)
-    secured = SecuredNode(node, auth, password_file)
+    secured = SecuredNode(node, auth, password_file, host=host)
+    if certificate is not None:
+        secured.scheme, secured.ca_file = "https", certificate.ca_file
     try:
         flotilla("user", "add", ADMIN, "--role", "admin", *secured.cli_target(),
                  "--secret-file", str(node.data / "secret"), "--password-stdin",

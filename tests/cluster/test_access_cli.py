@@ -42,9 +42,8 @@ def logs_in(node: SecuredNode, user: str, password: str) -> bool:
 
 def start_upload(node: SecuredNode, repo: str, auth: tuple[str, str] | None) -> httpx.Response:
     """The first request of any push: it needs push on `repo`."""
-    verify = str(node.ca_file) if node.ca_file is not None else True
     return httpx.post(f"{node.url}/v2/{repo}/blobs/uploads/", auth=auth, timeout=30,
-                      verify=verify)
+                      verify=node.verify)
 
 
 def test_user_add_passwd_list_and_remove(node: SecuredNode, name: str) -> None:

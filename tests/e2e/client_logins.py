@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.certificates import NodeCertificate
 from tests.e2e.clients import COMMAND_TIMEOUT, Docker, Skopeo, run
 
 
@@ -23,7 +24,9 @@ class Transport:
     """How clients reach the node: its scheme and, for TLS, the CA each client trusts."""
 
     scheme: str = "http"
-    cert_dir: Path | None = None  # holds ca.crt, for podman and skopeo under TLS
+    host: str = "127.0.0.1"  # where clients reach the node
+    certificate: NodeCertificate | None = None  # the node's, under TLS
+    cert_dir: Path | None = None  # holds its CA as ca.crt, for podman and skopeo
 
     def podman_flags(self) -> list[str]:
         if self.cert_dir is None:

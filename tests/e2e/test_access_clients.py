@@ -6,7 +6,10 @@ accounts a team would make: alice writes `team/*` and `library/*`, bob reads
 pushes to repositories of its own; the login-throttle test gets a node of its
 own, since it locks 127.0.0.1 out of that node for a minute. Each client keeps
 its logins in a private place (docker --config, podman --authfile), and the
-node's URL and each client's TLS flags come from one `transport` fixture.
+node's URL and each client's TLS flags come from one `transport` fixture: every
+test runs over plain HTTP on loopback and over HTTPS with a test CA, installed
+the way each client expects (docker: /etc/docker/certs.d/HOST:PORT/ca.crt;
+podman --cert-dir; skopeo --src-cert-dir/--dest-cert-dir).
 """
 
 from __future__ import annotations
@@ -17,15 +20,19 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import trustme
 
+from tests.certificates import NodeCertificate
 from tests.e2e.client_logins import DockerAs, Podman, Transport, skopeo_copy
 from tests.e2e.clients import ClientFailed, Docker, Skopeo
 from tests.e2e.images import ImageLayout, rootfs_tar
 from tests.e2e.test_docker import MANIFEST_TYPES, pushed_digest
 from tests.e2e.test_skopeo import busybox_layout
+from tests.e2e.test_tls_clients import DOCKER_CERTS, own_address
 from tests.secured_node import ADMIN_PASSWORD, SecuredNode, start_secured_node
 
 pytestmark = pytest.mark.e2e
@@ -41,29 +48,58 @@ AUTH_ERRORS = ("unauthorized", "denied", "authentication required", "invalid use
                "may require 'docker login'")
 
 
-@pytest.fixture(scope="module", params=["http"])
-def transport(request: pytest.FixtureRequest) -> Transport:
-    return Transport(request.param)
+@pytest.fixture(scope="module", params=["http", "https"])
+def transport(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Transport:
+    """Plain HTTP on loopback, or HTTPS with a test CA at this machine's own address
+    (docker skips certificate checks on 127.0.0.0/8, so TLS is tested off it)."""
+    if request.param == "http":
+        return Transport()
+    host = own_address()
+    folder = tmp_path_factory.mktemp("certs")
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", host, "localhost")
+    cert, key, ca_file = folder / "node.crt", folder / "node.key", folder / "ca.crt"
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    key.write_bytes(issued.private_key_pem.bytes())
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    cert_dir = tmp_path_factory.mktemp("cert-dir")  # the CA alone: a key there is a client's
+    shutil.copy(ca_file, cert_dir / "ca.crt")
+    return Transport("https", host, NodeCertificate(ca, cert, key, ca_file), cert_dir)
 
 
-def _team_node(root: Path, auth: str) -> SecuredNode:
-    secured = start_secured_node(root, auth)
+@contextmanager
+def secured_node(transport: Transport, root: Path, auth: str) -> Iterator[SecuredNode]:
+    """A node reached through `transport`; under TLS its CA is where dockerd looks for
+    it (/etc/docker/certs.d/HOST:PORT/ca.crt) while it runs."""
+    secured = start_secured_node(root, auth, certificate=transport.certificate,
+                                 host=transport.host)
+    certs_d = DOCKER_CERTS / secured.address
     try:
+        if transport.certificate is not None:
+            certs_d.mkdir(parents=True)
+            shutil.copy(transport.certificate.ca_file, certs_d / "ca.crt")
+        yield secured
+    finally:
+        secured.stop()
+        if transport.certificate is not None:
+            shutil.rmtree(certs_d, ignore_errors=True)
+
+
+@contextmanager
+def team_node(transport: Transport, root: Path, auth: str) -> Iterator[SecuredNode]:
+    with secured_node(transport, root, auth) as secured:
         secured.add_user(ALICE, ALICE_PASSWORD, ("writer", "team/*"), ("writer", "library/*"))
         secured.add_user(BOB, BOB_PASSWORD, ("reader", "team/*"))
         secured.admin("repo", "public", "library/*")
-    except BaseException:
-        secured.stop()
-        raise
-    return secured
+        yield secured
 
 
 @pytest.fixture(scope="module")
 def token_node(tmp_path_factory: pytest.TempPathFactory,
                transport: Transport) -> Iterator[SecuredNode]:
-    secured = _team_node(tmp_path_factory.mktemp("token-node"), "token")
-    yield secured
-    secured.stop()
+    with team_node(transport, tmp_path_factory.mktemp("token-node"), "token") as secured:
+        yield secured
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +110,8 @@ def robot_token(token_node: SecuredNode) -> str:
 @pytest.fixture(scope="module")
 def basic_node(tmp_path_factory: pytest.TempPathFactory,
                transport: Transport) -> Iterator[SecuredNode]:
-    secured = _team_node(tmp_path_factory.mktemp("basic-node"), "basic")
-    yield secured
-    secured.stop()
+    with team_node(transport, tmp_path_factory.mktemp("basic-node"), "basic") as secured:
+        yield secured
 
 
 @pytest.fixture
@@ -371,16 +406,11 @@ def test_docker_login_push_and_pull_in_basic_mode(
 
 
 @pytest.fixture
-def lone_node(tmp_path: Path) -> Iterator[SecuredNode]:
-    """A node of this test's own: what it does to 127.0.0.1 stays here."""
-    secured = start_secured_node(tmp_path / "lone", "token")
-    try:
+def lone_node(tmp_path: Path, transport: Transport) -> Iterator[SecuredNode]:
+    """A node of this test's own: what it does to the client's address stays here."""
+    with secured_node(transport, tmp_path / "lone", "token") as secured:
         secured.add_user(ALICE, ALICE_PASSWORD, ("writer", "team/*"))
-    except BaseException:
-        secured.stop()
-        raise
-    yield secured
-    secured.stop()
+        yield secured
 
 
 def test_docker_login_with_a_wrong_password_fails_and_too_many_are_throttled(
@@ -412,8 +442,8 @@ def test_docker_login_with_a_wrong_password_fails_and_too_many_are_throttled(
 
 
 def test_audit_log_names_pushes_tag_moves_failed_logins_and_account_changes_without_secrets(
-    docker_as: DockerAs, token_node: SecuredNode, robot_token: str, team_repo: str,
-    local_images: list[str],
+    docker_as: DockerAs, transport: Transport, token_node: SecuredNode, robot_token: str,
+    team_repo: str, local_images: list[str],
 ) -> None:
     reference = f"{token_node.address}/{team_repo}:latest"
     new_image(docker_as, reference, local_images)
@@ -445,7 +475,7 @@ def test_audit_log_names_pushes_tag_moves_failed_logins_and_account_changes_with
         (second, first, "latest")
     ]
     assert any(line["action"] == "login_failed" and line["account"] == BOB
-               and line["address"] == "127.0.0.1" for line in lines)
+               and line["address"] == transport.host for line in lines)
     assert any(line["action"] == "account_added" and line["account"] == grantee
                and line["actor"]["name"] == "admin" for line in lines)
     assert any(line["action"] == "grant_added" and line["account"] == grantee
