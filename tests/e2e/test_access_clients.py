@@ -454,8 +454,9 @@ def test_audit_log_names_pushes_tag_moves_failed_logins_and_account_changes_with
     blobs = {manifest.json()["config"]["digest"]} | {
         layer["digest"] for layer in manifest.json()["layers"]
     }
-    new_image(docker_as, reference, local_images)  # another image under the same tag
-    second = pushed_digest(docker_as("push", reference).stdout)
+    docker_as.remove(reference)  # else the first image stays behind, untagged
+    docker_as.import_rootfs(rootfs_tar({"etc/id": uuid.uuid4().bytes}), reference)
+    second = pushed_digest(docker_as("push", reference).stdout)  # same tag, another image
     assert second != first
     failed = docker_as.login(token_node.address, BOB, WRONG_PASSWORD, check=False)
     assert failed.returncode != 0
