@@ -9,6 +9,7 @@ scheme live here, in one place, so a TLS variant only changes how it starts.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import ssl
@@ -22,6 +23,7 @@ import httpx
 
 from tests.certificates import NodeCertificate
 from tests.conftest import ROOT, NodeProcess, free_port
+from tests.secret_scan import record_secret
 
 ADMIN, ADMIN_PASSWORD = "admin", "admin-pass-1"
 CLI_TIMEOUT = 60.0
@@ -40,6 +42,13 @@ def flotilla(*args: str, stdin: str = "", check: bool = True) -> subprocess.Comp
             f"--- stdout\n{completed.stdout}\n--- stderr\n{completed.stderr}"
         )
     return completed
+
+
+def record_login(name: str, secret: str) -> None:
+    """Tell the suite's log scan about a password or robot token and the Basic
+    credentials it travels in: no log line may hold either."""
+    record_secret(secret)
+    record_secret(base64.b64encode(f"{name}:{secret}".encode()).decode())
 
 
 @dataclass
@@ -95,6 +104,7 @@ class SecuredNode:
 
     def add_user(self, name: str, password: str, *grants: tuple[str, str]) -> None:
         """A user with `password` and each (role, pattern) grant."""
+        record_login(name, password)
         self.admin("user", "add", name, "--password-stdin", stdin=password + "\n")
         for role, pattern in grants:
             self.admin("grant", name, role, pattern)
@@ -104,6 +114,7 @@ class SecuredNode:
         out = self.admin("robot", "add", name, "--expires", expires).stdout
         match = ROBOT_TOKEN.search(out)
         assert match, f"no token in the output of robot add:\n{out}"
+        record_login(name, match.group(1))
         for role, pattern in grants:
             self.admin("grant", name, role, pattern)
         return match.group(1)
@@ -142,6 +153,7 @@ def start_secured_node(root: Path, auth: str = "token", extra: tuple[str, ...] =
             scheme="https", verify=certificate.trusting_context(),
         )
     node.start()
+    record_login(ADMIN, ADMIN_PASSWORD)
     password_file = root / "admin-password"
     password_file.write_text(ADMIN_PASSWORD + "\n")
     password_file.chmod(0o600)

@@ -33,6 +33,7 @@ from tests.e2e.images import ImageLayout, rootfs_tar
 from tests.e2e.test_docker import MANIFEST_TYPES, pushed_digest
 from tests.e2e.test_skopeo import busybox_layout
 from tests.e2e.test_tls_clients import DOCKER_CERTS, own_address
+from tests.secret_scan import record_secret
 from tests.secured_node import ADMIN_PASSWORD, SecuredNode, start_secured_node
 
 pytestmark = pytest.mark.e2e
@@ -458,6 +459,7 @@ def test_audit_log_names_pushes_tag_moves_failed_logins_and_account_changes_with
     docker_as.import_rootfs(rootfs_tar({"etc/id": uuid.uuid4().bytes}), reference)
     second = pushed_digest(docker_as("push", reference).stdout)  # same tag, another image
     assert second != first
+    record_secret(WRONG_PASSWORD)
     failed = docker_as.login(token_node.address, BOB, WRONG_PASSWORD, check=False)
     assert failed.returncode != 0
     grantee = f"gina-{uuid.uuid4().hex[:6]}"
@@ -494,6 +496,8 @@ def test_audit_log_names_pushes_tag_moves_failed_logins_and_account_changes_with
 
     docker_config = json.loads((docker_as.config / "config.json").read_text())
     kept = docker_config["auths"][token_node.address]
+    record_secret(kept["identitytoken"])
+    record_secret(access)
     secrets = [ADMIN_PASSWORD, ALICE_PASSWORD, BOB_PASSWORD, WRONG_PASSWORD, "gina-pass-1",
                robot_token, kept["identitytoken"], access,
                base64.b64encode(f"{ALICE}:{ALICE_PASSWORD}".encode()).decode()]
