@@ -17,7 +17,6 @@ from pathlib import Path
 import trio
 
 from node.access_cli import add_access_commands
-from node.api.errors import first_leaf
 from node.config import Config, ConfigError, load_config
 from node.request_log import ContextFilter
 
@@ -274,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
         from node.access_cli import run_access_command
 
         raise SystemExit(run_access_command(args))
+    from node.api.errors import first_leaf  # the web stack, only for a node (1 s to import)
+
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         config = load_config(file=args.config, flags=flags)
