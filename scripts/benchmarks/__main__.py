@@ -7,7 +7,7 @@ import signal
 import sys
 from types import FrameType
 
-from scripts.benchmarks import cluster, fanout, frames, raft, repair, single
+from scripts.benchmarks import auth, cluster, fanout, frames, raft, repair, single
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
             "frames", help="Raft frames: encode and decode with and without their MACs"
         )
     )
+    auth.add_arguments(
+        commands.add_parser(
+            "auth", help="what access control costs a request: open, token and Basic, "
+                         "against Distribution open and with htpasswd"
+        )
+    )
     return parser
 
 
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             return fanout.run(args)
         if args.command == "repair":
             return repair.run(args)
+        if args.command == "auth":
+            return auth.run(args)
     except KeyboardInterrupt:
         print("\nbench: interrupted; servers stopped and temp files removed", file=sys.stderr)
         return 130

@@ -108,7 +108,8 @@ def _wait_until_ready(server: Server, timeout: float = 30.0) -> None:
                     + _log_tail(server.log_path)
                 )
             try:
-                if client.get(f"{server.url}/v2/").status_code == 200:
+                # 401: up, with access control on (a login is the benchmark's business).
+                if client.get(f"{server.url}/v2/").status_code in (200, 401):
                     return
             except httpx.TransportError:
                 pass
