@@ -90,6 +90,7 @@ from consensus.store import (
     connect,
     export_snapshot,
     import_snapshot,
+    unpack_chunk_ids,
 )
 
 __all__ = [
@@ -139,6 +140,7 @@ __all__ = [
     "describe_failure",
     "dial_handshake",
     "open_engine",
+    "unpack_chunk_ids",
 ]
 
 T = TypeVar("T")

@@ -32,11 +32,11 @@ class Garbage:
     """The links and recipes one collection removes, in a fixed order."""
 
     links: tuple[tuple[str, str], ...]  # (repo, digest)
-    blobs: tuple[tuple[str, int, bytes], ...]  # (digest, size, packed chunk ids)
+    blobs: tuple[tuple[str, int, int, bytes], ...]  # (digest, size, chunk size, packed ids)
 
     @property
     def bytes(self) -> int:
-        return sum(size for _, size, _ in self.blobs)
+        return sum(blob[1] for blob in self.blobs)
 
 
 def select_garbage(conn: sqlite3.Connection, now: int, grace_seconds: int) -> Garbage:
@@ -48,18 +48,19 @@ def select_garbage(conn: sqlite3.Connection, now: int, grace_seconds: int) -> Ga
         cutoff,
     ).fetchall()
     blobs = conn.execute(
-        "SELECT b.digest, b.size, b.chunks FROM blobs b WHERE NOT EXISTS"
+        "SELECT b.digest, b.size, b.chunk_size, b.chunks FROM blobs b WHERE NOT EXISTS"
         f" (SELECT 1 FROM repo_blobs r WHERE r.digest = b.digest AND {_LINK_KEPT})"
         " ORDER BY b.digest",
         cutoff,
     ).fetchall()
     return Garbage(
         tuple((repo, digest) for repo, digest in links),
-        tuple((digest, size, bytes(chunks)) for digest, size, chunks in blobs),
+        tuple((digest, size, chunk_size, bytes(chunks))
+              for digest, size, chunk_size, chunks in blobs),
     )
 
 
 def remove_garbage(conn: sqlite3.Connection, garbage: Garbage) -> None:
     """Delete what `select_garbage` named (inside the state machine's transaction)."""
     conn.executemany("DELETE FROM repo_blobs WHERE repo = ? AND digest = ?", garbage.links)
-    conn.executemany("DELETE FROM blobs WHERE digest = ?", [(d,) for d, _, _ in garbage.blobs])
+    conn.executemany("DELETE FROM blobs WHERE digest = ?", [(blob[0],) for blob in garbage.blobs])

@@ -460,8 +460,8 @@ class Queries:
         self.conn.execute("BEGIN")  # one read transaction: every query sees one state
         try:
             garbage = select_garbage(self.conn, now, grace_seconds)
-            doomed = {d for d, _, _ in garbage.blobs}
-            freed = {c for _, _, packed in garbage.blobs for c in unpack_chunk_ids(packed)}
+            doomed = {blob[0] for blob in garbage.blobs}
+            freed = {c for *_, packed in garbage.blobs for c in unpack_chunk_ids(packed)}
             for digest, packed in self.conn.execute("SELECT digest, chunks FROM blobs"):
                 if digest not in doomed:
                     freed.difference_update(unpack_chunk_ids(packed))

@@ -160,7 +160,7 @@ def test_collection_is_deterministic_keeps_everything_referenced_and_matches_dry
             links_after = set(queries.conn.execute("SELECT repo, digest FROM repo_blobs"))
             blobs_after = {r[0] for r in queries.conn.execute("SELECT digest FROM blobs")}
             assert links_before - links_after == set(announced.links)
-            assert blobs_before - blobs_after == {d for d, _, _ in announced.blobs}
+            assert blobs_before - blobs_after == {blob[0] for blob in announced.blobs}
         # Whatever a manifest names as a blob is linked in its repository and has a recipe.
         for repo, target in queries.conn.execute(
             "SELECT repo, target FROM manifest_refs WHERE target NOT IN"
