@@ -29,7 +29,10 @@ The protocol, in two steps that never lose a blob a push relies on:
    (node/cluster/blob_writer.py), and the touch check and the unlink happen
    under the store's lock: a push reusing a chunk either touched it first
    (the chunk stays) or finds it gone and sends it again. A recipe committed
-   after the barrier was confirmed, so touched, moments before. The sweep is
+   after the barrier was confirmed, so touched, moments before; the sweep
+   reads the recipes again (after a new barrier) before what it read is a
+   quarter of the touch grace old, so such a touch is always recent enough
+   to count. Cached copies are never replicas and go with no grace. The sweep is
    rate limited (`gc_sweep_chunks_per_second`) and reports its progress; the
    last epoch it finished is written to `DATA/gc-swept` only at the end, so a
    node killed mid-sweep, or one whose sweep spared chunks still within the

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.cluster.test_upload_sessions import write_config
 from tests.conftest import ROOT
 
 CHUNK = 64 * 1024
+ITERATIONS = 24  # per pusher, each racing the collections that run meanwhile
 
 
 def cids(data: bytes) -> list[str]:
@@ -174,3 +176,96 @@ def test_node_killed_mid_sweep_finishes_it_after_restart_and_loses_nothing_reach
             assert copies(cluster, cid) == set(), cid
     for node in cluster.nodes.values():
         pull_everything(node.url, "app", "v1")
+
+
+def test_pushes_mounts_and_deletes_racing_gc_runs_lose_no_acknowledged_image(
+    cluster_factory, tmp_path: Path
+) -> None:
+    cluster = start_cluster(cluster_factory, tmp_path, gc_sweep_chunks_per_second=0)
+    cluster_nodes = [node.url for node in cluster.nodes.values()]
+    # Few layer contents: deleted images make them garbage while new pushes reuse them.
+    layers = [os.urandom(3 * CHUNK) for _ in range(4)]
+    acknowledged: dict[tuple[str, str], str] = {}  # (repo, tag) → manifest digest
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    runs = [0]
+
+    def pusher(worker: int) -> None:
+        for i in range(ITERATIONS):
+            url = cluster_nodes[(worker + i) % 3]
+            tag = f"w{worker}-{i}"
+            layer = layers[(worker * 7 + i) % len(layers)]
+            config = json.dumps({"tag": tag}).encode()
+            config_digest = push_blob(url, "app", config)
+            layer_digest = push_blob(url, "app", layer)
+            body = image_manifest(config_digest, len(config), [(layer_digest, len(layer))])
+            response = put_manifest(url, "app", tag, body)
+            if response.status_code == 201:
+                with lock:
+                    acknowledged[("app", tag)] = response.headers["Docker-Content-Digest"]
+            else:  # a collection took a link first: refused whole, never half-stored
+                assert response.status_code == 404, response.text
+                assert response.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+            if i % 3 == 0:
+                mirror(url, tag, config_digest, len(config), layer_digest, len(layer))
+            if i % 4 == 1:
+                delete_one(url, worker)
+
+    def mirror(url: str, tag: str, config: str, config_size: int, layer: str,
+               layer_size: int) -> None:
+        for digest in (config, layer):
+            mounted = httpx.post(f"{url}/v2/mirror/blobs/uploads/",
+                                 params={"mount": digest, "from": "app"}, timeout=30)
+            if mounted.status_code != 201:
+                return  # collected meanwhile: the registry offers an upload instead
+        body = image_manifest(config, config_size, [(layer, layer_size)])
+        response = put_manifest(url, "mirror", tag, body)
+        if response.status_code == 201:
+            with lock:
+                acknowledged[("mirror", tag)] = response.headers["Docker-Content-Digest"]
+
+    def delete_one(url: str, worker: int) -> None:
+        with lock:
+            mine = sorted(k for k in acknowledged if k[1].startswith(f"w{worker}-"))
+            if len(mine) < 3:
+                return
+            repo, tag = mine[0]
+            digest = acknowledged.pop((repo, tag))
+        response = httpx.delete(f"{url}/v2/{repo}/manifests/{digest}", timeout=30)
+        assert response.status_code in (202, 404), response.text
+
+    def collector() -> None:
+        while not stop.is_set():
+            response = call_sync(cluster.secret, "POST", f"{cluster_nodes[runs[0] % 3]}"
+                                 "/admin/gc/run", {"grace_seconds": 0}, timeout=30)
+            assert response.status_code == 200, response.text
+            runs[0] += 1
+            time.sleep(0.2)
+
+    def guarded(fn, *args) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    gc_thread = threading.Thread(target=guarded, args=(collector,))
+    workers = [threading.Thread(target=guarded, args=(pusher, w)) for w in range(2)]
+    gc_thread.start()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    gc_thread.join()
+    assert not errors, errors
+    assert runs[0] >= 10 and len(acknowledged) >= 10
+
+    time.sleep(1.2)
+    final = call_sync(cluster.secret, "POST", f"{cluster_nodes[0]}/admin/gc/run",
+                      {"grace_seconds": 0}, timeout=30).json()["epoch"]
+    wait_until(lambda: all(gc_status(cluster, n)["swept_epoch"] >= final
+                           for n in cluster.nodes), "every node swept the last collection")
+    for url in cluster_nodes:
+        for repo, tag in sorted(acknowledged):
+            pull_everything(url, repo, tag)
