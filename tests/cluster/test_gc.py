@@ -15,6 +15,7 @@ from pathlib import Path
 import blake3
 import httpx
 
+from node.cluster.auth import load_or_create_secret
 from node.cluster.client import call_sync
 from tests.cluster.conftest import Cluster, image_manifest, push_blob, put_manifest
 from tests.cluster.test_upload_sessions import write_config
@@ -269,3 +270,16 @@ def test_pushes_mounts_and_deletes_racing_gc_runs_lose_no_acknowledged_image(
     for url in cluster_nodes:
         for repo, tag in sorted(acknowledged):
             pull_everything(url, repo, tag)
+
+
+def test_bad_gc_requests_get_an_oci_error_body_and_change_nothing(node_process) -> None:
+    secret = load_or_create_secret(node_process.data / "secret")
+    url = f"{node_process.url}/admin/gc/run"
+    for payload in ({"grace_seconds": -1}, {"grace_seconds": "1h"}, {"grace_seconds": 1.5},
+                    {"dry_run": "yes"}):
+        response = call_sync(secret, "POST", url, payload, timeout=10)
+        assert response.status_code == 400, (payload, response.text)
+        assert response.json()["errors"][0]["code"]
+    assert call_sync(secret, "GET", url, timeout=10).status_code == 405
+    status = call_sync(secret, "GET", f"{node_process.url}/admin/gc/status", timeout=10)
+    assert status.status_code == 200 and status.json()["runs"] == []
