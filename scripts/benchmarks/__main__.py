@@ -7,7 +7,7 @@ import signal
 import sys
 from types import FrameType
 
-from scripts.benchmarks import cluster, fanout, frames, raft, repair, single
+from scripts.benchmarks import cluster, fanout, frames, gc, raft, repair, single
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
             "repair", help="4 nodes (R=2): time and GiB/min to restore R after losing a node"
         )
     )
+    gc.add_arguments(
+        commands.add_parser(
+            "gc", help="garbage collection: mark and sweep times, push latency during GC"
+        )
+    )
     frames.add_arguments(
         commands.add_parser(
             "frames", help="Raft frames: encode and decode with and without their MACs"
@@ -72,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             return fanout.run(args)
         if args.command == "repair":
             return repair.run(args)
+        if args.command == "gc":
+            return gc.run(args)
     except KeyboardInterrupt:
         print("\nbench: interrupted; servers stopped and temp files removed", file=sys.stderr)
         return 130
