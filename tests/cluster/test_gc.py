@@ -19,7 +19,7 @@ from node.cluster.auth import load_or_create_secret
 from node.cluster.client import call_sync
 from tests.cluster.conftest import Cluster, image_manifest, push_blob, put_manifest
 from tests.cluster.test_upload_sessions import write_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, NodeProcess, free_port
 
 CHUNK = 64 * 1024
 ITERATIONS = 24  # per pusher, each racing the collections that run meanwhile
@@ -283,3 +283,20 @@ def test_bad_gc_requests_get_an_oci_error_body_and_change_nothing(node_process) 
     assert call_sync(secret, "GET", url, timeout=10).status_code == 405
     status = call_sync(secret, "GET", f"{node_process.url}/admin/gc/status", timeout=10)
     assert status.status_code == 200 and status.json()["runs"] == []
+
+
+def test_the_leader_collects_by_itself_every_gc_interval(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "node", free_port(),
+                       ["--gc-interval", "1", "--gc-grace", "3"]).start()
+    try:
+        orphan = os.urandom(CHUNK)
+        digest = push_blob(node.url, "app", orphan)
+        kept = push_image(node.url, "app", "v1", os.urandom(CHUNK))
+        wait_until(lambda: httpx.head(f"{node.url}/v2/app/blobs/{digest}").status_code == 404,
+                   "a scheduled collection removed the orphan blob")
+        pull_everything(node.url, "app", "v1")
+        assert json.loads(kept)["layers"]
+        audit = (node.data / "audit.log").read_text()
+        assert '"action": "gc_collected"' in audit
+    finally:
+        node.stop()
