@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import msgpack
@@ -168,3 +169,24 @@ def test_collection_is_deterministic_keeps_everything_referenced_and_matches_dry
         ):
             assert queries.repo_blob(repo, target) is not None
     assert dump(one) == dump(two)
+
+
+def test_a_snapshot_from_before_gc_imports_with_every_link_counted_old(tmp_path: Path) -> None:
+    from consensus.store import export_snapshot, import_snapshot
+
+    machine, _ = open_machine(tmp_path / "old")
+    Log(machine).apply(put_blob("a", 1, now=500))
+    snapshot = tmp_path / "snap.sqlite"
+    export_snapshot(tmp_path / "old" / "state.sqlite", snapshot)
+    old = sqlite3.connect(snapshot)
+    old.execute("DROP TABLE gc_runs")
+    old.execute("DROP INDEX repo_blobs_by_digest")
+    old.execute("ALTER TABLE repo_blobs DROP COLUMN linked_at")
+    old.commit()
+    old.close()
+    fresh, queries = open_machine(tmp_path / "new")
+    import_snapshot(fresh.conn, snapshot)
+    assert queries.repo_blob("a", digest(1)) is not None
+    assert queries.gc_runs() == []
+    fresh.apply(fresh.applied_index + 1, c.CollectGarbage(now=1, grace_seconds=0).encode())
+    assert queries.repo_blob("a", digest(1)) is None  # linked_at 0: older than any grace
