@@ -42,6 +42,7 @@ class PutBlob(Command):
     size: int
     chunk_size: int
     chunks: list[str]
+    now: int = 0  # Unix seconds at the proposer: when the link was made (GC's grace counts from it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,11 +52,12 @@ class MountBlob(Command):
     kind: ClassVar[str] = "mount_blob"
     repo: str
     digest: str
+    now: int = 0  # Unix seconds at the proposer, as for PutBlob
 
 
 @dataclass(frozen=True, kw_only=True)
 class UnlinkBlob(Command):
-    """`repo` no longer serves the blob; its recipe and chunks stay (nothing reclaims them yet)."""
+    """`repo` no longer serves the blob; a garbage collection reclaims what no link keeps."""
 
     kind: ClassVar[str] = "unlink_blob"
     repo: str
@@ -191,6 +193,16 @@ class AddSigningKey(Command):
     keep_seconds: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class CollectGarbage(Command):
+    """Remove every blob link no manifest of its repository references and made before
+    `now - grace_seconds`, then every recipe no link is left to (consensus/garbage.py)."""
+
+    kind: ClassVar[str] = "collect_garbage"
+    now: int
+    grace_seconds: int
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.kind: cls
     for cls in (
@@ -209,6 +221,7 @@ COMMANDS: dict[str, type[Command]] = {
         DeleteGrant,
         SetPublic,
         AddSigningKey,
+        CollectGarbage,
     )
 }
 
@@ -306,9 +319,9 @@ def _optional(check: Check) -> Check:
 FIELD_CHECKS: dict[str, dict[str, Check]] = {
     PutBlob.kind: {
         "id": _id, "repo": _name, "digest": _name, "size": _count(0),
-        "chunk_size": _count(1), "chunks": _list_of(_chunk_id),
+        "chunk_size": _count(1), "chunks": _list_of(_chunk_id), "now": _count(0),
     },
-    MountBlob.kind: {"id": _id, "repo": _name, "digest": _name},
+    MountBlob.kind: {"id": _id, "repo": _name, "digest": _name, "now": _count(0)},
     UnlinkBlob.kind: {"id": _id, "repo": _name, "digest": _name},
     PutManifest.kind: {
         "id": _id, "repo": _name, "digest": _name,
@@ -337,6 +350,7 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
         "id": _id, "kid": _id, "private_pem": _bytes, "now": _count(0),
         "keep_seconds": _count(0),
     },
+    CollectGarbage.kind: {"id": _id, "now": _count(0), "grace_seconds": _count(0)},
 }
 
 

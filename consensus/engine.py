@@ -38,6 +38,7 @@ import trio
 from consensus.commands import (
     ROLES,
     AddSigningKey,
+    CollectGarbage,
     Command,
     CommandInvalid,
     DeleteAccount,
@@ -57,6 +58,7 @@ from consensus.commands import (
     decode,
     is_valid,
 )
+from consensus.garbage import Garbage
 from consensus.raft.core import MAX_APPEND_BYTES, MAX_UNCOMMITTED_BYTES, ProposalsBackedUp
 from consensus.raft.driver import SNAPSHOT_BYTES, RaftDriver
 from consensus.raft.errors import StorageFull
@@ -79,6 +81,7 @@ from consensus.raft.transport import (
 )
 from consensus.state import Refusal, Result, StateMachine
 from consensus.store import (
+    GcRun,
     ManifestRecord,
     Member,
     Queries,
@@ -87,11 +90,13 @@ from consensus.store import (
     connect,
     export_snapshot,
     import_snapshot,
+    unpack_chunk_ids,
 )
 
 __all__ = [
     "ROLES",
     "AddSigningKey",
+    "CollectGarbage",
     "Command",
     "DeleteAccount",
     "DeleteGrant",
@@ -102,6 +107,8 @@ __all__ = [
     "FrameForged",
     "FrameInvalid",
     "FrameSeal",
+    "Garbage",
+    "GcRun",
     "Greeting",
     "Handshake",
     "HandshakeFailed",
@@ -133,6 +140,7 @@ __all__ = [
     "describe_failure",
     "dial_handshake",
     "open_engine",
+    "unpack_chunk_ids",
 ]
 
 T = TypeVar("T")
@@ -231,6 +239,10 @@ class Engine(Protocol):
 
     def blob_chunk_lists(self) -> Iterator[tuple[str, ...]]:
         """Every recorded blob's chunk ids (blocking: call from a worker thread)."""
+        ...
+
+    def garbage(self, now: int, grace_seconds: int) -> tuple[Garbage, set[str]]:
+        """A dry run of CollectGarbage and the chunks it frees (blocking: a worker thread)."""
         ...
 
     def members(self) -> list[RegisterMember]: ...
@@ -463,6 +475,17 @@ class RaftEngine:
         private = Queries(connect(self._db_path, readonly=True))
         try:
             yield from private.blob_chunk_lists()
+        finally:
+            private.conn.close()
+
+    def garbage(self, now: int, grace_seconds: int) -> tuple[Garbage, set[str]]:
+        """What CollectGarbage(now, grace_seconds) would remove, over a private connection.
+
+        Blocking and possibly long: call it from a worker thread.
+        """
+        private = Queries(connect(self._db_path, readonly=True))
+        try:
+            return private.garbage(now, grace_seconds)
         finally:
             private.conn.close()
 

@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from consensus import commands as c
+from consensus.garbage import RUNS_KEPT, remove_garbage, select_garbage
 from consensus.store import pack_chunk_ids
 
 
@@ -159,19 +160,24 @@ class StateMachine:
             "INSERT OR IGNORE INTO blobs (digest, size, chunk_size, chunks) VALUES (?, ?, ?, ?)",
             (cmd.digest, cmd.size, cmd.chunk_size, pack_chunk_ids(cmd.chunks)),
         )
-        self._link(cmd.repo, cmd.digest)
+        self._link(cmd.repo, cmd.digest, cmd.now)
         return OK
 
     def _apply_mount_blob(self, cmd: c.MountBlob) -> Result:
         exists = self.conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (cmd.digest,))
         if exists.fetchone() is None:
             return Result(Refusal.BLOB_MISSING, cmd.digest)
-        self._link(cmd.repo, cmd.digest)
+        self._link(cmd.repo, cmd.digest, cmd.now)
         return OK
 
-    def _link(self, repo: str, digest: str) -> None:
+    def _link(self, repo: str, digest: str, now: int) -> None:
+        # Linking again (a push or mount of a blob already linked) starts its grace anew:
+        # the client is about to push a manifest that names it.
         self.conn.execute(
-            "INSERT OR IGNORE INTO repo_blobs (repo, digest) VALUES (?, ?)", (repo, digest)
+            "INSERT INTO repo_blobs (repo, digest, linked_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(repo, digest) DO UPDATE SET"
+            " linked_at = max(linked_at, excluded.linked_at)",
+            (repo, digest, now),
         )
 
     def _apply_unlink_blob(self, cmd: c.UnlinkBlob) -> Result:
@@ -258,6 +264,29 @@ class StateMachine:
             "UPDATE members SET draining = ? WHERE node_id = ?", (int(cmd.draining), cmd.node_id)
         )
         return OK if cursor.rowcount else Result(Refusal.MEMBER_MISSING, cmd.node_id)
+
+    def _apply_collect_garbage(self, cmd: c.CollectGarbage) -> Result:
+        """Remove what `select_garbage` names and move `gc_epoch`, which tells every
+        node's chunk sweep that recipes went (node/cluster/gc.py)."""
+        conn = self.conn
+        garbage = select_garbage(conn, cmd.now, cmd.grace_seconds)
+        remove_garbage(conn, garbage)
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('gc_epoch', 1)"
+            " ON CONFLICT(key) DO UPDATE SET value = value + 1"
+        )
+        epoch = conn.execute("SELECT value FROM meta WHERE key = 'gc_epoch'").fetchone()[0]
+        conn.execute(
+            "INSERT INTO gc_runs (epoch, command_id, now, grace_seconds, links, blobs, bytes)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (epoch, cmd.id, cmd.now, cmd.grace_seconds, len(garbage.links),
+             len(garbage.blobs), garbage.bytes),
+        )
+        conn.execute("DELETE FROM gc_runs WHERE epoch <= ?", (epoch - RUNS_KEPT,))
+        return Result(detail=json.dumps({
+            "epoch": epoch, "links": len(garbage.links), "blobs": len(garbage.blobs),
+            "bytes": garbage.bytes,
+        }))
 
     # -- access control: each change moves the access version readers cache by --
 

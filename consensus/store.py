@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from consensus.garbage import Garbage, select_garbage
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -28,6 +30,7 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE TABLE IF NOT EXISTS repo_blobs (
     repo TEXT NOT NULL,
     digest TEXT NOT NULL,
+    linked_at INTEGER NOT NULL DEFAULT 0,  -- Unix seconds of the last push or mount (GC grace)
     PRIMARY KEY (repo, digest)
 );
 CREATE TABLE IF NOT EXISTS manifests (
@@ -85,6 +88,15 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     created_at INTEGER NOT NULL,
     retire_at INTEGER                 -- NULL: the key tokens are signed with now
 );
+CREATE TABLE IF NOT EXISTS gc_runs (
+    epoch INTEGER PRIMARY KEY,        -- meta gc_epoch after the run
+    command_id TEXT NOT NULL,
+    now INTEGER NOT NULL,             -- the command's time (Unix seconds)
+    grace_seconds INTEGER NOT NULL,
+    links INTEGER NOT NULL,           -- repository blob links removed
+    blobs INTEGER NOT NULL,           -- recipes removed
+    bytes INTEGER NOT NULL            -- their total size
+);
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,              -- command id, so a retried proposal applies once
     log_index INTEGER NOT NULL,
@@ -96,7 +108,7 @@ CREATE TABLE IF NOT EXISTS requests (
 # Tables a snapshot carries, in the order they are copied.
 TABLES = (
     "meta", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags", "members",
-    "accounts", "grants", "public_repos", "signing_keys", "requests",
+    "accounts", "grants", "public_repos", "signing_keys", "gc_runs", "requests",
 )
 
 
@@ -130,6 +142,10 @@ def migrate(conn: sqlite3.Connection) -> None:
     adds missing tables, not missing columns)."""
     if "draining" not in _columns(conn, "members"):
         conn.execute("ALTER TABLE members ADD COLUMN draining INTEGER NOT NULL DEFAULT 0")
+    if "linked_at" not in _columns(conn, "repo_blobs"):
+        # Links made before GC existed count as old: unreferenced ones are collected.
+        conn.execute("ALTER TABLE repo_blobs ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0")
+    conn.execute("CREATE INDEX IF NOT EXISTS repo_blobs_by_digest ON repo_blobs (digest)")
 
 
 def export_snapshot(source: Path, target: Path) -> int:
@@ -217,6 +233,19 @@ class Referrer:
     size: int
     artifact_type: str | None
     annotations: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class GcRun:
+    """What one garbage collection removed from the state."""
+
+    epoch: int
+    command_id: str
+    now: int
+    grace_seconds: int
+    links: int
+    blobs: int
+    bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +431,43 @@ class Queries:
         """The chunk ids of every recorded blob, one tuple a blob, in no set order."""
         for (packed,) in self.conn.execute("SELECT chunks FROM blobs"):
             yield unpack_chunk_ids(packed)
+
+    # -- garbage collection ---------------------------------------------------
+
+    def gc_epoch(self) -> int:
+        """How many garbage collections this state has applied."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'gc_epoch'").fetchone()
+        return row[0] if row else 0
+
+    def gc_runs(self, limit: int = 10) -> list[GcRun]:
+        """The latest garbage collections, newest first."""
+        rows = self.conn.execute(
+            "SELECT epoch, command_id, now, grace_seconds, links, blobs, bytes FROM gc_runs"
+            " ORDER BY epoch DESC LIMIT ?", (limit,)
+        )
+        return [GcRun(*row) for row in rows]
+
+    def gc_run_of(self, command_id: str) -> GcRun | None:
+        row = self.conn.execute(
+            "SELECT epoch, command_id, now, grace_seconds, links, blobs, bytes FROM gc_runs"
+            " WHERE command_id = ?", (command_id,)
+        ).fetchone()
+        return GcRun(*row) if row else None
+
+    def garbage(self, now: int, grace_seconds: int) -> tuple[Garbage, set[str]]:
+        """What `CollectGarbage(now, grace_seconds)` would remove now (a dry run), and the
+        chunk ids that no recipe left after it uses. Blocking and possibly long."""
+        self.conn.execute("BEGIN")  # one read transaction: every query sees one state
+        try:
+            garbage = select_garbage(self.conn, now, grace_seconds)
+            doomed = {blob[0] for blob in garbage.blobs}
+            freed = {c for *_, packed in garbage.blobs for c in unpack_chunk_ids(packed)}
+            for digest, packed in self.conn.execute("SELECT digest, chunks FROM blobs"):
+                if digest not in doomed:
+                    freed.difference_update(unpack_chunk_ids(packed))
+            return garbage, freed
+        finally:
+            self.conn.execute("COMMIT")
 
     # -- access control -------------------------------------------------------
 

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from consensus.engine import Engine, RaftSettings, StatePaths, open_engine
 from node.access.audit import AuditLog
+from node.access.callers import SECRET, Caller
 from node.access.gate import Gate, GateSettings
 from node.access.throttle import LoginThrottle
 from node.api.access import caller_of_request, realm
@@ -40,6 +41,7 @@ from node.cluster.chunk_fetch import ChunkFetcher
 from node.cluster.cluster_tls import cluster_tls
 from node.cluster.data_plane import DataPlaneServer
 from node.cluster.drain import DrainFinisher
+from node.cluster.gc import GarbageCollector
 from node.cluster.join import join_cluster
 from node.cluster.peer_api import PeerAPI
 from node.cluster.peers import Peers
@@ -99,6 +101,7 @@ def create_app(rt: NodeServices) -> RegistryApp:
         replication_report=rt.replication_report,
         scrub=rt.scrubber.status,
         repair=rt.repairer.status,
+        gc=rt.gc.status,
     )
 
     readiness = Readiness(rt.config.node_id, rt.engine, rt.data.tmp, rt.on_disk, rt.chunks.floor)
@@ -215,6 +218,18 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
         bytes_per_second=config.repair_bytes_per_second,
         interval_seconds=config.repair_interval_seconds,
     )
+    gate = Gate(
+        engine,
+        GateSettings(
+            mode=config.auth_mode, service=config.auth_service, token_ttl=config.token_ttl,
+            refresh_ttl=config.refresh_token_ttl, realm=config.auth_realm,
+        ),
+        AuditLog(config.audit_log or data.root / "audit.log", config.node_id,
+                 request_id=current_request_id),
+        throttle=LoginThrottle(config.login_failures, config.login_failure_window),
+        counters=counters,
+    )
+    scheduled = Caller(SECRET, "gc_interval", "")  # the audit log's actor of a scheduled run
     return NodeServices(
         config=config,
         data=data,
@@ -239,16 +254,10 @@ def build_services(config: Config, engine: Engine | None = None) -> NodeServices
             interval_seconds=config.scrub_interval_seconds,
         ),
         repairer=repairer,
-        gate=Gate(
-            engine,
-            GateSettings(
-                mode=config.auth_mode, service=config.auth_service, token_ttl=config.token_ttl,
-                refresh_ttl=config.refresh_token_ttl, realm=config.auth_realm,
-            ),
-            AuditLog(config.audit_log or data.root / "audit.log", config.node_id,
-                     request_id=current_request_id),
-            throttle=LoginThrottle(config.login_failures, config.login_failure_window),
-            counters=counters,
+        gate=gate,
+        gc=GarbageCollector(
+            config, engine, chunks, data, disk,
+            on_collected=lambda detail: gate.audit.record("gc_collected", scheduled, **detail),
         ),
         counters=counters,
         cluster_tls=internal,
@@ -322,6 +331,7 @@ async def serve(
             await nursery.start(rt.blob_writer.run)
             await nursery.start(rt.scrubber.run)
             await nursery.start(rt.repairer.run)
+            await nursery.start(rt.gc.run)
             await nursery.start(
                 DrainFinisher(config.node_id, rt.engine, rt.peers, rt.repairer.status.as_dict).run
             )

@@ -18,6 +18,7 @@ import trio
 
 from node.access_cli import add_access_commands
 from node.config import Config, ConfigError, load_config
+from node.gc_cli import add_gc_commands
 from node.request_log import ContextFilter
 
 # Control characters, and the Unicode ones that viewers also break lines at,
@@ -175,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="bytes/s the repair loop fetches (default 32 MiB; 0: no limit)")
     serve.add_argument("--repair-interval", dest="repair_interval_seconds", type=float,
                        help="seconds between repair passes when nothing changes (default 600)")
+    serve.add_argument("--gc-interval", dest="gc_interval", type=float,
+                       help="seconds between the leader's garbage collections (default 86400; "
+                            "0: only by hand)")
+    serve.add_argument("--gc-grace", dest="gc_grace", type=float,
+                       help="seconds a blob linked by a push or mount is spared by a garbage "
+                            "collection while its manifest arrives (default 3600)")
     serve.add_argument("--snapshot-bytes", dest="snapshot_bytes", type=int,
                        help="bytes of applied entries in the log that make a snapshot due "
                             "(default 64 MiB)")
@@ -240,6 +247,7 @@ def _parser() -> argparse.ArgumentParser:
             action.add_argument("--cancel", action="store_true",
                                 help="stop draining the node (it owns chunks again)")
     add_access_commands(commands)
+    add_gc_commands(commands)
     return parser
 
 
@@ -269,6 +277,10 @@ def main(argv: list[str] | None = None) -> None:
         from node.cluster.admin_cli import run_cluster_command
 
         raise SystemExit(run_cluster_command(args))
+    if args.command == "gc":
+        from node.gc_cli import run_gc_command
+
+        raise SystemExit(run_gc_command(args))
     if args.command in ACCESS_COMMANDS:
         from node.access_cli import run_access_command
 

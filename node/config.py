@@ -84,6 +84,11 @@ class Config:
     # Repair (node/cluster/repair.py): owned chunks fetched, unowned copies dropped.
     repair_bytes_per_second: int = 32 * MiB  # fetched by repair; 0: no limit
     repair_interval_seconds: float = 600.0  # between passes when nothing changes
+    # Garbage collection (node/cluster/gc.py): the leader collects every gc_interval
+    # seconds (0: only by hand, `flotilla gc run`), sparing blobs linked within gc_grace.
+    gc_interval: float = 86400.0
+    gc_grace: float = 3600.0
+    gc_sweep_chunks_per_second: int = 20_000  # chunks a sweep examines; 0: no limit
     # Access control (node/access/; see README, "Access control").
     auth: str | None = None  # none, basic or token; unset: none, and only on loopback
     auth_service: str = "flotilla"  # the `service` tokens are issued for (same on every node)
@@ -205,6 +210,9 @@ class Config:
             )
         if self.abandoned_chunk_grace_seconds <= 0:
             raise ConfigError("abandoned_chunk_grace_seconds must be positive")
+        if self.gc_interval < 0 or self.gc_grace < 0 or self.gc_sweep_chunks_per_second < 0:
+            raise ConfigError("gc_interval, gc_grace and gc_sweep_chunks_per_second must not "
+                              "be negative")
         if self.auth not in (None, "none", "basic", "token"):
             raise ConfigError('auth must be "none", "basic" or "token"')
         if self.auth is None and not self.listens_on_loopback:

@@ -120,6 +120,7 @@ class NodeCollector(Collector):
         yield from self._chunks()
         yield from self._peers()
         yield from self._repair_and_scrub()
+        yield from self._gc()
         yield _gauge("flotilla_upload_sessions_open", "Upload sessions open on this node",
                      len(self.rt.spool))
         events = CounterMetricFamily(
@@ -194,6 +195,25 @@ class NodeCollector(Collector):
                 rtt.add_metric([node_id], peer.rtt)
         yield up
         yield rtt
+
+    def _gc(self) -> Iterator[Metric]:
+        gc = self.rt.gc.status
+        yield _counter("flotilla_gc_reclaimed_bytes",
+                       "Chunk bytes garbage collection deleted here (stored and cached)",
+                       gc.bytes_freed + gc.cached_bytes_freed)
+        yield _counter("flotilla_gc_reclaimed_chunks",
+                       "Chunks garbage collection deleted here (stored and cached)",
+                       gc.chunks_freed + gc.cached_chunks_freed)
+        yield _counter("flotilla_gc_sweeps", "Chunk sweeps run after a collection", gc.sweeps)
+        yield _gauge("flotilla_gc_epoch", "Garbage collections this node has applied", gc.epoch)
+        yield _gauge("flotilla_gc_swept_epoch", "The last collection whose sweep finished here",
+                     gc.swept_epoch)
+        if gc.last_finished is not None:
+            yield _gauge("flotilla_gc_last_run_timestamp_seconds",
+                         "When the last chunk sweep here finished (Unix time)", gc.last_finished)
+        if gc.last_duration_seconds is not None:
+            yield _gauge("flotilla_gc_last_duration_seconds",
+                         "How long the last chunk sweep here took", gc.last_duration_seconds)
 
     def _repair_and_scrub(self) -> Iterator[Metric]:
         repair, scrub = self.rt.repairer.status, self.rt.scrubber.status

@@ -3,7 +3,7 @@
 A plain bundle, no logic of its own: the configuration, the data directory,
 the chunk store and upload spool, the metadata engine, peers, the blob writer
 and reader that pushes and pulls go through, the replication report, the
-background scrub and repair loop, and the bounded worker threads that do
+background scrub, repair loop and garbage collector, and the bounded worker threads that do
 blocking disk work so the event loop never waits on the disk.
 """
 
@@ -20,6 +20,7 @@ from node.cluster.auth import Verifier
 from node.cluster.blob_reader import BlobReader
 from node.cluster.blob_writer import BlobWriter
 from node.cluster.cluster_tls import ClusterTLS
+from node.cluster.gc import GarbageCollector
 from node.cluster.peers import Peers
 from node.cluster.repair import Repairer
 from node.cluster.replication import ReplicationReport
@@ -50,6 +51,7 @@ class NodeServices:
     scrubber: Scrubber
     repairer: Repairer
     gate: Gate
+    gc: GarbageCollector
     counters: Counter[str] = field(default_factory=Counter)
     cluster_tls: ClusterTLS | None = None  # encryption between nodes, when on
 

@@ -17,6 +17,7 @@ hashed (the CLI hashes them); robot tokens are drawn here and shown once.
     GET    /admin/grants · POST {principal, role, pattern} · DELETE ?principal=&pattern=
     GET    /admin/public · POST {pattern} · DELETE ?pattern=
     GET    /admin/keys   · POST /admin/keys/rotate
+    /admin/gc/…                                  garbage collection (node/api/admin_gc.py)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from node.access.passwords import check_stored_hash, hash_robot_token, new_robot
 from node.access.rules import ALL_REPOSITORIES, parse_account_name, parse_pattern, parse_role
 from node.access.tokens import new_signing_key
 from node.api.access import client_address, realm
+from node.api.admin_gc import gc_admin
 from node.api.errors import NotFound, Unsupported
 from node.api.request_bodies import read_body_bounded
 from node.cluster.auth import SIGNATURE_HEADER
@@ -99,6 +101,8 @@ async def admin(rt: NodeServices, path: str) -> Response:
     method = request.method
     parts = path.strip("/").split("/")
     body = await _json_body(signed) if method in ("POST", "PUT") else {}
+    if parts[0] == "gc":
+        return await gc_admin(rt, who, parts, body)
     audit = rt.gate.audit
     gate = rt.gate
     if parts == ["accounts"]:

@@ -43,6 +43,7 @@ cancelled and landing after the drop: unused bytes, never a missing chunk.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
@@ -259,6 +260,7 @@ class BlobWriter:
                 size=blob.size,
                 chunk_size=blob.chunk_size,
                 chunks=[cid for cid, _ in blob.chunks],
+                now=int(time.time()),  # the link's grace against GC counts from here
             )
         )
 
@@ -274,7 +276,7 @@ class BlobWriter:
         if await self.engine.lookup(lambda q: q.repo_blob(source, digest)) is None:
             return False
         try:
-            await self.engine.propose(MountBlob(repo=repo, digest=digest))
+            await self.engine.propose(MountBlob(repo=repo, digest=digest, now=int(time.time())))
         except Refused:
             return False  # deleted meanwhile
         return True

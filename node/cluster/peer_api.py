@@ -32,6 +32,7 @@ from node.cluster.errors import (
     PeerRequestInvalid,
     UnknownMember,
 )
+from node.cluster.gc import GcStatus
 from node.cluster.peers import Peers
 from node.cluster.repair import RepairStatus
 from node.cluster.scrub import ScrubStatus
@@ -117,6 +118,7 @@ class PeerAPI:
     replication_report: Callable[[], Awaitable[dict[str, int]]]
     scrub: ScrubStatus
     repair: RepairStatus
+    gc: GcStatus
 
     async def dispatch(self, method: str, path: str) -> Response:
         body_digest = self._authenticate()
@@ -200,6 +202,7 @@ class PeerAPI:
         }
         doc["scrub"] = self.scrub.as_dict(len(await self.on_disk(chunks.quarantined)))
         doc["repair"] = self.repair.as_dict()
+        doc["gc"] = self.gc.as_dict()
         doc["under_replicated"] = await self.replication_report()
         doc["peers"] = self.peers.status()
         doc["counters"] = dict(self.counters)

@@ -297,14 +297,23 @@ class ChunkStore:
 
     def drop_abandoned(self, cids: list[str], referenced: set[str]) -> tuple[list[str], list[str]]:
         """Delete the stored chunks of `cids` that no recipe uses (`referenced` says which
-        do) and that no push touched within the grace period; returns (dropped, kept).
+        do) and that no push touched within the grace period; returns (dropped, kept)."""
+        dropped, kept = self.drop_unreferenced(cids, referenced)
+        return [cid for cid, _ in dropped], kept
+
+    def drop_unreferenced(
+        self, cids: list[str], referenced: set[str]
+    ) -> tuple[list[tuple[str, int]], list[str]]:
+        """Delete the stored chunks of `cids` that no recipe uses and no push touched within
+        the grace period; returns ((id, size) dropped, ids kept). What an abandoned upload's
+        drop and a garbage collection's sweep both rely on.
 
         The touch check and the unlink happen under the store's lock, so a put
         or confirm either comes first (and the chunk is kept) or finds the chunk
         gone and writes it again. The unlink is not fsynced: a dropped chunk
         that comes back after a crash is unused bytes, never a wrong answer.
         """
-        dropped: list[str] = []
+        dropped: list[tuple[str, int]] = []
         kept: list[str] = []
         now = time.monotonic()
         for cid in cids:
@@ -324,8 +333,29 @@ class ChunkStore:
                 path.unlink()
                 self.stored_chunks -= 1
                 self.stored_bytes -= size
-            dropped.append(cid)
+            dropped.append((cid, size))
         return dropped, kept
+
+    def cached_ids(self) -> list[str]:
+        """The ids of the chunks this node holds in its cache."""
+        with self._lock:
+            return list(self._cache)
+
+    def drop_cached(self, cids: list[str], referenced: set[str]) -> list[tuple[str, int]]:
+        """Delete the cached copies of `cids` that no recipe uses; returns (id, size) of each.
+        A cached copy is never a replica, so no grace applies: a pull that misses it
+        fetches the chunk from its holders again."""
+        dropped: list[tuple[str, int]] = []
+        for cid in cids:
+            if cid in referenced:
+                continue
+            with self._lock:
+                size = self._cache.pop(cid, None)
+            if size is None:
+                continue
+            self.data.cache_path(cid).unlink(missing_ok=True)
+            dropped.append((cid, size))
+        return dropped
 
     def cache_put(self, cid: str, data: bytes) -> None:
         """Keep verified bytes fetched from a peer; the oldest cached chunks make room."""

@@ -17,6 +17,8 @@ DATA/
       raft/snapshots/      durable snapshots of state.sqlite, newest kept
       raft/incoming/       snapshots being exported or received (emptied at start)
   secret                   the cluster secret, when no `secret_file` is given
+  gc-swept                 the last garbage collection epoch whose chunk sweep finished
+                           here (node/cluster/gc.py); a sweep cut short runs again
 ```
 
 A chunk file appears under `chunks/` only by rename of a file that was
@@ -152,6 +154,10 @@ class DataDir:
     @property
     def secret(self) -> Path:
         return self.root / "secret"
+
+    @property
+    def gc_swept(self) -> Path:
+        return self.root / "gc-swept"
 
     def upload_folder(self, session_id: str) -> Path:
         return self.uploads / session_id

@@ -7,7 +7,7 @@ import signal
 import sys
 from types import FrameType
 
-from scripts.benchmarks import auth, cluster, fanout, frames, raft, repair, single
+from scripts.benchmarks import auth, cluster, fanout, frames, gc, raft, repair, single
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     repair.add_arguments(
         commands.add_parser(
             "repair", help="4 nodes (R=2): time and GiB/min to restore R after losing a node"
+        )
+    )
+    gc.add_arguments(
+        commands.add_parser(
+            "gc", help="garbage collection: mark and sweep times, push latency during GC"
         )
     )
     frames.add_arguments(
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             return repair.run(args)
         if args.command == "auth":
             return auth.run(args)
+        if args.command == "gc":
+            return gc.run(args)
     except KeyboardInterrupt:
         print("\nbench: interrupted; servers stopped and temp files removed", file=sys.stderr)
         return 130
