@@ -38,18 +38,23 @@ import trio
 from consensus.commands import (
     ROLES,
     AddSigningKey,
+    ApplyRetention,
     Command,
     CommandInvalid,
     DeleteAccount,
     DeleteGrant,
+    DeleteImmutableTags,
     DeleteManifest,
+    DeleteRetentionPolicy,
     DeleteTag,
     DrainMember,
     MountBlob,
     PutAccount,
     PutBlob,
     PutGrant,
+    PutImmutableTags,
     PutManifest,
+    PutRetentionPolicy,
     RegisterMember,
     SetPublic,
     UnlinkBlob,
@@ -77,8 +82,10 @@ from consensus.raft.transport import (
     describe_failure,
     dial_handshake,
 )
+from consensus.retention import Deletions, RetentionPolicy
 from consensus.state import Refusal, Result, StateMachine
 from consensus.store import (
+    ImmutableTags,
     ManifestRecord,
     Member,
     Queries,
@@ -88,10 +95,22 @@ from consensus.store import (
     export_snapshot,
     import_snapshot,
 )
+from consensus.tag_patterns import MAX_TAG_PATTERNS, TagPatternInvalid, check_tag_pattern
 
 __all__ = [
+    "MAX_TAG_PATTERNS",
     "ROLES",
     "AddSigningKey",
+    "ApplyRetention",
+    "DeleteImmutableTags",
+    "DeleteRetentionPolicy",
+    "Deletions",
+    "ImmutableTags",
+    "PutImmutableTags",
+    "PutRetentionPolicy",
+    "RetentionPolicy",
+    "TagPatternInvalid",
+    "check_tag_pattern",
     "Command",
     "DeleteAccount",
     "DeleteGrant",

@@ -84,6 +84,8 @@ class Config:
     # Repair (node/cluster/repair.py): owned chunks fetched, unowned copies dropped.
     repair_bytes_per_second: int = 32 * MiB  # fetched by repair; 0: no limit
     repair_interval_seconds: float = 600.0  # between passes when nothing changes
+    # Retention (node/retention_schedule.py): the leader applies the policies this often.
+    retention_interval_seconds: float = 3600.0  # 0 turns scheduled retention off
     # Access control (node/access/; see README, "Access control").
     auth: str | None = None  # none, basic or token; unset: none, and only on loopback
     auth_service: str = "flotilla"  # the `service` tokens are issued for (same on every node)
@@ -203,6 +205,8 @@ class Config:
             raise ConfigError(
                 "repair_bytes_per_second must not be negative and repair_interval_seconds positive"
             )
+        if self.retention_interval_seconds < 0:
+            raise ConfigError("retention_interval_seconds must not be negative")
         if self.abandoned_chunk_grace_seconds <= 0:
             raise ConfigError("abandoned_chunk_grace_seconds must be positive")
         if self.auth not in (None, "none", "basic", "token"):
