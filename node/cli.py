@@ -19,6 +19,7 @@ import trio
 from node.access_cli import add_access_commands
 from node.api.errors import first_leaf
 from node.config import Config, ConfigError, load_config
+from node.policy_cli import POLICY_COMMANDS, add_policy_commands
 from node.request_log import ContextFilter
 
 # Control characters, and the Unicode ones that viewers also break lines at,
@@ -241,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
             action.add_argument("--cancel", action="store_true",
                                 help="stop draining the node (it owns chunks again)")
     add_access_commands(commands)
+    add_policy_commands(commands)
     return parser
 
 
@@ -270,6 +272,10 @@ def main(argv: list[str] | None = None) -> None:
         from node.cluster.admin_cli import run_cluster_command
 
         raise SystemExit(run_cluster_command(args))
+    if args.command in POLICY_COMMANDS:
+        from node.policy_cli import run_policy_command
+
+        raise SystemExit(run_policy_command(args))
     if args.command in ACCESS_COMMANDS:
         from node.access_cli import run_access_command
 
