@@ -173,6 +173,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="bytes/s the background scrub re-reads (default 16 MiB; 0: off)")
     serve.add_argument("--scrub-interval", dest="scrub_interval_seconds", type=float,
                        help="seconds from one scrub pass's start to the next (default 86400)")
+    serve.add_argument("--retention-interval", dest="retention_interval_seconds", type=float,
+                       help="seconds between two applications of the retention policies by "
+                       "the leader (default 3600; 0: only by hand)")
     serve.add_argument("--repair-bytes-per-second", dest="repair_bytes_per_second", type=int,
                        help="bytes/s the repair loop fetches (default 32 MiB; 0: no limit)")
     serve.add_argument("--repair-interval", dest="repair_interval_seconds", type=float,
