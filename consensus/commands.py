@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from consensus.tag_patterns import MAX_TAG_PATTERNS, TagPatternInvalid, check_tag_pattern
+
 
 def new_command_id() -> str:
     return secrets.token_hex(12)
@@ -81,6 +83,7 @@ class PutManifest(Command):
     annotations: dict[str, str] | None = None
     blobs: list[str] = field(default_factory=list)
     manifests: list[str] = field(default_factory=list)
+    now: int = 0  # Unix seconds at the proposer: the tag's and manifest's push time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,6 +204,54 @@ class CollectGarbage(Command):
     kind: ClassVar[str] = "collect_garbage"
     now: int
     grace_seconds: int
+# Lifecycle: retention policies and immutable tags (consensus/retention.py holds the rules).
+
+
+@dataclass(frozen=True, kw_only=True)
+class PutRetentionPolicy(Command):
+    """A retention policy for the repositories `pattern` matches, made or replaced.
+
+    Ages are seconds; None leaves that rule out. `keep` and `only` are regexes
+    searched in tag names: a tag matching a `keep` is never deleted, and when
+    `only` is given only tags matching one of them are considered at all."""
+
+    kind: ClassVar[str] = "put_retention_policy"
+    pattern: str
+    keep_last: int | None = None
+    older_than: int | None = None
+    keep: list[str] = field(default_factory=list)
+    only: list[str] = field(default_factory=list)
+    untagged_older_than: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteRetentionPolicy(Command):
+    kind: ClassVar[str] = "delete_retention_policy"
+    pattern: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApplyRetention(Command):
+    """Delete what every retention policy deletes at `now` (the proposer's clock)."""
+
+    kind: ClassVar[str] = "apply_retention"
+    now: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PutImmutableTags(Command):
+    """Tags of the repositories `pattern` matches cannot be moved to another manifest,
+    except tags an `exclude` regex finds."""
+
+    kind: ClassVar[str] = "put_immutable_tags"
+    pattern: str
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteImmutableTags(Command):
+    kind: ClassVar[str] = "delete_immutable_tags"
+    pattern: str
 
 
 COMMANDS: dict[str, type[Command]] = {
@@ -222,6 +273,11 @@ COMMANDS: dict[str, type[Command]] = {
         SetPublic,
         AddSigningKey,
         CollectGarbage,
+        PutRetentionPolicy,
+        DeleteRetentionPolicy,
+        ApplyRetention,
+        PutImmutableTags,
+        DeleteImmutableTags,
     )
 }
 
@@ -314,6 +370,21 @@ def _optional(check: Check) -> Check:
     return lambda value: None if value is None else check(value)
 
 
+def _regexes(value: Any) -> list[str]:
+    """Tag regexes the state machine will run: each one checked by the same rule that
+    refused it at the API (length, syntax, no pattern that can backtrack for ever)."""
+    if type(value) is not list or len(value) > MAX_TAG_PATTERNS:
+        raise CommandInvalid(f"expected a list of at most {MAX_TAG_PATTERNS} patterns")
+    for item in value:
+        if type(item) is not str:
+            raise CommandInvalid("a tag pattern is a string")
+        try:
+            check_tag_pattern(item)
+        except TagPatternInvalid as exc:
+            raise CommandInvalid(str(exc)) from None
+    return value
+
+
 # What each command's fields must hold, field by field; a test checks that
 # every command names exactly its dataclass fields here.
 FIELD_CHECKS: dict[str, dict[str, Check]] = {
@@ -329,7 +400,7 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
         "tag": _optional(_name), "subject": _optional(_name),
         "artifact_type": _optional(_text(MAX_COMMAND_BYTES)),
         "annotations": _optional(_text_map),
-        "blobs": _list_of(_name), "manifests": _list_of(_name),
+        "blobs": _list_of(_name), "manifests": _list_of(_name), "now": _count(0),
     },
     DeleteManifest.kind: {"id": _id, "repo": _name, "digest": _name},
     DeleteTag.kind: {"id": _id, "repo": _name, "tag": _name},
@@ -351,6 +422,15 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
         "keep_seconds": _count(0),
     },
     CollectGarbage.kind: {"id": _id, "now": _count(0), "grace_seconds": _count(0)},
+    PutRetentionPolicy.kind: {
+        "id": _id, "pattern": _id, "keep_last": _optional(_count(0)),
+        "older_than": _optional(_count(0)), "keep": _regexes, "only": _regexes,
+        "untagged_older_than": _optional(_count(0)),
+    },
+    DeleteRetentionPolicy.kind: {"id": _id, "pattern": _id},
+    ApplyRetention.kind: {"id": _id, "now": _count(0)},
+    PutImmutableTags.kind: {"id": _id, "pattern": _id, "exclude": _regexes},
+    DeleteImmutableTags.kind: {"id": _id, "pattern": _id},
 }
 
 

@@ -38,19 +38,24 @@ import trio
 from consensus.commands import (
     ROLES,
     AddSigningKey,
+    ApplyRetention,
     CollectGarbage,
     Command,
     CommandInvalid,
     DeleteAccount,
     DeleteGrant,
+    DeleteImmutableTags,
     DeleteManifest,
+    DeleteRetentionPolicy,
     DeleteTag,
     DrainMember,
     MountBlob,
     PutAccount,
     PutBlob,
     PutGrant,
+    PutImmutableTags,
     PutManifest,
+    PutRetentionPolicy,
     RegisterMember,
     SetPublic,
     UnlinkBlob,
@@ -79,9 +84,11 @@ from consensus.raft.transport import (
     describe_failure,
     dial_handshake,
 )
+from consensus.retention import Deletions, RetentionPolicy
 from consensus.state import Refusal, Result, StateMachine
 from consensus.store import (
     GcRun,
+    ImmutableTags,
     ManifestRecord,
     Member,
     Queries,
@@ -92,11 +99,23 @@ from consensus.store import (
     import_snapshot,
     unpack_chunk_ids,
 )
+from consensus.tag_patterns import MAX_TAG_PATTERNS, TagPatternInvalid, check_tag_pattern
 
 __all__ = [
+    "MAX_TAG_PATTERNS",
     "ROLES",
     "AddSigningKey",
     "CollectGarbage",
+    "ApplyRetention",
+    "DeleteImmutableTags",
+    "DeleteRetentionPolicy",
+    "Deletions",
+    "ImmutableTags",
+    "PutImmutableTags",
+    "PutRetentionPolicy",
+    "RetentionPolicy",
+    "TagPatternInvalid",
+    "check_tag_pattern",
     "Command",
     "DeleteAccount",
     "DeleteGrant",

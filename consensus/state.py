@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from consensus import commands as c
 from consensus.garbage import RUNS_KEPT, remove_garbage, select_garbage
-from consensus.store import pack_chunk_ids
+from consensus.store import Queries, pack_chunk_ids
 
 
 class Refusal(enum.Enum):
@@ -35,6 +35,8 @@ class Refusal(enum.Enum):
     ACCOUNT_EXISTS = "ACCOUNT_EXISTS"  # a create-only account whose name is taken
     ACCOUNT_MISSING = "ACCOUNT_UNKNOWN"  # a grant to, or removal of, an unknown account
     GRANT_MISSING = "GRANT_UNKNOWN"  # a revocation of a grant that does not exist
+    TAG_IMMUTABLE = "TAG_IMMUTABLE"  # a push that would move a tag an immutable rule holds
+    POLICY_MISSING = "POLICY_UNKNOWN"  # removal of a retention policy or rule not set
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,18 @@ class StateMachine:
 
     def _apply_put_manifest(self, cmd: c.PutManifest) -> Result:
         conn = self.conn
+        if cmd.tag is not None:
+            # Checked here, at apply time, so two pushes racing through two nodes
+            # cannot both move the tag: the second finds the first's digest.
+            current = conn.execute(
+                "SELECT digest FROM tags WHERE repo = ? AND tag = ?", (cmd.repo, cmd.tag)
+            ).fetchone()
+            if current is not None and current[0] != cmd.digest:
+                rule = Queries(conn).immutable_rule_for(cmd.repo, cmd.tag)
+                if rule is not None:
+                    return Result(Refusal.TAG_IMMUTABLE, json.dumps(
+                        {"tag": cmd.tag, "digest": current[0], "rule": rule.pattern,
+                         "exclude": list(rule.exclude)}))
         for blob in cmd.blobs:
             row = conn.execute(
                 "SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?", (cmd.repo, blob)
@@ -202,8 +216,8 @@ class StateMachine:
                 return Result(Refusal.MANIFEST_MISSING, child)
         conn.execute(
             "INSERT INTO manifests"
-            " (repo, digest, media_type, body, subject, artifact_type, annotations)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo, digest) DO NOTHING",
+            " (repo, digest, media_type, body, subject, artifact_type, annotations, pushed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo, digest) DO NOTHING",
             (
                 cmd.repo,
                 cmd.digest,
@@ -212,6 +226,7 @@ class StateMachine:
                 cmd.subject,
                 cmd.artifact_type,
                 json.dumps(cmd.annotations, sort_keys=True) if cmd.annotations else None,
+                cmd.now,
             ),
         )
         conn.executemany(
@@ -220,24 +235,27 @@ class StateMachine:
         )
         if cmd.tag is not None:
             conn.execute(
-                "INSERT INTO tags (repo, tag, digest) VALUES (?, ?, ?)"
-                " ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest",
-                (cmd.repo, cmd.tag, cmd.digest),
+                "INSERT INTO tags (repo, tag, digest, pushed_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest,"
+                " pushed_at = excluded.pushed_at",
+                (cmd.repo, cmd.tag, cmd.digest, cmd.now),
             )
         return OK
 
     def _apply_delete_manifest(self, cmd: c.DeleteManifest) -> Result:
-        conn = self.conn
-        cursor = conn.execute(
-            "DELETE FROM manifests WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
-        )
-        if not cursor.rowcount:
+        if not self._delete_manifest(cmd.repo, cmd.digest):
             return Result(Refusal.MANIFEST_MISSING, cmd.digest)
-        conn.execute("DELETE FROM tags WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest))
-        conn.execute(
-            "DELETE FROM manifest_refs WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
-        )
         return OK
+
+    def _delete_manifest(self, repo: str, digest: str) -> bool:
+        """Remove a manifest, its tags and its references; False if it was not there."""
+        conn = self.conn
+        cursor = conn.execute("DELETE FROM manifests WHERE repo = ? AND digest = ?", (repo, digest))
+        if not cursor.rowcount:
+            return False
+        conn.execute("DELETE FROM tags WHERE repo = ? AND digest = ?", (repo, digest))
+        conn.execute("DELETE FROM manifest_refs WHERE repo = ? AND digest = ?", (repo, digest))
+        return True
 
     def _apply_delete_tag(self, cmd: c.DeleteTag) -> Result:
         cursor = self.conn.execute(
@@ -363,3 +381,53 @@ class StateMachine:
         )
         self._access_changed()
         return OK
+
+    # -- lifecycle: retention policies and immutable tags ---------------------
+
+    def _apply_put_retention_policy(self, cmd: c.PutRetentionPolicy) -> Result:
+        self.conn.execute(
+            "INSERT INTO retention_policies"
+            " (pattern, keep_last, older_than, keep, only, untagged_older_than)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(pattern) DO UPDATE SET"
+            " keep_last = excluded.keep_last, older_than = excluded.older_than,"
+            " keep = excluded.keep, only = excluded.only,"
+            " untagged_older_than = excluded.untagged_older_than",
+            (cmd.pattern, cmd.keep_last, cmd.older_than, json.dumps(cmd.keep),
+             json.dumps(cmd.only), cmd.untagged_older_than),
+        )
+        return OK
+
+    def _apply_delete_retention_policy(self, cmd: c.DeleteRetentionPolicy) -> Result:
+        cursor = self.conn.execute(
+            "DELETE FROM retention_policies WHERE pattern = ?", (cmd.pattern,)
+        )
+        return OK if cursor.rowcount else Result(Refusal.POLICY_MISSING, cmd.pattern)
+
+    def _apply_apply_retention(self, cmd: c.ApplyRetention) -> Result:
+        """Delete what the policies delete at `cmd.now`; the result's detail lists it
+        (JSON: {"tags": [[repo, tag, digest]], "manifests": [[repo, digest]]})."""
+        conn = self.conn
+        tags: list[list[str]] = []
+        manifests: list[list[str]] = []
+        for repo, deletions in Queries(conn).retention_plan(cmd.now):
+            for tag in deletions.tags:
+                row = conn.execute(
+                    "DELETE FROM tags WHERE repo = ? AND tag = ? RETURNING digest", (repo, tag)
+                ).fetchall()
+                tags.append([repo, tag, row[0][0]])
+            for digest in deletions.manifests:
+                self._delete_manifest(repo, digest)
+                manifests.append([repo, digest])
+        return Result(None, json.dumps({"tags": tags, "manifests": manifests}))
+
+    def _apply_put_immutable_tags(self, cmd: c.PutImmutableTags) -> Result:
+        self.conn.execute(
+            "INSERT INTO immutable_tags (pattern, exclude) VALUES (?, ?)"
+            " ON CONFLICT(pattern) DO UPDATE SET exclude = excluded.exclude",
+            (cmd.pattern, json.dumps(cmd.exclude)),
+        )
+        return OK
+
+    def _apply_delete_immutable_tags(self, cmd: c.DeleteImmutableTags) -> Result:
+        cursor = self.conn.execute("DELETE FROM immutable_tags WHERE pattern = ?", (cmd.pattern,))
+        return OK if cursor.rowcount else Result(Refusal.POLICY_MISSING, cmd.pattern)

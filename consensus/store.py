@@ -15,6 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consensus.garbage import Garbage, select_garbage
+from consensus.retention import (
+    Deletions,
+    ManifestAt,
+    RetentionPolicy,
+    TaggedAt,
+    covers,
+    new_regex_cache,
+    plan_retention,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -41,6 +50,7 @@ CREATE TABLE IF NOT EXISTS manifests (
     subject TEXT,
     artifact_type TEXT,
     annotations TEXT,                 -- JSON object or NULL
+    pushed_at INTEGER NOT NULL DEFAULT 0,  -- Unix seconds of its first push (0: unknown)
     PRIMARY KEY (repo, digest)
 );
 CREATE INDEX IF NOT EXISTS manifests_by_subject ON manifests (repo, subject)
@@ -56,6 +66,7 @@ CREATE TABLE IF NOT EXISTS tags (
     repo TEXT NOT NULL,
     tag TEXT NOT NULL,
     digest TEXT NOT NULL,
+    pushed_at INTEGER NOT NULL DEFAULT 0,  -- Unix seconds of its last push (0: unknown)
     PRIMARY KEY (repo, tag)
 );
 CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (repo, digest);
@@ -97,6 +108,18 @@ CREATE TABLE IF NOT EXISTS gc_runs (
     blobs INTEGER NOT NULL,           -- recipes removed
     bytes INTEGER NOT NULL            -- their total size
 );
+CREATE TABLE IF NOT EXISTS retention_policies (
+    pattern TEXT PRIMARY KEY,         -- a repository name or glob
+    keep_last INTEGER,                -- NULL: rule not set
+    older_than INTEGER,               -- seconds
+    keep TEXT NOT NULL,               -- JSON list of tag regexes never deleted
+    only TEXT NOT NULL,               -- JSON list of tag regexes considered ([]: all)
+    untagged_older_than INTEGER       -- seconds
+);
+CREATE TABLE IF NOT EXISTS immutable_tags (
+    pattern TEXT PRIMARY KEY,         -- a repository name or glob
+    exclude TEXT NOT NULL             -- JSON list of tag regexes that may still move
+);
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,              -- command id, so a retried proposal applies once
     log_index INTEGER NOT NULL,
@@ -108,7 +131,8 @@ CREATE TABLE IF NOT EXISTS requests (
 # Tables a snapshot carries, in the order they are copied.
 TABLES = (
     "meta", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags", "members",
-    "accounts", "grants", "public_repos", "signing_keys", "gc_runs", "requests",
+    "accounts", "grants", "public_repos", "signing_keys", "gc_runs", "retention_policies",
+    "immutable_tags", "requests",
 )
 
 
@@ -146,6 +170,9 @@ def migrate(conn: sqlite3.Connection) -> None:
         # Links made before GC existed count as old: unreferenced ones are collected.
         conn.execute("ALTER TABLE repo_blobs ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0")
     conn.execute("CREATE INDEX IF NOT EXISTS repo_blobs_by_digest ON repo_blobs (digest)")
+    for table in ("tags", "manifests"):
+        if "pushed_at" not in _columns(conn, table):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN pushed_at INTEGER NOT NULL DEFAULT 0")
 
 
 def export_snapshot(source: Path, target: Path) -> int:
@@ -261,6 +288,12 @@ class Grant:
     principal: str
     pattern: str
     role: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImmutableTags:
+    pattern: str
+    exclude: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,3 +538,73 @@ class Queries:
             " ORDER BY retire_at IS NOT NULL, created_at DESC"
         )
         return [SigningKey(k, bytes(p), c, r) for k, p, c, r in rows]
+
+    # -- lifecycle: retention policies and immutable tags ---------------------
+
+    def retention_policies(self) -> list[RetentionPolicy]:
+        rows = self.conn.execute(
+            "SELECT pattern, keep_last, older_than, keep, only, untagged_older_than"
+            " FROM retention_policies ORDER BY pattern"
+        )
+        return [
+            RetentionPolicy(p, n, d, tuple(json.loads(k)), tuple(json.loads(o)), u)
+            for p, n, d, k, o, u in rows
+        ]
+
+    def immutable_tag_rules(self) -> list[ImmutableTags]:
+        rows = self.conn.execute("SELECT pattern, exclude FROM immutable_tags ORDER BY pattern")
+        return [ImmutableTags(p, tuple(json.loads(e))) for p, e in rows]
+
+    def immutable_rule_for(self, repo: str, tag: str) -> ImmutableTags | None:
+        """The first rule (by pattern) that makes `tag` of `repo` immutable, if any."""
+        regexes = new_regex_cache()
+        for rule in self.immutable_tag_rules():
+            if covers(rule.pattern, repo) and not regexes.finds(rule.exclude, tag):
+                return rule
+        return None
+
+    def retention_plan(
+        self, now: int, policies: list[RetentionPolicy] | None = None
+    ) -> list[tuple[str, Deletions]]:
+        """What the retention policies (all of them, or `policies`) delete at `now`, by
+        repository in name order. Every policy that covers a repository applies to
+        it: a tag or manifest stays only if each of them keeps it."""
+        policies = self.retention_policies() if policies is None else policies
+        if not policies:
+            return []
+        regexes = new_regex_cache()
+        plan = []
+        repos = self.conn.execute(
+            "SELECT repo FROM manifests UNION SELECT repo FROM tags ORDER BY repo"
+        )
+        for (repo,) in repos.fetchall():
+            mine = [p for p in policies if covers(p.pattern, repo)]
+            if not mine:
+                continue
+            tags = [TaggedAt(t, d, a) for t, d, a in self.conn.execute(
+                "SELECT tag, digest, pushed_at FROM tags WHERE repo = ?", (repo,))]
+            manifests = [ManifestAt(d, a, bool(r)) for d, a, r in self.conn.execute(
+                "SELECT m.digest, m.pushed_at,"
+                " EXISTS (SELECT 1 FROM manifest_refs f WHERE f.repo = m.repo"
+                "         AND f.target = m.digest AND f.digest != m.digest)"
+                " OR EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo"
+                "            AND s.digest = m.subject)"
+                " FROM manifests m WHERE m.repo = ?", (repo,))]
+            doomed_tags: set[str] = set()
+            doomed_manifests: set[str] = set()
+            for policy in mine:
+                found = plan_retention(policy, tags, manifests, now, regexes=regexes)
+                doomed_tags.update(found.tags)
+                doomed_manifests.update(found.manifests)
+            if doomed_tags or doomed_manifests:
+                plan.append((repo, Deletions(tuple(sorted(doomed_tags)),
+                                             tuple(sorted(doomed_manifests)))))
+        return plan
+
+    def command_result(self, command_id: str) -> str | None:
+        """The detail of an applied command's result (e.g. what ApplyRetention deleted),
+        while the state machine still remembers the command."""
+        row = self.conn.execute(
+            "SELECT result FROM requests WHERE id = ?", (command_id,)
+        ).fetchone()
+        return json.loads(row[0])[1] if row else None

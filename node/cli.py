@@ -19,6 +19,7 @@ import trio
 from node.access_cli import add_access_commands
 from node.config import Config, ConfigError, load_config
 from node.gc_cli import add_gc_commands
+from node.policy_cli import POLICY_COMMANDS, add_policy_commands
 from node.request_log import ContextFilter
 
 # Control characters, and the Unicode ones that viewers also break lines at,
@@ -172,6 +173,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="bytes/s the background scrub re-reads (default 16 MiB; 0: off)")
     serve.add_argument("--scrub-interval", dest="scrub_interval_seconds", type=float,
                        help="seconds from one scrub pass's start to the next (default 86400)")
+    serve.add_argument("--retention-interval", dest="retention_interval_seconds", type=float,
+                       help="seconds between two applications of the retention policies by "
+                       "the leader (default 3600; 0: only by hand)")
     serve.add_argument("--repair-bytes-per-second", dest="repair_bytes_per_second", type=int,
                        help="bytes/s the repair loop fetches (default 32 MiB; 0: no limit)")
     serve.add_argument("--repair-interval", dest="repair_interval_seconds", type=float,
@@ -248,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
                                 help="stop draining the node (it owns chunks again)")
     add_access_commands(commands)
     add_gc_commands(commands)
+    add_policy_commands(commands)
     return parser
 
 
@@ -281,6 +286,10 @@ def main(argv: list[str] | None = None) -> None:
         from node.gc_cli import run_gc_command
 
         raise SystemExit(run_gc_command(args))
+    if args.command in POLICY_COMMANDS:
+        from node.policy_cli import run_policy_command
+
+        raise SystemExit(run_policy_command(args))
     if args.command in ACCESS_COMMANDS:
         from node.access_cli import run_access_command
 

@@ -89,6 +89,8 @@ class Config:
     gc_interval: float = 86400.0
     gc_grace: float = 3600.0
     gc_sweep_chunks_per_second: int = 20_000  # chunks a sweep examines; 0: no limit
+    # Retention (node/retention_schedule.py): the leader applies the policies this often.
+    retention_interval_seconds: float = 3600.0  # 0 turns scheduled retention off
     # Access control (node/access/; see README, "Access control").
     auth: str | None = None  # none, basic or token; unset: none, and only on loopback
     auth_service: str = "flotilla"  # the `service` tokens are issued for (same on every node)
@@ -208,6 +210,8 @@ class Config:
             raise ConfigError(
                 "repair_bytes_per_second must not be negative and repair_interval_seconds positive"
             )
+        if self.retention_interval_seconds < 0:
+            raise ConfigError("retention_interval_seconds must not be negative")
         if self.abandoned_chunk_grace_seconds <= 0:
             raise ConfigError("abandoned_chunk_grace_seconds must be positive")
         if self.gc_interval < 0 or self.gc_grace < 0 or self.gc_sweep_chunks_per_second < 0:

@@ -240,6 +240,33 @@ class AccountUnknown(RegistryError):
     code, status, default_message = "ACCOUNT_UNKNOWN", 404, "no such account"
 
 
+class PolicyUnknown(RegistryError):
+    code, status, default_message = (
+        "POLICY_UNKNOWN", 404, "no retention policy or immutable-tag rule of that pattern"
+    )
+
+
+class TagImmutable(Denied):
+    """A push that would move a tag an immutable-tag rule holds: 403 DENIED, the
+    message naming the tag, the digest it keeps and the rule."""
+
+    def __init__(self, message: str | None = None, *, detail: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        if message is None and isinstance(detail, str):
+            try:
+                detail = json.loads(detail)
+            except ValueError:
+                pass  # not the state machine's JSON: kept as it came
+        if message is None and isinstance(detail, dict):
+            message = (
+                f"tag {detail.get('tag')} is immutable (rule {detail.get('rule')}"
+                + (f", except {', '.join(detail.get('exclude') or ())}"
+                   if detail.get("exclude") else "")
+                + f"): it stays at {detail.get('digest')}"
+            )
+        super().__init__(message, detail=detail, headers=headers)
+
+
 class GrantUnknown(RegistryError):
     code, status, default_message = "GRANT_UNKNOWN", 404, "no such grant"
 
@@ -289,6 +316,8 @@ REFUSALS: dict[Refusal, type[RegistryError]] = {
     Refusal.ACCOUNT_EXISTS: AccountExists,
     Refusal.ACCOUNT_MISSING: AccountUnknown,
     Refusal.GRANT_MISSING: GrantUnknown,
+    Refusal.TAG_IMMUTABLE: TagImmutable,
+    Refusal.POLICY_MISSING: PolicyUnknown,
 }
 
 

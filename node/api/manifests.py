@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 from quart import Response, request
 
 from consensus.engine import DeleteManifest, DeleteTag, ManifestRecord, PutManifest, Queries
-from node.api.errors import DigestInvalid, ManifestUnknown
+from node.api.errors import DigestInvalid, ManifestUnknown, TagImmutable
 from node.api.grammar import Digest, is_digest, is_tag, parse_digest, parse_tag
 from node.api.manifest_format import parse_manifest
 from node.api.request_bodies import read_body_bounded
@@ -64,6 +67,8 @@ async def put_manifest(rt: NodeServices, name: str, reference: str) -> Response:
             detail={"expected": str(claimed), "actual": str(digest)},
         )
     parsed = parse_manifest(body, request.headers.get("Content-Type"))
+    if tag is not None:
+        refuse_moving_immutable_tag(rt.engine.queries, name, tag, str(digest))
     await rt.engine.propose(
         PutManifest(
             repo=name,
@@ -76,6 +81,7 @@ async def put_manifest(rt: NodeServices, name: str, reference: str) -> Response:
             annotations=parsed.annotations,
             blobs=parsed.blobs,
             manifests=parsed.manifests,
+            now=int(time.time()),
         )
     )
     headers = {
@@ -86,6 +92,20 @@ async def put_manifest(rt: NodeServices, name: str, reference: str) -> Response:
     if parsed.subject:
         headers["OCI-Subject"] = parsed.subject
     return Response(b"", status=201, headers=headers)
+
+
+def refuse_moving_immutable_tag(queries: Queries, repo: str, tag: str, digest: str) -> None:
+    """TagImmutable if the local state already shows that this push would move an
+    immutable tag: a quick answer before the body goes through Raft. The state
+    machine checks again when it applies the push, which is what decides a race."""
+    current = queries.tag(repo, tag)
+    if current is None or current == digest:
+        return
+    rule = queries.immutable_rule_for(repo, tag)
+    if rule is not None:
+        raise TagImmutable(detail=json.dumps({
+            "tag": tag, "digest": current, "rule": rule.pattern, "exclude": list(rule.exclude),
+        }))
 
 
 async def delete_manifest(rt: NodeServices, name: str, reference: str) -> Response:
