@@ -191,6 +191,23 @@ class AddSigningKey(Command):
     keep_seconds: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class SetQuota(Command):
+    """Cap the bytes stored and the repositories in a namespace (`team`: `team` and every
+    `team/…`) or a glob over repository names; None: no cap on that count."""
+
+    kind: ClassVar[str] = "set_quota"
+    pattern: str
+    max_bytes: int | None = None
+    max_repos: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveQuota(Command):
+    kind: ClassVar[str] = "remove_quota"
+    pattern: str
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.kind: cls
     for cls in (
@@ -209,6 +226,8 @@ COMMANDS: dict[str, type[Command]] = {
         DeleteGrant,
         SetPublic,
         AddSigningKey,
+        SetQuota,
+        RemoveQuota,
     )
 }
 
@@ -337,6 +356,11 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
         "id": _id, "kid": _id, "private_pem": _bytes, "now": _count(0),
         "keep_seconds": _count(0),
     },
+    SetQuota.kind: {
+        "id": _id, "pattern": _id, "max_bytes": _optional(_count(0)),
+        "max_repos": _optional(_count(0)),
+    },
+    RemoveQuota.kind: {"id": _id, "pattern": _id},
 }
 
 

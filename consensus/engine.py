@@ -51,12 +51,15 @@ from consensus.commands import (
     PutGrant,
     PutManifest,
     RegisterMember,
+    RemoveQuota,
     SetPublic,
+    SetQuota,
     UnlinkBlob,
     UnregisterMember,
     decode,
     is_valid,
 )
+from consensus.quotas import Quota
 from consensus.raft.core import MAX_APPEND_BYTES, MAX_UNCOMMITTED_BYTES, ProposalsBackedUp
 from consensus.raft.driver import SNAPSHOT_BYTES, RaftDriver
 from consensus.raft.errors import StorageFull
@@ -116,6 +119,7 @@ __all__ = [
     "PutGrant",
     "PutManifest",
     "Queries",
+    "Quota",
     "RaftSettings",
     "Recipe",
     "Referrer",
@@ -123,7 +127,9 @@ __all__ = [
     "Refused",
     "RegisterMember",
     "RaftObservations",
+    "RemoveQuota",
     "SetPublic",
+    "SetQuota",
     "StatePaths",
     "TAG_BYTES",
     "Timings",

@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from consensus import commands as c
+from consensus import quotas
 from consensus.store import pack_chunk_ids
 
 
@@ -34,6 +35,8 @@ class Refusal(enum.Enum):
     ACCOUNT_EXISTS = "ACCOUNT_EXISTS"  # a create-only account whose name is taken
     ACCOUNT_MISSING = "ACCOUNT_UNKNOWN"  # a grant to, or removal of, an unknown account
     GRANT_MISSING = "GRANT_UNKNOWN"  # a revocation of a grant that does not exist
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # a link that would pass a namespace's quota
+    QUOTA_MISSING = "QUOTA_UNKNOWN"  # a removal of a quota that does not exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,30 +158,49 @@ class StateMachine:
         return handler(command)
 
     def _apply_put_blob(self, cmd: c.PutBlob) -> Result:
+        # The quota is checked before anything is written: a refused blob leaves no
+        # recipe behind (its chunks are left to the abandoned-chunk cleanup).
+        held = self.conn.execute("SELECT size FROM blobs WHERE digest = ?", (cmd.digest,))
+        row = held.fetchone()
+        refusal = self._link(cmd.repo, cmd.digest, row[0] if row else cmd.size)
+        if refusal is not None:
+            return refusal
         self.conn.execute(
             "INSERT OR IGNORE INTO blobs (digest, size, chunk_size, chunks) VALUES (?, ?, ?, ?)",
             (cmd.digest, cmd.size, cmd.chunk_size, pack_chunk_ids(cmd.chunks)),
         )
-        self._link(cmd.repo, cmd.digest)
         return OK
 
     def _apply_mount_blob(self, cmd: c.MountBlob) -> Result:
-        exists = self.conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (cmd.digest,))
-        if exists.fetchone() is None:
+        row = self.conn.execute(
+            "SELECT size FROM blobs WHERE digest = ?", (cmd.digest,)
+        ).fetchone()
+        if row is None:
             return Result(Refusal.BLOB_MISSING, cmd.digest)
-        self._link(cmd.repo, cmd.digest)
-        return OK
+        return self._link(cmd.repo, cmd.digest, row[0]) or OK
 
-    def _link(self, repo: str, digest: str) -> None:
-        self.conn.execute(
-            "INSERT OR IGNORE INTO repo_blobs (repo, digest) VALUES (?, ?)", (repo, digest)
-        )
+    def _link(self, repo: str, digest: str, size: int) -> Result | None:
+        """Link `repo` to a blob of `size` bytes, counted in its quotas; the refusal
+        when a quota would be passed (then nothing is written)."""
+        linked = self.conn.execute(
+            "SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?", (repo, digest)
+        ).fetchone()
+        if linked:
+            return None
+        over = quotas.charge(self.conn, repo, digest, size)
+        if over is not None:
+            return Result(Refusal.QUOTA_EXCEEDED, over)
+        self.conn.execute("INSERT INTO repo_blobs (repo, digest) VALUES (?, ?)", (repo, digest))
+        return None
 
     def _apply_unlink_blob(self, cmd: c.UnlinkBlob) -> Result:
         cursor = self.conn.execute(
             "DELETE FROM repo_blobs WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
         )
-        return OK if cursor.rowcount else Result(Refusal.BLOB_MISSING, cmd.digest)
+        if not cursor.rowcount:
+            return Result(Refusal.BLOB_MISSING, cmd.digest)
+        quotas.release(self.conn, cmd.repo, cmd.digest)
+        return OK
 
     def _apply_put_manifest(self, cmd: c.PutManifest) -> Result:
         conn = self.conn
@@ -194,6 +216,13 @@ class StateMachine:
             ).fetchone()
             if row is None:
                 return Result(Refusal.MANIFEST_MISSING, child)
+        stored = conn.execute(
+            "SELECT 1 FROM manifests WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
+        ).fetchone()
+        if stored is None:
+            over = quotas.charge(conn, cmd.repo, cmd.digest, len(cmd.body))
+            if over is not None:
+                return Result(Refusal.QUOTA_EXCEEDED, over)
         conn.execute(
             "INSERT INTO manifests"
             " (repo, digest, media_type, body, subject, artifact_type, annotations)"
@@ -227,6 +256,7 @@ class StateMachine:
         )
         if not cursor.rowcount:
             return Result(Refusal.MANIFEST_MISSING, cmd.digest)
+        quotas.release(conn, cmd.repo, cmd.digest)
         conn.execute("DELETE FROM tags WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest))
         conn.execute(
             "DELETE FROM manifest_refs WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
@@ -333,4 +363,15 @@ class StateMachine:
             (cmd.kid, cmd.private_pem, cmd.now),
         )
         self._access_changed()
+        return OK
+
+    # -- quotas (consensus/quotas.py keeps their usage) ------------------------
+
+    def _apply_set_quota(self, cmd: c.SetQuota) -> Result:
+        quotas.set_quota(self.conn, cmd.pattern, cmd.max_bytes, cmd.max_repos)
+        return OK
+
+    def _apply_remove_quota(self, cmd: c.RemoveQuota) -> Result:
+        if not quotas.remove_quota(self.conn, cmd.pattern):
+            return Result(Refusal.QUOTA_MISSING, cmd.pattern)
         return OK

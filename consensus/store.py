@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from consensus import quotas
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -85,6 +87,26 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     created_at INTEGER NOT NULL,
     retire_at INTEGER                 -- NULL: the key tokens are signed with now
 );
+CREATE TABLE IF NOT EXISTS quotas (
+    pattern TEXT PRIMARY KEY,         -- a namespace (team) or a glob (team-*)
+    max_bytes INTEGER,                -- NULL: no cap
+    max_repos INTEGER,                -- NULL: no cap
+    used_bytes INTEGER NOT NULL,      -- counters, moved with every link (consensus/quotas.py)
+    used_repos INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quota_objects (
+    pattern TEXT NOT NULL,
+    digest TEXT NOT NULL,             -- a blob or manifest counted once in the quota
+    size INTEGER NOT NULL,
+    links INTEGER NOT NULL,           -- how many of the quota's repositories link it
+    PRIMARY KEY (pattern, digest)
+);
+CREATE TABLE IF NOT EXISTS quota_repos (
+    pattern TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    links INTEGER NOT NULL,           -- blob links and manifests of the repository
+    PRIMARY KEY (pattern, repo)
+);
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,              -- command id, so a retried proposal applies once
     log_index INTEGER NOT NULL,
@@ -96,7 +118,8 @@ CREATE TABLE IF NOT EXISTS requests (
 # Tables a snapshot carries, in the order they are copied.
 TABLES = (
     "meta", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags", "members",
-    "accounts", "grants", "public_repos", "signing_keys", "requests",
+    "accounts", "grants", "public_repos", "signing_keys", "quotas", "quota_objects",
+    "quota_repos", "requests",
 )
 
 
@@ -439,3 +462,12 @@ class Queries:
             " ORDER BY retire_at IS NOT NULL, created_at DESC"
         )
         return [SigningKey(k, bytes(p), c, r) for k, p, c, r in rows]
+
+    # -- quotas ---------------------------------------------------------------
+
+    def quotas(self) -> list[quotas.Quota]:
+        """Every quota with its usage, by pattern."""
+        return quotas.all_quotas(self.conn)
+
+    def quotas_covering(self, repo: str) -> list[quotas.Quota]:
+        return quotas.quotas_covering(self.conn, repo)
