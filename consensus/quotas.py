@@ -52,14 +52,16 @@ def quotas_covering(conn: sqlite3.Connection, repo: str) -> list[Quota]:
 
 
 def format_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20),
+                       ("KiB", 1 << 10)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
 
 
-def _over(quota: Quota, add_bytes: int, add_repos: int) -> str | None:
-    """What the quota would be passed by, in words, or None."""
+def over(quota: Quota, add_bytes: int, add_repos: int) -> str | None:
+    """How adding `add_bytes` and `add_repos` would pass the quota, in words (what the
+    refusal says), or None when it fits."""
     if quota.max_bytes is not None and add_bytes and quota.used_bytes + add_bytes > quota.max_bytes:
         return (f"quota {quota.pattern}: {format_bytes(quota.used_bytes)} of "
                 f"{format_bytes(quota.max_bytes)} used, this push adds {format_bytes(add_bytes)}")
@@ -78,7 +80,7 @@ def charge(conn: sqlite3.Connection, repo: str, digest: str, size: int) -> str |
     plan = []
     for quota in quotas_covering(conn, repo):
         known, new_repo = _novelty(conn, quota.pattern, repo, digest)
-        refusal = _over(quota, 0 if known else size, 1 if new_repo else 0)
+        refusal = over(quota, 0 if known else size, 1 if new_repo else 0)
         if refusal:
             return refusal
         plan.append(quota.pattern)

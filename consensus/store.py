@@ -471,3 +471,9 @@ class Queries:
 
     def quotas_covering(self, repo: str) -> list[quotas.Quota]:
         return quotas.quotas_covering(self.conn, repo)
+
+    def quota_counts(self, pattern: str, digest: str) -> bool:
+        """Whether the quota on `pattern` already counts `digest` (linking it again is free)."""
+        return self.conn.execute(
+            "SELECT 1 FROM quota_objects WHERE pattern = ? AND digest = ?", (pattern, digest)
+        ).fetchone() is not None

@@ -18,6 +18,7 @@ import trio
 
 from node.access_cli import add_access_commands
 from node.config import Config, ConfigError, load_config
+from node.quota_cli import add_quota_commands
 from node.request_log import ContextFilter
 
 # Control characters, and the Unicode ones that viewers also break lines at,
@@ -240,6 +241,7 @@ def _parser() -> argparse.ArgumentParser:
             action.add_argument("--cancel", action="store_true",
                                 help="stop draining the node (it owns chunks again)")
     add_access_commands(commands)
+    add_quota_commands(commands)
     return parser
 
 
@@ -269,6 +271,10 @@ def main(argv: list[str] | None = None) -> None:
         from node.cluster.admin_cli import run_cluster_command
 
         raise SystemExit(run_cluster_command(args))
+    if args.command == "quota":
+        from node.quota_cli import run_quota_command
+
+        raise SystemExit(run_quota_command(args))
     if args.command in ACCESS_COMMANDS:
         from node.access_cli import run_access_command
 

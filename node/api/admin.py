@@ -34,6 +34,7 @@ from node.access.passwords import check_stored_hash, hash_robot_token, new_robot
 from node.access.rules import ALL_REPOSITORIES, parse_account_name, parse_pattern, parse_role
 from node.access.tokens import new_signing_key
 from node.api.access import client_address, realm
+from node.api.admin_quotas import quota_admin
 from node.api.errors import NotFound, Unsupported
 from node.api.request_bodies import read_body_bounded
 from node.cluster.auth import SIGNATURE_HEADER
@@ -101,6 +102,8 @@ async def admin(rt: NodeServices, path: str) -> Response:
     body = await _json_body(signed) if method in ("POST", "PUT") else {}
     audit = rt.gate.audit
     gate = rt.gate
+    if parts[0] == "quotas":
+        return await quota_admin(rt, who, parts, body)
     if parts == ["accounts"]:
         if method == "GET":
             view = gate.view()
