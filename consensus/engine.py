@@ -59,7 +59,7 @@ from consensus.commands import (
     decode,
     is_valid,
 )
-from consensus.quotas import Quota, format_bytes
+from consensus.quotas import Quota
 from consensus.quotas import over as quota_refusal
 from consensus.raft.core import MAX_APPEND_BYTES, MAX_UNCOMMITTED_BYTES, ProposalsBackedUp
 from consensus.raft.driver import SNAPSHOT_BYTES, RaftDriver
@@ -138,7 +138,6 @@ __all__ = [
     "UnregisterMember",
     "answer_handshake",
     "describe_failure",
-    "format_bytes",
     "dial_handshake",
     "open_engine",
     "quota_refusal",

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 
-from consensus.engine import format_bytes
 from node.access_cli import AdminClient, add_admin_command, report_failure
 
 SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?i?b?)", re.IGNORECASE)
@@ -36,7 +35,14 @@ def parse_size(text: str) -> int:
 
 
 def format_size(n: int | None) -> str:
-    return "no cap" if n is None else format_bytes(n)
+    # Written out here rather than imported: consensus.engine would add a second to
+    # every `flotilla quota` command. Same units as the server's refusal messages.
+    if n is None:
+        return "no cap"
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def add_quota_commands(commands: argparse._SubParsersAction) -> None:
