@@ -254,6 +254,23 @@ class DeleteImmutableTags(Command):
     pattern: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class SetQuota(Command):
+    """Cap the bytes stored and the repositories in a namespace (`team`: `team` and every
+    `team/…`) or a glob over repository names; None: no cap on that count."""
+
+    kind: ClassVar[str] = "set_quota"
+    pattern: str
+    max_bytes: int | None = None
+    max_repos: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveQuota(Command):
+    kind: ClassVar[str] = "remove_quota"
+    pattern: str
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.kind: cls
     for cls in (
@@ -278,6 +295,8 @@ COMMANDS: dict[str, type[Command]] = {
         ApplyRetention,
         PutImmutableTags,
         DeleteImmutableTags,
+        SetQuota,
+        RemoveQuota,
     )
 }
 
@@ -431,6 +450,11 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
     ApplyRetention.kind: {"id": _id, "now": _count(0)},
     PutImmutableTags.kind: {"id": _id, "pattern": _id, "exclude": _regexes},
     DeleteImmutableTags.kind: {"id": _id, "pattern": _id},
+    SetQuota.kind: {
+        "id": _id, "pattern": _id, "max_bytes": _optional(_count(0)),
+        "max_repos": _optional(_count(0)),
+    },
+    RemoveQuota.kind: {"id": _id, "pattern": _id},
 }
 
 

@@ -57,13 +57,17 @@ from consensus.commands import (
     PutManifest,
     PutRetentionPolicy,
     RegisterMember,
+    RemoveQuota,
     SetPublic,
+    SetQuota,
     UnlinkBlob,
     UnregisterMember,
     decode,
     is_valid,
 )
 from consensus.garbage import Garbage
+from consensus.quotas import Quota
+from consensus.quotas import over as quota_refusal
 from consensus.raft.core import MAX_APPEND_BYTES, MAX_UNCOMMITTED_BYTES, ProposalsBackedUp
 from consensus.raft.driver import SNAPSHOT_BYTES, RaftDriver
 from consensus.raft.errors import StorageFull
@@ -142,6 +146,7 @@ __all__ = [
     "PutGrant",
     "PutManifest",
     "Queries",
+    "Quota",
     "RaftSettings",
     "Recipe",
     "Referrer",
@@ -149,7 +154,9 @@ __all__ = [
     "Refused",
     "RegisterMember",
     "RaftObservations",
+    "RemoveQuota",
     "SetPublic",
+    "SetQuota",
     "StatePaths",
     "TAG_BYTES",
     "Timings",
@@ -159,6 +166,7 @@ __all__ = [
     "describe_failure",
     "dial_handshake",
     "open_engine",
+    "quota_refusal",
     "unpack_chunk_ids",
 ]
 

@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from consensus import commands as c
+from consensus import quotas
 from consensus.garbage import RUNS_KEPT, remove_garbage, select_garbage
 from consensus.store import Queries, pack_chunk_ids
 
@@ -37,6 +38,8 @@ class Refusal(enum.Enum):
     GRANT_MISSING = "GRANT_UNKNOWN"  # a revocation of a grant that does not exist
     TAG_IMMUTABLE = "TAG_IMMUTABLE"  # a push that would move a tag an immutable rule holds
     POLICY_MISSING = "POLICY_UNKNOWN"  # removal of a retention policy or rule not set
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # a link that would pass a namespace's quota
+    QUOTA_MISSING = "QUOTA_UNKNOWN"  # a removal of a quota that does not exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,35 +161,56 @@ class StateMachine:
         return handler(command)
 
     def _apply_put_blob(self, cmd: c.PutBlob) -> Result:
+        # The quota is checked before anything is written: a refused blob leaves no
+        # recipe behind (its chunks are left to the abandoned-chunk cleanup).
+        held = self.conn.execute("SELECT size FROM blobs WHERE digest = ?", (cmd.digest,))
+        row = held.fetchone()
+        refusal = self._link(cmd.repo, cmd.digest, row[0] if row else cmd.size, cmd.now)
+        if refusal is not None:
+            return refusal
         self.conn.execute(
             "INSERT OR IGNORE INTO blobs (digest, size, chunk_size, chunks) VALUES (?, ?, ?, ?)",
             (cmd.digest, cmd.size, cmd.chunk_size, pack_chunk_ids(cmd.chunks)),
         )
-        self._link(cmd.repo, cmd.digest, cmd.now)
         return OK
 
     def _apply_mount_blob(self, cmd: c.MountBlob) -> Result:
-        exists = self.conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (cmd.digest,))
-        if exists.fetchone() is None:
+        row = self.conn.execute(
+            "SELECT size FROM blobs WHERE digest = ?", (cmd.digest,)
+        ).fetchone()
+        if row is None:
             return Result(Refusal.BLOB_MISSING, cmd.digest)
-        self._link(cmd.repo, cmd.digest, cmd.now)
-        return OK
+        return self._link(cmd.repo, cmd.digest, row[0], cmd.now) or OK
 
-    def _link(self, repo: str, digest: str, now: int) -> None:
-        # Linking again (a push or mount of a blob already linked) starts its grace anew:
-        # the client is about to push a manifest that names it.
-        self.conn.execute(
-            "INSERT INTO repo_blobs (repo, digest, linked_at) VALUES (?, ?, ?)"
-            " ON CONFLICT(repo, digest) DO UPDATE SET"
-            " linked_at = max(linked_at, excluded.linked_at)",
-            (repo, digest, now),
-        )
+    def _link(self, repo: str, digest: str, size: int, now: int) -> Result | None:
+        """Link `repo` to a blob of `size` bytes at `now`, counted in its quotas; the
+        refusal when a quota would be passed (then nothing is written). Linking again (a
+        push or mount of a blob already linked) starts its GC grace anew: the client is
+        about to push a manifest that names it."""
+        linked = self.conn.execute(
+            "SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?", (repo, digest)
+        ).fetchone()
+        if linked:
+            self.conn.execute(
+                "UPDATE repo_blobs SET linked_at = max(linked_at, ?)"
+                " WHERE repo = ? AND digest = ?", (now, repo, digest),
+            )
+            return None
+        over = quotas.charge(self.conn, repo, digest, size)
+        if over is not None:
+            return Result(Refusal.QUOTA_EXCEEDED, over)
+        self.conn.execute("INSERT INTO repo_blobs (repo, digest, linked_at) VALUES (?, ?, ?)",
+                          (repo, digest, now))
+        return None
 
     def _apply_unlink_blob(self, cmd: c.UnlinkBlob) -> Result:
         cursor = self.conn.execute(
             "DELETE FROM repo_blobs WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
         )
-        return OK if cursor.rowcount else Result(Refusal.BLOB_MISSING, cmd.digest)
+        if not cursor.rowcount:
+            return Result(Refusal.BLOB_MISSING, cmd.digest)
+        quotas.release(self.conn, cmd.repo, cmd.digest)
+        return OK
 
     def _apply_put_manifest(self, cmd: c.PutManifest) -> Result:
         conn = self.conn
@@ -214,6 +238,13 @@ class StateMachine:
             ).fetchone()
             if row is None:
                 return Result(Refusal.MANIFEST_MISSING, child)
+        stored = conn.execute(
+            "SELECT 1 FROM manifests WHERE repo = ? AND digest = ?", (cmd.repo, cmd.digest)
+        ).fetchone()
+        if stored is None:
+            over = quotas.charge(conn, cmd.repo, cmd.digest, len(cmd.body))
+            if over is not None:
+                return Result(Refusal.QUOTA_EXCEEDED, over)
         conn.execute(
             "INSERT INTO manifests"
             " (repo, digest, media_type, body, subject, artifact_type, annotations, pushed_at)"
@@ -253,6 +284,7 @@ class StateMachine:
         cursor = conn.execute("DELETE FROM manifests WHERE repo = ? AND digest = ?", (repo, digest))
         if not cursor.rowcount:
             return False
+        quotas.release(conn, repo, digest)
         conn.execute("DELETE FROM tags WHERE repo = ? AND digest = ?", (repo, digest))
         conn.execute("DELETE FROM manifest_refs WHERE repo = ? AND digest = ?", (repo, digest))
         return True
@@ -289,6 +321,8 @@ class StateMachine:
         conn = self.conn
         garbage = select_garbage(conn, cmd.now, cmd.grace_seconds)
         remove_garbage(conn, garbage)
+        for repo, digest in garbage.links:
+            quotas.release(conn, repo, digest)  # what a quota counted is no longer stored
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('gc_epoch', 1)"
             " ON CONFLICT(key) DO UPDATE SET value = value + 1"
@@ -431,3 +465,13 @@ class StateMachine:
     def _apply_delete_immutable_tags(self, cmd: c.DeleteImmutableTags) -> Result:
         cursor = self.conn.execute("DELETE FROM immutable_tags WHERE pattern = ?", (cmd.pattern,))
         return OK if cursor.rowcount else Result(Refusal.POLICY_MISSING, cmd.pattern)
+    # -- quotas (consensus/quotas.py keeps their usage) ------------------------
+
+    def _apply_set_quota(self, cmd: c.SetQuota) -> Result:
+        quotas.set_quota(self.conn, cmd.pattern, cmd.max_bytes, cmd.max_repos)
+        return OK
+
+    def _apply_remove_quota(self, cmd: c.RemoveQuota) -> Result:
+        if not quotas.remove_quota(self.conn, cmd.pattern):
+            return Result(Refusal.QUOTA_MISSING, cmd.pattern)
+        return OK

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from consensus import quotas
 from consensus.garbage import Garbage, select_garbage
 from consensus.retention import (
     Deletions,
@@ -120,6 +121,26 @@ CREATE TABLE IF NOT EXISTS immutable_tags (
     pattern TEXT PRIMARY KEY,         -- a repository name or glob
     exclude TEXT NOT NULL             -- JSON list of tag regexes that may still move
 );
+CREATE TABLE IF NOT EXISTS quotas (
+    pattern TEXT PRIMARY KEY,         -- a namespace (team) or a glob (team-*)
+    max_bytes INTEGER,                -- NULL: no cap
+    max_repos INTEGER,                -- NULL: no cap
+    used_bytes INTEGER NOT NULL,      -- counters, moved with every link (consensus/quotas.py)
+    used_repos INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quota_objects (
+    pattern TEXT NOT NULL,
+    digest TEXT NOT NULL,             -- a blob or manifest counted once in the quota
+    size INTEGER NOT NULL,
+    links INTEGER NOT NULL,           -- how many of the quota's repositories link it
+    PRIMARY KEY (pattern, digest)
+);
+CREATE TABLE IF NOT EXISTS quota_repos (
+    pattern TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    links INTEGER NOT NULL,           -- blob links and manifests of the repository
+    PRIMARY KEY (pattern, repo)
+);
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,              -- command id, so a retried proposal applies once
     log_index INTEGER NOT NULL,
@@ -132,7 +153,7 @@ CREATE TABLE IF NOT EXISTS requests (
 TABLES = (
     "meta", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags", "members",
     "accounts", "grants", "public_repos", "signing_keys", "gc_runs", "retention_policies",
-    "immutable_tags", "requests",
+    "immutable_tags", "quotas", "quota_objects", "quota_repos", "requests",
 )
 
 
@@ -608,3 +629,17 @@ class Queries:
             "SELECT result FROM requests WHERE id = ?", (command_id,)
         ).fetchone()
         return json.loads(row[0])[1] if row else None
+    # -- quotas ---------------------------------------------------------------
+
+    def quotas(self) -> list[quotas.Quota]:
+        """Every quota with its usage, by pattern."""
+        return quotas.all_quotas(self.conn)
+
+    def quotas_covering(self, repo: str) -> list[quotas.Quota]:
+        return quotas.quotas_covering(self.conn, repo)
+
+    def quota_counts(self, pattern: str, digest: str) -> bool:
+        """Whether the quota on `pattern` already counts `digest` (linking it again is free)."""
+        return self.conn.execute(
+            "SELECT 1 FROM quota_objects WHERE pattern = ? AND digest = ?", (pattern, digest)
+        ).fetchone() is not None

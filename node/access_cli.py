@@ -40,24 +40,27 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * UNITS[match.group(2)]
 
 
+def add_admin_command(parent: argparse._SubParsersAction, name: str, text: str
+                      ) -> argparse.ArgumentParser:
+    """A command that makes one admin API request: --url and how to authenticate."""
+    parser = parent.add_parser(name, help=text, description=text)
+    parser.add_argument("--url", required=True, help="URL of any node")
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--secret-file", dest="secret_file", type=Path,
+                     help="authenticate with the cluster secret")
+    who.add_argument("--as", dest="admin", metavar="NAME",
+                     help="authenticate as this admin account (password asked for)")
+    parser.add_argument("--as-password-file", dest="admin_password_file", type=Path,
+                        help="read the admin's password from this file")
+    parser.add_argument("--ca-file", dest="ca_file", type=Path,
+                        help="CA certificate that signed the node's TLS certificate")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
 def add_access_commands(commands: argparse._SubParsersAction) -> None:
     """The access-control commands, beside `serve` and `cluster`."""
-
-    def command(parent: argparse._SubParsersAction, name: str, text: str
-                ) -> argparse.ArgumentParser:
-        parser = parent.add_parser(name, help=text, description=text)
-        parser.add_argument("--url", required=True, help="URL of any node")
-        who = parser.add_mutually_exclusive_group()
-        who.add_argument("--secret-file", dest="secret_file", type=Path,
-                         help="authenticate with the cluster secret")
-        who.add_argument("--as", dest="admin", metavar="NAME",
-                         help="authenticate as this admin account (password asked for)")
-        parser.add_argument("--as-password-file", dest="admin_password_file", type=Path,
-                            help="read the admin's password from this file")
-        parser.add_argument("--ca-file", dest="ca_file", type=Path,
-                            help="CA certificate that signed the node's TLS certificate")
-        parser.add_argument("--json", action="store_true", help="print JSON")
-        return parser
+    command = add_admin_command
 
     user = commands.add_parser("user", help="user accounts").add_subparsers(
         dest="action", required=True)
@@ -149,7 +152,7 @@ def _new_password(args: argparse.Namespace) -> str:
     return password
 
 
-def _fail(response: httpx.Response) -> int:
+def report_failure(response: httpx.Response) -> int:
     try:
         errors = response.json().get("errors") or []
         # The detail names what the message is about (the unknown account, the grant).
@@ -184,7 +187,7 @@ def run_access_command(args: argparse.Namespace) -> int:
         print(f"flotilla: {client.base}: {exc}", file=sys.stderr)
         return 1
     if response.status_code >= 300:
-        return _fail(response)
+        return report_failure(response)
     doc = response.json()
     if args.json:
         print(json.dumps(doc, indent=2))

@@ -20,6 +20,7 @@ from node.access_cli import add_access_commands
 from node.config import Config, ConfigError, load_config
 from node.gc_cli import add_gc_commands
 from node.policy_cli import POLICY_COMMANDS, add_policy_commands
+from node.quota_cli import add_quota_commands
 from node.request_log import ContextFilter
 
 # Control characters, and the Unicode ones that viewers also break lines at,
@@ -253,6 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     add_access_commands(commands)
     add_gc_commands(commands)
     add_policy_commands(commands)
+    add_quota_commands(commands)
     return parser
 
 
@@ -290,6 +292,10 @@ def main(argv: list[str] | None = None) -> None:
         from node.policy_cli import run_policy_command
 
         raise SystemExit(run_policy_command(args))
+    if args.command == "quota":
+        from node.quota_cli import run_quota_command
+
+        raise SystemExit(run_quota_command(args))
     if args.command in ACCESS_COMMANDS:
         from node.access_cli import run_access_command
 

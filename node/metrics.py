@@ -121,6 +121,7 @@ class NodeCollector(Collector):
         yield from self._peers()
         yield from self._repair_and_scrub()
         yield from self._gc()
+        yield from self._quotas()
         yield _gauge("flotilla_upload_sessions_open", "Upload sessions open on this node",
                      len(self.rt.spool))
         events = CounterMetricFamily(
@@ -129,6 +130,26 @@ class NodeCollector(Collector):
         for name, count in sorted(self.rt.counters.items()):
             events.add_metric([name], count)
         yield events
+
+    def _quotas(self) -> Iterator[Metric]:
+        """Usage and limits of every quota, as this node applied them (a few rows)."""
+        families = {
+            name: GaugeMetricFamily(f"flotilla_quota_{name}", doc, labels=["quota"])
+            for name, doc in [
+                ("used_bytes", "Bytes stored under the quota, each blob counted once"),
+                ("limit_bytes", "The quota's cap on bytes (absent: no cap)"),
+                ("used_repos", "Repositories under the quota"),
+                ("limit_repos", "The quota's cap on repositories (absent: no cap)"),
+            ]
+        }
+        for q in self.rt.engine.queries.quotas():
+            families["used_bytes"].add_metric([q.pattern], q.used_bytes)
+            families["used_repos"].add_metric([q.pattern], q.used_repos)
+            if q.max_bytes is not None:
+                families["limit_bytes"].add_metric([q.pattern], q.max_bytes)
+            if q.max_repos is not None:
+                families["limit_repos"].add_metric([q.pattern], q.max_repos)
+        yield from families.values()
 
     def _raft(self) -> Iterator[Metric]:
         st = self.rt.engine.status()

@@ -36,6 +36,7 @@ from node.access.rules import ALL_REPOSITORIES, parse_account_name, parse_patter
 from node.access.tokens import new_signing_key
 from node.api.access import client_address, realm
 from node.api.admin_gc import gc_admin
+from node.api.admin_quotas import quota_admin
 from node.api.errors import NotFound, Unsupported
 from node.api.request_bodies import read_body_bounded
 from node.cluster.auth import SIGNATURE_HEADER
@@ -110,6 +111,8 @@ async def admin(rt: NodeServices, path: str) -> Response:
         return await gc_admin(rt, who, parts, body)
     audit = rt.gate.audit
     gate = rt.gate
+    if parts[0] == "quotas":
+        return await quota_admin(rt, who, parts, body)
     if parts == ["accounts"]:
         if method == "GET":
             view = gate.view()

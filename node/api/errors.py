@@ -153,6 +153,15 @@ class Denied(RegistryError):
     code, status, default_message = "DENIED", 403, "requested access to the resource is denied"
 
 
+class QuotaExceeded(Denied):
+    """A push that would pass a namespace's quota: the message names the quota and its
+    usage, since that is what a docker client prints."""
+
+    def __init__(self, message: str | None = None, *, detail: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message or detail, detail=detail, headers=headers)
+
+
 class TooManyRequests(RegistryError):
     code, status, default_message = "TOOMANYREQUESTS", 429, "too many requests"
 
@@ -271,6 +280,10 @@ class GrantUnknown(RegistryError):
     code, status, default_message = "GRANT_UNKNOWN", 404, "no such grant"
 
 
+class QuotaUnknown(RegistryError):
+    code, status, default_message = "QUOTA_UNKNOWN", 404, "no such quota"
+
+
 def _challenged(exc: Exception) -> RegistryError:
     """401 with the WWW-Authenticate challenge that tells the client how to log in."""
     assert isinstance(exc, access.AuthenticationRequired)
@@ -318,6 +331,8 @@ REFUSALS: dict[Refusal, type[RegistryError]] = {
     Refusal.GRANT_MISSING: GrantUnknown,
     Refusal.TAG_IMMUTABLE: TagImmutable,
     Refusal.POLICY_MISSING: PolicyUnknown,
+    Refusal.QUOTA_EXCEEDED: QuotaExceeded,
+    Refusal.QUOTA_MISSING: QuotaUnknown,
 }
 
 

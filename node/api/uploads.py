@@ -20,6 +20,7 @@ from quart import Response, request
 from node.api.access import PULL, may
 from node.api.errors import DigestInvalid, RangeInvalid, SizeInvalid, UploadBusy
 from node.api.grammar import parse_digest, parse_name, parse_upload_range
+from node.api.quota_checks import body_length, refuse_over_quota
 from node.cluster.blob_writer import Upload
 from node.cluster.forward import forward_upload, session_node
 from node.services import NodeServices
@@ -95,6 +96,8 @@ async def start_upload(rt: NodeServices, name: str) -> Response:
         # Not mountable: the spec says to fall back to a plain upload session.
     monolithic = request.args.get("digest")
     expected = parse_digest(monolithic) if monolithic is not None else None
+    refuse_over_quota(rt, name, adding=body_length(),
+                      digest=str(expected) if expected is not None else None)
     upload = await writer.open(name)
     with writing(name, upload):
         try:
@@ -126,6 +129,7 @@ async def patch_upload(rt: NodeServices, name: str, upload: Upload) -> Response:
                     "Content-Length does not match Content-Range",
                     detail={"Content-Length": declared, "Content-Range": content_range},
                 )
+        refuse_over_quota(rt, name, adding=upload.size + body_length())
         await rt.blob_writer.write(upload, request.body)
         return Response(b"", status=202, headers=_upload_headers(name, upload))
 
@@ -137,6 +141,7 @@ async def finish_upload(rt: NodeServices, name: str, upload: Upload) -> Response
         if digest is None:
             raise DigestInvalid("the closing PUT needs ?digest=")
         expected = parse_digest(digest)
+        refuse_over_quota(rt, name, adding=upload.size + body_length(), digest=str(expected))
         await rt.blob_writer.write(upload, request.body)
         await rt.blob_writer.commit(upload, expected)
         return _blob_created(name, str(expected))

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import trio
 
-from consensus.engine import Engine, MountBlob, PutBlob, Refused
+from consensus.engine import Engine, MountBlob, PutBlob, Refusal, Refused
 from node.cluster.errors import PeerError, TooFewHolders, UploadFailed
 from node.cluster.peers import Peers
 from node.cluster.placement import Placed, owners, preference
@@ -277,7 +277,9 @@ class BlobWriter:
             return False
         try:
             await self.engine.propose(MountBlob(repo=repo, digest=digest, now=int(time.time())))
-        except Refused:
+        except Refused as exc:
+            if exc.refusal is Refusal.QUOTA_EXCEEDED:
+                raise  # uploading it instead would be refused the same way
             return False  # deleted meanwhile
         return True
 
