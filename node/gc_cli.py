@@ -14,12 +14,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from node.access_cli import AdminClient, parse_duration
+from node.access_cli import AdminClient, add_admin_command, parse_duration
 
 POLL_SECONDS = 0.5
 BAR_WIDTH = 30
@@ -34,18 +33,7 @@ def add_gc_commands(commands: argparse._SubParsersAction) -> None:
         dest="action", required=True)
     for name, text in (("run", "collect what no manifest needs, on every node"),
                        ("status", "the last collections and each node's chunk sweep")):
-        parser = actions.add_parser(name, help=text, description=text)
-        parser.add_argument("--url", required=True, help="URL of any node")
-        who = parser.add_mutually_exclusive_group()
-        who.add_argument("--secret-file", dest="secret_file", type=Path,
-                         help="authenticate with the cluster secret")
-        who.add_argument("--as", dest="admin", metavar="NAME",
-                         help="authenticate as this admin account (password asked for)")
-        parser.add_argument("--as-password-file", dest="admin_password_file", type=Path,
-                            help="read the admin's password from this file")
-        parser.add_argument("--ca-file", dest="ca_file", type=Path,
-                            help="CA certificate that signed the node's TLS certificate")
-        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser = add_admin_command(actions, name, text)
         if name == "run":
             parser.add_argument("--dry-run", dest="dry_run", action="store_true",
                                 help="only show what would be freed")

@@ -13,37 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from node.access_cli import AdminClient, _fail, parse_duration
+from node.access_cli import AdminClient, add_admin_command, parse_duration, report_failure
 
 POLICY_COMMANDS = ("policy", "tags")
-
-
-def _command(parent: argparse._SubParsersAction, name: str, text: str
-             ) -> argparse.ArgumentParser:
-    parser = parent.add_parser(name, help=text, description=text)
-    parser.add_argument("--url", required=True, help="URL of any node")
-    who = parser.add_mutually_exclusive_group()
-    who.add_argument("--secret-file", dest="secret_file", type=Path,
-                     help="authenticate with the cluster secret")
-    who.add_argument("--as", dest="admin", metavar="NAME",
-                     help="authenticate as this admin or maintainer (password asked for)")
-    parser.add_argument("--as-password-file", dest="admin_password_file", type=Path,
-                        help="read the account's password from this file")
-    parser.add_argument("--ca-file", dest="ca_file", type=Path,
-                        help="CA certificate that signed the node's TLS certificate")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    return parser
 
 
 def add_policy_commands(commands: argparse._SubParsersAction) -> None:
     policy = commands.add_parser("policy", help="retention policies").add_subparsers(
         dest="action", required=True)
-    put = _command(policy, "set", "make or replace the retention policy of a pattern")
+    put = add_admin_command(policy, "set", "make or replace the retention policy of a pattern")
     put.add_argument("pattern", help="a repository name or glob: team/app, 'team/*'")
     put.add_argument("--keep-last", type=int, metavar="N",
                      help="keep the N most recently pushed tags")
@@ -55,22 +37,22 @@ def add_policy_commands(commands: argparse._SubParsersAction) -> None:
                      help="consider only tags this regex finds (repeatable)")
     put.add_argument("--untagged-older-than", type=parse_duration, metavar="AGE",
                      help="delete manifests no tag points at, pushed longer ago than AGE")
-    _command(policy, "list", "the retention policies")
-    _command(policy, "remove", "remove the policy of a pattern").add_argument("pattern")
-    _command(policy, "test", "what the policy of a pattern would delete now").add_argument(
+    add_admin_command(policy, "list", "the retention policies")
+    add_admin_command(policy, "remove", "remove the policy of a pattern").add_argument("pattern")
+    add_admin_command(policy, "test", "what the policy of a pattern would delete now").add_argument(
         "pattern")
-    _command(policy, "apply", "apply every policy now, as the schedule does (admins)")
+    add_admin_command(policy, "apply", "apply every policy now, as the schedule does (admins)")
 
     tags = commands.add_parser("tags", help="tag rules").add_subparsers(
         dest="action", required=True)
     immutable = tags.add_parser("immutable", help="tags that cannot be moved").add_subparsers(
         dest="rule", required=True)
-    rule = _command(immutable, "set", "make the tags of matching repositories immutable")
+    rule = add_admin_command(immutable, "set", "make the tags of matching repositories immutable")
     rule.add_argument("pattern", help="a repository name or glob")
     rule.add_argument("--except", dest="exclude", action="append", default=[],
                       metavar="REGEX", help="tags this regex finds may still move (repeatable)")
-    _command(immutable, "list", "the immutable-tag rules")
-    _command(immutable, "remove", "remove the rule of a pattern").add_argument("pattern")
+    add_admin_command(immutable, "list", "the immutable-tag rules")
+    add_admin_command(immutable, "remove", "remove the rule of a pattern").add_argument("pattern")
 
 
 def _age(seconds: int | None) -> str:
@@ -137,7 +119,7 @@ def _call(client: AdminClient, args: argparse.Namespace) -> tuple[httpx.Response
         lambda d: print(f"immutable-tag rule of {d['removed']} removed")
 
 
-def run_policy_command(args: argparse.Namespace) -> int:
+def run_policyadd_admin_command(args: argparse.Namespace) -> int:
     client = AdminClient(args)
     try:
         response, show = _call(client, args)
@@ -145,7 +127,7 @@ def run_policy_command(args: argparse.Namespace) -> int:
         print(f"flotilla: {client.base}: {exc}", file=sys.stderr)
         return 1
     if response.status_code >= 300:
-        return _fail(response)
+        return report_failure(response)
     doc = response.json()
     if args.json:
         print(json.dumps(doc, indent=2))
