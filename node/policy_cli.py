@@ -119,7 +119,7 @@ def _call(client: AdminClient, args: argparse.Namespace) -> tuple[httpx.Response
         lambda d: print(f"immutable-tag rule of {d['removed']} removed")
 
 
-def run_policyadd_admin_command(args: argparse.Namespace) -> int:
+def run_policy_command(args: argparse.Namespace) -> int:
     client = AdminClient(args)
     try:
         response, show = _call(client, args)
