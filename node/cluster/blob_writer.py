@@ -366,7 +366,12 @@ class BlobWriter:
         if cid in upload.pending or upload.copies is None:
             return
         settled = upload.pending[cid] = trio.Event()
-        upload.copies.start_soon(self._copy, upload, cid, path, settled)
+        try:
+            upload.copies.start_soon(self._copy, upload, cid, path, settled)
+        except RuntimeError:
+            # A copy failed and the copies' nursery is closing: the upload has failed,
+            # which the commit learns once every copy has settled.
+            settled.set()
 
     async def _copy(self, upload: Upload, cid: str, path: Path, settled: trio.Event) -> None:
         # Only the failures a copy expects are handled here; anything else ends

@@ -66,7 +66,8 @@ def tls_node(tmp_path_factory: pytest.TempPathFactory,
         tmp_path_factory.mktemp("tls-node") / "node", port,
         # Every address, so docker can reach it at this machine's own; the later
         # --listen wins over the loopback one NodeProcess gives.
-        ["--listen", f"0.0.0.0:{port}", "--advertise-host", "127.0.0.1", *certificate.args],
+        ["--listen", f"0.0.0.0:{port}", "--advertise-host", "127.0.0.1", "--auth", "none",
+         *certificate.args],
         scheme="https", verify=certificate.trusting_context(),
     ).start()
     yield node
