@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="pushing time with and without GC (default 10)")
     parser.add_argument("--pushers", type=int, default=8, help="pushing threads (default 8)")
+    parser.add_argument("--node-blobs", dest="node_blobs", type=int, default=None,
+                        help="blobs pushed into the node before its pushes are timed, a "
+                             "fifth of them left unreferenced (default --blobs; 0: none)")
 
 
 def _digest(n: int) -> str:
@@ -158,6 +161,50 @@ def _push_latencies(url: str, seconds: float, pushers: int) -> list[float]:
     return latencies
 
 
+def _seed(url: str, blobs: int, manifests: int, threads: int = 16) -> float:
+    """Push `blobs` tiny blobs over 100 repositories and `manifests` manifests naming four
+    of them each through the API, so the node's state is the size the collections mark;
+    returns the seconds it took."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.monotonic()
+    local = threading.local()
+
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, timeout=60)
+        return local.client
+
+    def push_blob(n: int) -> None:
+        data = b"seed blob %d" % n
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        client().post(f"/v2/seed{n % REPOS}/blobs/uploads/", params={"digest": digest},
+                      content=data).raise_for_status()
+
+    def push_manifest(m: int) -> None:
+        repo = m % REPOS
+        members = [n for n in range(repo, blobs, REPOS)][(m // REPOS) * 4:][:4]
+        if len(members) < 2:
+            return
+        descriptors = []
+        for n in members:
+            data = b"seed blob %d" % n
+            descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+                                "size": len(data)})
+        body = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+                           "config": {**descriptors[0],
+                                      "mediaType": "application/vnd.oci.image.config.v1+json"},
+                           "layers": descriptors[1:]}).encode()
+        client().put(f"/v2/seed{repo}/manifests/m{m}", content=body,
+                     headers={"Content-Type": MANIFEST_TYPE}).raise_for_status()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(push_blob, range(blobs)))
+        list(pool.map(push_manifest, range(manifests)))
+    return time.monotonic() - started
+
+
 def _collect_until(url: str, stop: threading.Event, runs: list[int]) -> None:
     with httpx.Client(base_url=url, timeout=60) as client:
         while not stop.is_set():
@@ -178,6 +225,11 @@ def run(args: argparse.Namespace) -> int:
     print()
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-gc-") as tmp:
         with flotilla_node(Path(tmp), chunk_size=64 * 1024) as node:
+            seeded = args.blobs if args.node_blobs is None else args.node_blobs
+            if seeded:
+                took = _seed(node.url, seeded, min(args.manifests, seeded * 4 // 5 // 4))
+                print(f"the node holds {seeded} blobs and their manifests "
+                      f"(pushed in {took:.0f} s) before its pushes are timed")
             alone = _push_latencies(node.url, args.seconds, args.pushers)
             stop, runs = threading.Event(), [0]
             collector = threading.Thread(target=_collect_until, args=(node.url, stop, runs))
