@@ -178,22 +178,28 @@ def _print_accounts(doc: dict[str, Any], robots: bool | None) -> None:
         print(f"{account['name']} ({kind}{until}): {grants or 'no grants'}")
 
 
-def run_access_command(args: argparse.Namespace) -> int:
-    client = AdminClient(args)
-    group, action = args.command, getattr(args, "action", None)
+def answer(client: AdminClient, call: Callable[[], Shown], as_json: bool) -> int:
+    """Make one admin request and print its answer (JSON, or as `call` says to show it);
+    the exit status of the command."""
     try:
-        response, show = _call(client, group, action, args)
+        response, show = call()
     except httpx.HTTPError as exc:
         print(f"flotilla: {client.base}: {exc}", file=sys.stderr)
         return 1
     if response.status_code >= 300:
         return report_failure(response)
     doc = response.json()
-    if args.json:
+    if as_json:
         print(json.dumps(doc, indent=2))
     else:
         show(doc)
     return 0
+
+
+def run_access_command(args: argparse.Namespace) -> int:
+    client = AdminClient(args)
+    group, action = args.command, getattr(args, "action", None)
+    return answer(client, lambda: _call(client, group, action, args), args.json)
 
 
 Shown = tuple[httpx.Response, Callable[[dict[str, Any]], object]]

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from node.access_cli import AdminClient, add_admin_command, parse_duration
+from node.access_cli import AdminClient, add_admin_command, parse_duration, report_failure
 
 POLL_SECONDS = 0.5
 BAR_WIDTH = 30
@@ -50,16 +50,6 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
-
-
-def _fail(response: httpx.Response) -> int:
-    try:
-        errors = response.json().get("errors") or []
-        message = "; ".join(str(e.get("message")) for e in errors) or response.text
-    except (ValueError, AttributeError):
-        message = response.text[:400]
-    print(f"flotilla: {response.status_code}: {message}", file=sys.stderr)
-    return 1
 
 
 def _print_run(doc: dict[str, Any]) -> None:
@@ -118,7 +108,7 @@ def run_gc_command(args: argparse.Namespace) -> int:
         if args.action == "status":
             response = client.request("GET", "gc/status")
             if response.status_code >= 300:
-                return _fail(response)
+                return report_failure(response)
             doc = response.json()
             print(json.dumps(doc, indent=2)) if args.json else _print_status(doc)
             return 0
@@ -127,7 +117,7 @@ def run_gc_command(args: argparse.Namespace) -> int:
             payload["grace_seconds"] = args.grace
         response = client.request("POST", "gc/run", payload)
         if response.status_code >= 300:
-            return _fail(response)
+            return report_failure(response)
         doc = response.json()
         if not args.dry_run:
             status = _follow(client, doc["epoch"], args.timeout, quiet=args.json)

@@ -11,13 +11,11 @@ in the tag name (`'^v\\d+\\.\\d+\\.\\d+$'`, `^pr-`).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 import httpx
 
-from node.access_cli import AdminClient, add_admin_command, parse_duration, report_failure
+from node.access_cli import AdminClient, add_admin_command, answer, parse_duration
 
 POLICY_COMMANDS = ("policy", "tags")
 
@@ -121,16 +119,4 @@ def _call(client: AdminClient, args: argparse.Namespace) -> tuple[httpx.Response
 
 def run_policy_command(args: argparse.Namespace) -> int:
     client = AdminClient(args)
-    try:
-        response, show = _call(client, args)
-    except httpx.HTTPError as exc:
-        print(f"flotilla: {client.base}: {exc}", file=sys.stderr)
-        return 1
-    if response.status_code >= 300:
-        return report_failure(response)
-    doc = response.json()
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        show(doc)
-    return 0
+    return answer(client, lambda: _call(client, args), args.json)

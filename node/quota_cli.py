@@ -9,14 +9,11 @@ node/api/admin_quotas.py), authenticated the way every admin command is
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from typing import Any
 
-import httpx
-
-from node.access_cli import AdminClient, add_admin_command, report_failure
+from node.access_cli import AdminClient, Shown, add_admin_command, answer
 
 SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?i?b?)", re.IGNORECASE)
 POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
@@ -65,13 +62,24 @@ def _print_quota(q: dict[str, Any]) -> None:
           f" {q['used_repos']} of {repos} repositories")
 
 
+def _show(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    if args.action == "list":
+        for q in doc["quotas"]:
+            _print_quota(q)
+    elif args.action == "remove":
+        print(f"quota on {doc['removed']} removed")
+    else:
+        _print_quota(doc)
+
+
 def run_quota_command(args: argparse.Namespace) -> int:
     client = AdminClient(args)
-    try:
+    if args.action == "set" and args.max_bytes is None and args.max_repos is None:
+        print("flotilla: give --bytes, --repos or both", file=sys.stderr)
+        return 2
+
+    def call() -> Shown:
         if args.action == "set":
-            if args.max_bytes is None and args.max_repos is None:
-                print("flotilla: give --bytes, --repos or both", file=sys.stderr)
-                return 2
             response = client.request("POST", "quotas", {
                 "pattern": args.pattern, "max_bytes": args.max_bytes,
                 "max_repos": args.max_repos})
@@ -79,19 +87,6 @@ def run_quota_command(args: argparse.Namespace) -> int:
             response = client.request("DELETE", "quotas", query={"pattern": args.pattern})
         else:
             response = client.request("GET", "quotas")
-    except httpx.HTTPError as exc:
-        print(f"flotilla: {client.base}: {exc}", file=sys.stderr)
-        return 1
-    if response.status_code >= 300:
-        return report_failure(response)
-    doc = response.json()
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    elif args.action == "list":
-        for q in doc["quotas"]:
-            _print_quota(q)
-    elif args.action == "remove":
-        print(f"quota on {doc['removed']} removed")
-    else:
-        _print_quota(doc)
-    return 0
+        return response, lambda doc: _show(args, doc)
+
+    return answer(client, call, args.json)
