@@ -47,12 +47,12 @@ from node.cluster.peer_api import PeerAPI
 from node.cluster.peers import Peers
 from node.cluster.repair import Repairer
 from node.cluster.replication import ReplicationReport
+from node.cluster.retention import RetentionSchedule
 from node.cluster.scrub import Scrubber
 from node.config import Config
 from node.metrics import CONTENT_TYPE, NodeMetrics
 from node.readiness import Readiness
 from node.request_log import RequestObserver, current_node, current_request_id
-from node.retention_schedule import RetentionSchedule
 from node.services import NodeServices
 from node.storage.chunks import ChunkStore
 from node.storage.disk_threads import DiskThreads
@@ -333,7 +333,7 @@ async def serve(
             await nursery.start(rt.scrubber.run)
             await nursery.start(rt.repairer.run)
             await nursery.start(rt.gc.run)
-            await nursery.start(RetentionSchedule(rt).run)
+            await nursery.start(RetentionSchedule(config, rt.engine, rt.gate.audit).run)
             await nursery.start(
                 DrainFinisher(config.node_id, rt.engine, rt.peers, rt.repairer.status.as_dict).run
             )

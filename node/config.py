@@ -89,7 +89,7 @@ class Config:
     gc_interval: float = 86400.0
     gc_grace: float = 3600.0
     gc_sweep_chunks_per_second: int = 20_000  # chunks a sweep examines; 0: no limit
-    # Retention (node/retention_schedule.py): the leader applies the policies this often.
+    # Retention (node/cluster/retention.py): the leader applies the policies this often.
     retention_interval_seconds: float = 3600.0  # 0 turns scheduled retention off
     # Access control (node/access/; see README, "Access control").
     auth: str | None = None  # none, basic or token; unset: none, and only on loopback

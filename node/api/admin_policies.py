@@ -19,7 +19,6 @@ deleted is written to the audit log of this node.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -27,7 +26,6 @@ from quart import Response, request
 
 from consensus.engine import (
     MAX_TAG_PATTERNS,
-    ApplyRetention,
     DeleteImmutableTags,
     DeleteRetentionPolicy,
     ImmutableTags,
@@ -45,6 +43,7 @@ from node.api.admin import _json, _json_body
 from node.api.errors import NotFound, PolicyUnknown, Unsupported
 from node.cluster.auth import SIGNATURE_HEADER
 from node.cluster.peer_api import request_target
+from node.cluster.retention import apply_retention_now
 from node.services import NodeServices
 
 MAX_AGE_SECONDS = 100 * 366 * 86400  # a century: past it, an age is a typo
@@ -122,28 +121,6 @@ def policy_doc(policy: RetentionPolicy) -> dict[str, Any]:
     }
 
 
-async def apply_retention_now(rt: NodeServices, caller: Caller) -> dict[str, Any]:
-    """Propose ApplyRetention with this node's clock; what it deleted, also written to
-    the audit log (one line per tag or manifest, and one for the run)."""
-    command = ApplyRetention(now=int(time.time()))
-    await rt.engine.propose(command)
-    detail = rt.engine.queries.command_result(command.id)
-    deleted = json.loads(detail) if detail else {"tags": [], "manifests": []}
-    audit = rt.gate.audit
-    for repo, tag, digest in deleted["tags"]:
-        audit.record("retention_tag_deleted", caller, repository=repo, tag=tag, digest=digest)
-    for repo, digest in deleted["manifests"]:
-        audit.record("retention_manifest_deleted", caller, repository=repo, digest=digest)
-    audit.record("retention_applied", caller, now=command.now,
-                 tags=len(deleted["tags"]), manifests=len(deleted["manifests"]))
-    return {
-        "now": command.now,
-        "tags": [{"repository": r, "tag": t, "digest": d} for r, t, d in deleted["tags"]],
-        "manifests": [{"repository": r, "digest": d} for r, d in deleted["manifests"]],
-    }
-
-
-
 def _rule_doc(rule: ImmutableTags) -> dict[str, Any]:
     return {"pattern": rule.pattern, "exclude": list(rule.exclude)}
 
@@ -214,7 +191,7 @@ async def _policies(rt: NodeServices, manager: _Manager, method: str, parts: lis
     if parts == ["policies", "apply"] and method == "POST":
         if not manager.admin:
             raise AccessDenied(f"{manager.caller.name} is not an admin")
-        deleted = await apply_retention_now(rt, manager.caller)
+        deleted = await apply_retention_now(rt.engine, rt.gate.audit, manager.caller)
         return _json(deleted)
     if parts[0] == "policies":
         raise Unsupported(f"method {method} not allowed here")
