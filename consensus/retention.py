@@ -21,16 +21,9 @@ A push time of 0 is a tag or manifest written before push times were kept.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-
-def covers(pattern: str, repo: str) -> bool:
-    """Whether a repository pattern covers `repo`: `*` matches any run of characters,
-    slashes included (the rule node/access/rules.py applies to grants)."""
-    return fnmatch.fnmatchcase(repo, pattern) if "*" in pattern else pattern == repo
 
 
 @dataclass(frozen=True, slots=True)

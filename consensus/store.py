@@ -16,12 +16,12 @@ from pathlib import Path
 
 from consensus import quotas
 from consensus.garbage import Garbage, select_garbage
+from consensus.repo_patterns import covers
 from consensus.retention import (
     Deletions,
     ManifestAt,
     RetentionPolicy,
     TaggedAt,
-    covers,
     new_regex_cache,
     plan_retention,
 )

@@ -10,11 +10,11 @@ anyone may pull from a repository a public pattern matches.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from consensus.repo_patterns import covers
 from node.access.errors import AdminInputInvalid
 from node.names import is_repository_name
 
@@ -58,11 +58,6 @@ def parse_role(role: object) -> str:
     return role
 
 
-def matches(pattern: str, repo: str) -> bool:
-    """Whether `pattern` covers the repository `repo`."""
-    return fnmatch.fnmatchcase(repo, pattern) if "*" in pattern else pattern == repo
-
-
 @dataclass(frozen=True, slots=True)
 class GrantRule:
     pattern: str
@@ -73,13 +68,13 @@ def granted_actions(grants: Iterable[GrantRule], repo: str) -> frozenset[str]:
     """What `grants` (one account's) allow on `repo`."""
     actions: frozenset[str] = frozenset()
     for grant in grants:
-        if matches(grant.pattern, repo):
+        if covers(grant.pattern, repo):
             actions |= ROLE_ACTIONS[grant.role]
     return actions
 
 
 def is_public(public_patterns: Iterable[str], repo: str) -> bool:
-    return any(matches(p, repo) for p in public_patterns)
+    return any(covers(p, repo) for p in public_patterns)
 
 
 def is_admin(grants: Iterable[GrantRule]) -> bool:

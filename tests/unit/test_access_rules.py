@@ -19,10 +19,10 @@ from node.access.rules import (
     GrantRule,
     Scope,
     allowed_scope,
+    covers,
     granted_actions,
     is_admin,
     is_public,
-    matches,
     may_list,
     parse_account_name,
     parse_pattern,
@@ -58,14 +58,14 @@ actions = st.frozensets(st.sampled_from([PULL, PUSH, DELETE, MANAGE, ADMIN]))
 )
 def test_a_pattern_covers_the_repositories_it_names(pattern: str, repo: str,
                                                     covered: bool) -> None:
-    assert matches(parse_pattern(pattern), repo) is covered
+    assert covers(parse_pattern(pattern), repo) is covered
 
 
 @given(repositories)
 def test_star_covers_every_repository_and_a_name_covers_itself(repo: str) -> None:
     assert is_repository_name(repo)
-    assert matches("*", repo)
-    assert matches(parse_pattern(repo), repo)
+    assert covers("*", repo)
+    assert covers(parse_pattern(repo), repo)
 
 
 @given(repositories, repositories)
@@ -73,9 +73,9 @@ def test_a_namespace_glob_covers_everything_under_it_and_nothing_beside(
     namespace: str, rest: str
 ) -> None:
     pattern = parse_pattern(f"{namespace}/*")
-    assert matches(pattern, f"{namespace}/{rest}")
-    assert not matches(pattern, namespace)
-    assert not matches(pattern, f"{namespace}x/{rest}")
+    assert covers(pattern, f"{namespace}/{rest}")
+    assert not covers(pattern, namespace)
+    assert not covers(pattern, f"{namespace}x/{rest}")
 
 
 @pytest.mark.parametrize(

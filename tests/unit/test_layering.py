@@ -73,9 +73,13 @@ RULES = [
     Rule("consensus", never=("prometheus_client",),
          why="consensus keeps plain counts and timings (consensus/raft/timings.py); "
              "node/metrics.py turns them into Prometheus metrics"),
-    Rule("node", never=("consensus",), unless=("consensus.engine",),
+    Rule("node", never=("consensus",), unless=("consensus.engine", "consensus.repo_patterns"),
          why="consensus.engine is node's one door into consensus (it re-exports "
-             "the commands and record types)"),
+             "the commands and record types); consensus.repo_patterns is the leaf "
+             "rule for repository globs that grants and policies share"),
+    Rule("consensus.repo_patterns", never=("node", "consensus"),
+         unless=("consensus.repo_patterns",),
+         why="the repository glob rule is a leaf node/access/ imports"),
     Rule("node.config", never=("node", "consensus"), unless=("node.config",),
          why="the configuration is a leaf every layer may import"),
     Rule("node.names", never=("node", "consensus"), unless=("node.names",),
