@@ -13,15 +13,17 @@ the state machine stays deterministic.
 
 from __future__ import annotations
 
-import fnmatch
 import sqlite3
 from dataclasses import dataclass
 
+from consensus import repo_patterns
+
 
 def covers(pattern: str, repo: str) -> bool:
-    """Whether the quota `pattern` covers the repository `repo`."""
+    """Whether the quota `pattern` covers the repository `repo`: a glob as everywhere,
+    and a plain name covers its namespace (`team` covers `team/app`)."""
     if "*" in pattern:
-        return fnmatch.fnmatchcase(repo, pattern)
+        return repo_patterns.covers(pattern, repo)
     return repo == pattern or repo.startswith(pattern + "/")
 
 
@@ -126,33 +128,32 @@ def release(conn: sqlite3.Connection, repo: str, digest: str) -> None:
     for quota in quotas_covering(conn, repo):
         pattern = quota.pattern
         row = conn.execute(
-            "SELECT links, size FROM quota_objects WHERE pattern = ? AND digest = ?",
+            "SELECT size FROM quota_objects WHERE pattern = ? AND digest = ?",
             (pattern, digest),
         ).fetchone()
         if row is None:
             continue
-        links, size = row
-        if links > 1:
-            conn.execute("UPDATE quota_objects SET links = links - 1"
-                         " WHERE pattern = ? AND digest = ?", (pattern, digest))
-        else:
-            conn.execute("DELETE FROM quota_objects WHERE pattern = ? AND digest = ?",
-                         (pattern, digest))
+        if _unlink(conn, "quota_objects", "digest", pattern, digest):
             conn.execute("UPDATE quotas SET used_bytes = used_bytes - ? WHERE pattern = ?",
-                         (size, pattern))
-        repo_links = conn.execute(
-            "SELECT links FROM quota_repos WHERE pattern = ? AND repo = ?", (pattern, repo)
-        ).fetchone()
-        if repo_links is None:
-            continue
-        if repo_links[0] > 1:
-            conn.execute("UPDATE quota_repos SET links = links - 1"
-                         " WHERE pattern = ? AND repo = ?", (pattern, repo))
-        else:
-            conn.execute("DELETE FROM quota_repos WHERE pattern = ? AND repo = ?",
-                         (pattern, repo))
+                         (row[0], pattern))
+        if _unlink(conn, "quota_repos", "repo", pattern, repo):
             conn.execute("UPDATE quotas SET used_repos = used_repos - 1 WHERE pattern = ?",
                          (pattern,))
+
+
+def _unlink(conn: sqlite3.Connection, table: str, column: str, pattern: str,
+            key: str) -> bool:
+    """Count one link fewer on a counter row; True when that was its last (the row goes).
+    A missing row is no link: nothing to uncount."""
+    where = f"WHERE pattern = ? AND {column} = ?"
+    row = conn.execute(f"SELECT links FROM {table} {where}", (pattern, key)).fetchone()
+    if row is None:
+        return False
+    if row[0] > 1:
+        conn.execute(f"UPDATE {table} SET links = links - 1 {where}", (pattern, key))
+        return False
+    conn.execute(f"DELETE FROM {table} {where}", (pattern, key))
+    return True
 
 
 def set_quota(conn: sqlite3.Connection, pattern: str, max_bytes: int | None,
