@@ -22,65 +22,25 @@ hashed (the CLI hashes them); robot tokens are drawn here and shown once.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from quart import Response, request
 
 from consensus.engine import DeleteAccount, DeleteGrant, PutAccount, PutGrant, Refused, SetPublic
-from node.access.callers import SECRET, Caller
-from node.access.errors import AccessDenied, AdminInputInvalid, AuthenticationRequired
+from node.access.callers import Caller
+from node.access.errors import AdminInputInvalid
 from node.access.passwords import check_stored_hash, hash_robot_token, new_robot_token
 from node.access.rules import ALL_REPOSITORIES, parse_account_name, parse_pattern, parse_role
 from node.access.tokens import new_signing_key
-from node.api.access import client_address, realm
 from node.api.admin_gc import gc_admin
+from node.api.admin_policies import policies_admin
 from node.api.admin_quotas import quota_admin
+from node.api.admin_requests import identify, json_body, json_response, require_admin
 from node.api.errors import NotFound, Unsupported
-from node.api.request_bodies import read_body_bounded
-from node.cluster.auth import SIGNATURE_HEADER
-from node.cluster.peer_api import request_target
 from node.services import NodeServices
 
-MAX_ADMIN_BODY = 4 << 20  # an htpasswd import of some ten thousand users
 MAX_IMPORT = 20_000
 MAX_UNIX_SECONDS = 2**63 - 1  # what a command and an SQLite integer hold
-
-
-async def _admin(rt: NodeServices) -> tuple[Caller, str | None]:
-    """The admin making this request and, when it proved the secret, the body digest it
-    signed; or the refusal (401 to log in, 403 if not an admin)."""
-    if SIGNATURE_HEADER in request.headers:
-        signed_digest = rt.peer_auth.verify(
-            request.method, request_target(), request.headers, node_id=rt.config.node_id
-        )
-        return Caller(SECRET, "", client_address()), signed_digest
-    caller = await rt.gate.authenticate(
-        request.headers.get("Authorization"), client_address(), realm()
-    )
-    if rt.gate.is_admin(caller):
-        return caller, None
-    if not caller.is_account:
-        raise AuthenticationRequired("an admin account or the cluster secret is required",
-                                     challenge='Basic realm="flotilla admin"')
-    raise AccessDenied(f"{caller.name} is not an admin")
-
-
-async def _json_body(signed_digest: str | None) -> dict[str, Any]:
-    body = await read_body_bounded(MAX_ADMIN_BODY, "admin request")
-    if signed_digest is not None and signed_digest != (
-        hashlib.sha256(body).hexdigest() if body else ""
-    ):
-        raise AuthenticationRequired("the body does not match its signature",
-                                     challenge='Basic realm="flotilla admin"')
-    try:
-        doc = json.loads(body or b"{}")
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        raise AdminInputInvalid("the body is not JSON") from None
-    if not isinstance(doc, dict):
-        raise AdminInputInvalid("the body is a JSON object")
-    return doc
 
 
 def _text(doc: dict[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -92,21 +52,15 @@ def _text(doc: dict[str, Any], key: str, *, required: bool = True) -> str | None
     return value
 
 
-def _json(doc: Any, status: int = 200) -> Response:
-    return Response(json.dumps(doc), status=status, content_type="application/json",
-                    headers={"Cache-Control": "no-store"})
-
-
 async def admin(rt: NodeServices, path: str) -> Response:
+    requester = await identify(rt)
     if path.strip("/").split("/")[0] in ("policies", "immutable-tags"):
-        # Imported here: that module builds on this one's helpers, and maintainers
-        # may use it, so it authenticates on its own.
-        from node.api.admin_policies import policies_admin
-        return await policies_admin(rt, path)
-    who, signed = await _admin(rt)
+        # Maintainers manage the rules of their repositories there, not only admins.
+        return await policies_admin(rt, requester, path)
+    who = require_admin(requester)
     method = request.method
     parts = path.strip("/").split("/")
-    body = await _json_body(signed) if method in ("POST", "PUT") else {}
+    body = await json_body(requester)
     if parts[0] == "gc":
         return await gc_admin(rt, who, parts, body)
     audit = rt.gate.audit
@@ -116,7 +70,7 @@ async def admin(rt: NodeServices, path: str) -> Response:
     if parts == ["accounts"]:
         if method == "GET":
             view = gate.view()
-            return _json({"accounts": [
+            return json_response({"accounts": [
                 {"name": a.name, "robot": a.robot, "expires_at": a.expires_at,
                  "grants": [{"pattern": g.pattern, "role": g.role}
                             for g in view.grants.get(a.name, ())]}
@@ -130,7 +84,7 @@ async def admin(rt: NodeServices, path: str) -> Response:
         name = parse_account_name(parts[1])
         await rt.engine.propose(DeleteAccount(name=name))
         audit.record("account_removed", who, account=name)
-        return _json({"removed": name})
+        return json_response({"removed": name})
     if len(parts) == 3 and parts[0] == "accounts" and parts[2] == "password" and method == "PUT":
         name = parse_account_name(parts[1])
         account = (await gate.fresh_view()).accounts.get(name)
@@ -140,11 +94,11 @@ async def admin(rt: NodeServices, path: str) -> Response:
         await rt.engine.propose(PutAccount(name=name, secret_hash=stored,
                                            expires_at=account.expires_at))
         audit.record("password_changed", who, account=name)
-        return _json({"name": name})
+        return json_response({"name": name})
     if parts == ["grants"]:
         if method == "GET":
             view = gate.view()
-            return _json({"grants": [
+            return json_response({"grants": [
                 {"principal": p, "pattern": g.pattern, "role": g.role}
                 for p, rules_ in sorted(view.grants.items()) for g in rules_
             ]})
@@ -153,25 +107,25 @@ async def admin(rt: NodeServices, path: str) -> Response:
             role, pattern = parse_role(_text(body, "role")), parse_pattern(_text(body, "pattern"))
             await rt.engine.propose(PutGrant(principal=principal, role=role, pattern=pattern))
             audit.record("grant_added", who, account=principal, role=role, pattern=pattern)
-            return _json({"principal": principal, "role": role, "pattern": pattern}, 201)
+            return json_response({"principal": principal, "role": role, "pattern": pattern}, 201)
         if method == "DELETE":
             principal = parse_account_name(request.args.get("principal", ""))
             pattern = parse_pattern(request.args.get("pattern", ""))
             await rt.engine.propose(DeleteGrant(principal=principal, pattern=pattern))
             audit.record("grant_removed", who, account=principal, pattern=pattern)
-            return _json({"principal": principal, "pattern": pattern})
+            return json_response({"principal": principal, "pattern": pattern})
     if parts == ["public"]:
         if method == "GET":
-            return _json({"public": list(gate.view().public)})
+            return json_response({"public": list(gate.view().public)})
         if method in ("POST", "DELETE"):
             text = _text(body, "pattern") if method == "POST" else request.args.get("pattern", "")
             pattern = parse_pattern(text or "")
             public = method == "POST"
             await rt.engine.propose(SetPublic(pattern=pattern, public=public))
             audit.record("public_added" if public else "public_removed", who, pattern=pattern)
-            return _json({"pattern": pattern, "public": public}, 201 if public else 200)
+            return json_response({"pattern": pattern, "public": public}, 201 if public else 200)
     if parts == ["keys"] and method == "GET":
-        return _json({"keys": [
+        return json_response({"keys": [
             {"kid": k.kid, "current": k.retire_at is None, "retire_at": k.retire_at}
             for k in gate.view().keys.values()
         ]})
@@ -179,7 +133,7 @@ async def admin(rt: NodeServices, path: str) -> Response:
         kid, pem = new_signing_key()
         await rt.engine.propose(gate.signing_key_command(kid, pem))
         audit.record("signing_key_rotated", who, kid=kid)
-        return _json({"kid": kid}, 201)
+        return json_response({"kid": kid}, 201)
     if parts[0] in ("accounts", "grants", "public", "keys"):
         raise Unsupported(f"method {method} not allowed here")
     raise NotFound()
@@ -213,7 +167,7 @@ async def _add_account(rt: NodeServices, who: Caller, body: dict[str, Any]) -> R
     answer: dict[str, Any] = {"name": name, "robot": robot, "expires_at": expires_at}
     if token is not None:
         answer["token"] = token  # shown this once; only its hash is kept
-    return _json(answer, 201)
+    return json_response(answer, 201)
 
 
 async def _import(rt: NodeServices, who: Caller, body: dict[str, Any]) -> Response:
@@ -233,4 +187,4 @@ async def _import(rt: NodeServices, who: Caller, body: dict[str, Any]) -> Respon
             continue
         added.append(name)
     rt.gate.audit.record("accounts_imported", who, accounts=added, skipped_existing=existing)
-    return _json({"added": added, "existing": existing})
+    return json_response({"added": added, "existing": existing})

@@ -13,7 +13,6 @@ run is written to the audit log.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
@@ -22,17 +21,13 @@ from quart import Response, request
 
 from node.access.callers import Caller
 from node.access.errors import AdminInputInvalid
+from node.api.admin_requests import json_response
 from node.api.errors import NotFound, Unsupported
 from node.cluster.errors import PeerError
 from node.services import NodeServices
 
 MAX_GRACE_SECONDS = 10 * 365 * 86400
 STATUS_TIMEOUT = 5.0  # seconds a member has to tell its sweep's progress
-
-
-def _json(doc: Any, status: int = 200) -> Response:
-    return Response(json.dumps(doc), status=status, content_type="application/json",
-                    headers={"Cache-Control": "no-store"})
 
 
 def _grace(rt: NodeServices, body: dict[str, Any]) -> int:
@@ -53,12 +48,12 @@ async def gc_admin(rt: NodeServices, who: Caller, parts: list[str],
         if dry_run not in (None, True, False):
             raise AdminInputInvalid("dry_run: true or false")
         if dry_run:
-            return _json(await rt.gc.dry_run(grace, rt.peers.placed()))
+            return json_response(await rt.gc.dry_run(grace, rt.peers.placed()))
         detail = await rt.gc.collect(grace)
         rt.gate.audit.record("gc_collected", who, **detail)
-        return _json(detail)
+        return json_response(detail)
     if parts == ["gc", "status"] and method == "GET":
-        return _json(await _status(rt))
+        return json_response(await _status(rt))
     if parts[:2] in (["gc", "run"], ["gc", "status"]):
         raise Unsupported(f"method {method} not allowed here")
     raise NotFound()

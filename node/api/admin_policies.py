@@ -35,14 +35,10 @@ from consensus.engine import (
     TagPatternInvalid,
     check_tag_pattern,
 )
-from node.access.callers import SECRET, Caller
-from node.access.errors import AccessDenied, AdminInputInvalid, AuthenticationRequired
+from node.access.errors import AccessDenied, AdminInputInvalid
 from node.access.rules import MANAGE, parse_pattern
-from node.api.access import client_address, realm
-from node.api.admin import _json, _json_body
+from node.api.admin_requests import Requester, json_body, json_response
 from node.api.errors import NotFound, PolicyUnknown, Unsupported
-from node.cluster.auth import SIGNATURE_HEADER
-from node.cluster.peer_api import request_target
 from node.cluster.retention import apply_retention_now
 from node.services import NodeServices
 
@@ -53,10 +49,11 @@ SECTIONS = ("policies", "immutable-tags")
 
 
 class _Manager:
-    """Who is asking, and which patterns it may manage."""
+    """Who is asking, and which patterns it may manage: an admin (or the cluster
+    secret) every pattern, another account those its grants give it MANAGE on."""
 
-    def __init__(self, rt: NodeServices, caller: Caller, admin: bool) -> None:
-        self.rt, self.caller, self.admin = rt, caller, admin
+    def __init__(self, rt: NodeServices, requester: Requester) -> None:
+        self.rt, self.caller, self.admin = rt, requester.caller, requester.admin
 
     def manages(self, pattern: str) -> bool:
         return self.admin or MANAGE in self.rt.gate.allowed(self.caller, pattern)
@@ -64,24 +61,6 @@ class _Manager:
     def require(self, pattern: str) -> None:
         if not self.manages(pattern):
             raise AccessDenied(f"{self.caller.name} may not manage rules on {pattern}")
-
-
-async def _manager(rt: NodeServices) -> tuple[_Manager, str | None]:
-    """An admin (or the cluster secret) or an account holding MANAGE somewhere."""
-    if SIGNATURE_HEADER in request.headers:
-        signed_digest = rt.peer_auth.verify(
-            request.method, request_target(), request.headers, node_id=rt.config.node_id
-        )
-        return _Manager(rt, Caller(SECRET, "", client_address()), True), signed_digest
-    caller = await rt.gate.authenticate(
-        request.headers.get("Authorization"), client_address(), realm()
-    )
-    if rt.gate.is_admin(caller):
-        return _Manager(rt, caller, True), None
-    if not caller.is_account:
-        raise AuthenticationRequired("an account that manages repositories is required",
-                                     challenge='Basic realm="flotilla admin"')
-    return _Manager(rt, caller, False), None
 
 
 def _age(doc: dict[str, Any], key: str) -> int | None:
@@ -125,11 +104,11 @@ def _rule_doc(rule: ImmutableTags) -> dict[str, Any]:
     return {"pattern": rule.pattern, "exclude": list(rule.exclude)}
 
 
-async def policies_admin(rt: NodeServices, path: str) -> Response:
-    manager, signed = await _manager(rt)
+async def policies_admin(rt: NodeServices, requester: Requester, path: str) -> Response:
+    manager = _Manager(rt, requester)
     method = request.method
     parts = path.strip("/").split("/")
-    body = await _json_body(signed) if method in ("POST", "PUT") else {}
+    body = await json_body(requester)
     if parts[0] == "policies":
         return await _policies(rt, manager, method, parts, body)
     return await _immutable(rt, manager, method, parts, body)
@@ -142,7 +121,7 @@ async def _policies(rt: NodeServices, manager: _Manager, method: str, parts: lis
     if parts == ["policies"]:
         if method == "GET":
             await rt.engine.barrier()
-            return _json({"policies": [policy_doc(p) for p in queries.retention_policies()
+            return json_response({"policies": [policy_doc(p) for p in queries.retention_policies()
                                        if manager.manages(p.pattern)]})
         if method in ("POST", "PUT"):
             pattern = _pattern(body.get("pattern"))
@@ -167,13 +146,13 @@ async def _policies(rt: NodeServices, manager: _Manager, method: str, parts: lis
                 pattern, command.keep_last, command.older_than, tuple(command.keep),
                 tuple(command.only), command.untagged_older_than))
             audit.record("retention_policy_set", manager.caller, **doc)
-            return _json(doc, 201)
+            return json_response(doc, 201)
         if method == "DELETE":
             pattern = _pattern(request.args.get("pattern", ""))
             manager.require(pattern)
             await rt.engine.propose(DeleteRetentionPolicy(pattern=pattern))
             audit.record("retention_policy_removed", manager.caller, pattern=pattern)
-            return _json({"removed": pattern})
+            return json_response({"removed": pattern})
     if parts == ["policies", "test"] and method == "GET":
         pattern = _pattern(request.args.get("pattern", ""))
         manager.require(pattern)
@@ -182,7 +161,7 @@ async def _policies(rt: NodeServices, manager: _Manager, method: str, parts: lis
         if policy is None:
             raise PolicyUnknown(detail={"pattern": pattern})
         plan = queries.retention_plan(int(time.time()), [policy])
-        return _json({
+        return json_response({
             "pattern": pattern,
             "tags": [{"repository": repo, "tag": t} for repo, d in plan for t in d.tags],
             "manifests": [{"repository": repo, "digest": m}
@@ -192,7 +171,7 @@ async def _policies(rt: NodeServices, manager: _Manager, method: str, parts: lis
         if not manager.admin:
             raise AccessDenied(f"{manager.caller.name} is not an admin")
         deleted = await apply_retention_now(rt.engine, rt.gate.audit, manager.caller)
-        return _json(deleted)
+        return json_response(deleted)
     if parts[0] == "policies":
         raise Unsupported(f"method {method} not allowed here")
     raise NotFound()
@@ -205,19 +184,20 @@ async def _immutable(rt: NodeServices, manager: _Manager, method: str, parts: li
         raise NotFound()
     if method == "GET":
         await rt.engine.barrier()
-        return _json({"rules": [_rule_doc(r) for r in rt.engine.queries.immutable_tag_rules()
-                                if manager.manages(r.pattern)]})
+        rules = rt.engine.queries.immutable_tag_rules()
+        return json_response({"rules": [_rule_doc(r) for r in rules
+                                        if manager.manages(r.pattern)]})
     if method in ("POST", "PUT"):
         pattern = _pattern(body.get("pattern"))
         manager.require(pattern)
         exclude = _tag_patterns(body, "exclude")
         await rt.engine.propose(PutImmutableTags(pattern=pattern, exclude=exclude))
         audit.record("immutable_tags_set", manager.caller, pattern=pattern, exclude=exclude)
-        return _json({"pattern": pattern, "exclude": exclude}, 201)
+        return json_response({"pattern": pattern, "exclude": exclude}, 201)
     if method == "DELETE":
         pattern = _pattern(request.args.get("pattern", ""))
         manager.require(pattern)
         await rt.engine.propose(DeleteImmutableTags(pattern=pattern))
         audit.record("immutable_tags_removed", manager.caller, pattern=pattern)
-        return _json({"removed": pattern})
+        return json_response({"removed": pattern})
     raise Unsupported(f"method {method} not allowed here")

@@ -12,7 +12,6 @@ are node/api/admin.py's.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from quart import Response, request
@@ -21,6 +20,7 @@ from consensus.engine import Quota, RemoveQuota, SetQuota
 from node.access.callers import Caller
 from node.access.errors import AdminInputInvalid
 from node.access.rules import parse_pattern
+from node.api.admin_requests import json_response
 from node.api.errors import Unsupported
 from node.services import NodeServices
 
@@ -41,11 +41,6 @@ def quota_view(q: Quota) -> dict[str, Any]:
             "used_bytes": q.used_bytes, "used_repos": q.used_repos}
 
 
-def _json(doc: Any, status: int = 200) -> Response:
-    return Response(json.dumps(doc), status=status, content_type="application/json",
-                    headers={"Cache-Control": "no-store"})
-
-
 async def quota_admin(rt: NodeServices, who: Caller, parts: list[str],
                       body: dict[str, Any]) -> Response:
     method = request.method
@@ -53,7 +48,7 @@ async def quota_admin(rt: NodeServices, who: Caller, parts: list[str],
         raise Unsupported("quotas are read and changed at /admin/quotas")
     if method == "GET":
         await rt.engine.barrier()  # usage as committed, not as this node last applied it
-        return _json({"quotas": [quota_view(q) for q in rt.engine.queries.quotas()]})
+        return json_response({"quotas": [quota_view(q) for q in rt.engine.queries.quotas()]})
     if method == "POST":
         pattern = body.get("pattern")
         if not isinstance(pattern, str):
@@ -67,10 +62,10 @@ async def quota_admin(rt: NodeServices, who: Caller, parts: list[str],
         rt.gate.audit.record("quota_set", who, pattern=pattern, max_bytes=max_bytes,
                              max_repos=max_repos)
         (quota,) = [q for q in rt.engine.queries.quotas() if q.pattern == pattern]
-        return _json(quota_view(quota), 201)
+        return json_response(quota_view(quota), 201)
     if method == "DELETE":
         pattern = parse_pattern(request.args.get("pattern", ""))
         await rt.engine.propose(RemoveQuota(pattern=pattern))
         rt.gate.audit.record("quota_removed", who, pattern=pattern)
-        return _json({"removed": pattern})
+        return json_response({"removed": pattern})
     raise Unsupported(f"method {method} not allowed here")
