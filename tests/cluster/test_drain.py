@@ -254,7 +254,9 @@ def test_drain_wait_gives_up_on_its_timeout_and_when_the_node_becomes_unreachabl
     # The default grace period keeps n3's freshly pushed copies: its drain cannot finish.
     cluster = cluster_factory(3, "--chunk-size", str(CHUNK), "--replication", str(R))
     url = cluster.nodes["n1"].url
-    push_blob(url, "drain", os.urandom(2 * MiB))
+    data = os.urandom(8 * MiB)  # 16 chunks: all of them missing n3 has odds (1/3)**16
+    push_blob(url, "drain", data)
+    assert stored(cluster, "n3") & chunk_ids(data), "n3 holds nothing its drain must move"
     timed_out = drain_cli(cluster, "n3", "--url", url, "--wait", "--timeout", "3")
     assert timed_out.returncode == 1
     assert "timed out waiting for the drain of n3" in timed_out.stdout
