@@ -140,6 +140,20 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONPATH", str(ROOT))
 
 
+# Tests that share something machine-wide run on one worker, one after another, when
+# the suite runs in parallel (`-n 2 --dist loadgroup`): the docker daemon, its image
+# store and the clients' login files (tests/e2e), network namespaces (tests/chaos).
+SERIAL_GROUPS = {"e2e": "real-clients", "chaos": "network-namespaces"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.relative_to(ROOT / "tests").parts
+        group = SERIAL_GROUPS.get(parts[0]) if len(parts) > 1 else None
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @contextmanager
 def tmpfs(mount: Path, size: str) -> Iterator[Path]:
     """A tmpfs of `size` (as mount takes it: "64m") at `mount`, for a disk that

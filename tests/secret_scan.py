@@ -261,11 +261,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except OSError:
             pass
     _scan.scan_lines(_kept.take(), "log records outside any test")
-    if _scan.findings:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller reports for it
+        workeroutput["secret_findings"] = [str(f) for f in _scan.findings]
+    if _scan.findings or _relayed:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+# What the workers of a parallel run found (their scans run in their own processes).
+_relayed: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    _relayed.extend(getattr(node, "workeroutput", {}).get("secret_findings", ()))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _relayed:
+        terminalreporter.section("secrets in logs", sep="=", red=True, bold=True)
+        for finding in _relayed:
+            terminalreporter.line(finding, red=True)
     if not _scan.findings:
         if terminalreporter.config.option.verbose > 0:
             terminalreporter.line(
