@@ -21,8 +21,10 @@ from dataclasses import dataclass
 RUNS_KEPT = 100
 
 # A link is kept while it is referenced, or young: the same predicate in both queries.
+# linked_at 0 is a link older than link times; a collection stamps it with its `now`
+# first (consensus/state.py), so a dry run counts it young as well.
 _LINK_KEPT = (
-    "(r.linked_at >= :cutoff OR EXISTS (SELECT 1 FROM manifest_refs m"
+    "(r.linked_at = 0 OR r.linked_at >= :cutoff OR EXISTS (SELECT 1 FROM manifest_refs m"
     " WHERE m.repo = r.repo AND m.target = r.digest))"
 )
 

@@ -87,12 +87,12 @@ def plan_retention(
         if (not policy.only or regexes.finds(policy.only, t.tag))
         and not regexes.finds(policy.keep, t.tag)
     ]
-    newest_first = sorted(considered, key=lambda t: (-t.pushed_at, t.tag))
+    newest_first = sorted(considered, key=lambda t: (-_pushed(t.pushed_at, now), t.tag))
     doomed: set[str] = set()
     for rank, t in enumerate(newest_first):
         if policy.keep_last is not None and rank >= policy.keep_last:
             doomed.add(t.tag)
-        if policy.older_than is not None and now - t.pushed_at > policy.older_than:
+        if policy.older_than is not None and now - _pushed(t.pushed_at, now) > policy.older_than:
             doomed.add(t.tag)
     gone_manifests: list[str] = []
     if policy.untagged_older_than is not None:
@@ -100,9 +100,15 @@ def plan_retention(
         gone_manifests = sorted(
             m.digest for m in manifests
             if m.digest not in still_tagged and not m.referenced
-            and now - m.pushed_at > policy.untagged_older_than
+            and now - _pushed(m.pushed_at, now) > policy.untagged_older_than
         )
     return Deletions(tuple(sorted(doomed)), tuple(gone_manifests))
+
+
+def _pushed(pushed_at: int, now: int) -> int:
+    """A push time, with 0 (pushed before push times were kept) as `now`: what a
+    retention run stamps such rows with before it plans (consensus/state.py)."""
+    return pushed_at or now
 
 
 def new_regex_cache() -> _Regexes:

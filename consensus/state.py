@@ -319,6 +319,9 @@ class StateMachine:
         """Remove what `select_garbage` names and move `gc_epoch`, which tells every
         node's chunk sweep that recipes went (node/cluster/gc.py)."""
         conn = self.conn
+        # A link from before links had a time (linked_at 0: an older version's data or
+        # log entry) gets this collection's time, so its grace starts now, on every node.
+        conn.execute("UPDATE repo_blobs SET linked_at = ? WHERE linked_at = 0", (cmd.now,))
         garbage = select_garbage(conn, cmd.now, cmd.grace_seconds)
         remove_garbage(conn, garbage)
         for repo, digest in garbage.links:
@@ -441,6 +444,10 @@ class StateMachine:
         """Delete what the policies delete at `cmd.now`; the result's detail lists it
         (JSON: {"tags": [[repo, tag, digest]], "manifests": [[repo, digest]]})."""
         conn = self.conn
+        # Tags and manifests from before push times were kept (pushed_at 0) count as
+        # pushed now: their age starts with the first retention run that sees them.
+        for table in ("tags", "manifests"):
+            conn.execute(f"UPDATE {table} SET pushed_at = ? WHERE pushed_at = 0", (cmd.now,))
         tags: list[list[str]] = []
         manifests: list[list[str]] = []
         for repo, deletions in Queries(conn).retention_plan(cmd.now):
