@@ -171,7 +171,9 @@ def test_collection_is_deterministic_keeps_everything_referenced_and_matches_dry
     assert dump(one) == dump(two)
 
 
-def test_a_snapshot_from_before_gc_imports_with_every_link_counted_old(tmp_path: Path) -> None:
+def test_a_snapshot_from_before_gc_imports_with_its_links_young_until_a_grace_has_passed(
+    tmp_path: Path,
+) -> None:
     from consensus.store import export_snapshot, import_snapshot
 
     machine, _ = open_machine(tmp_path / "old")
@@ -188,5 +190,8 @@ def test_a_snapshot_from_before_gc_imports_with_every_link_counted_old(tmp_path:
     import_snapshot(fresh.conn, snapshot)
     assert queries.repo_blob("a", digest(1)) is not None
     assert queries.gc_runs() == []
-    fresh.apply(fresh.applied_index + 1, c.CollectGarbage(now=1, grace_seconds=0).encode())
-    assert queries.repo_blob("a", digest(1)) is None  # linked_at 0: older than any grace
+    # linked_at 0 (no time known): the first collection dates the link, never frees it.
+    fresh.apply(fresh.applied_index + 1, c.CollectGarbage(now=1000, grace_seconds=0).encode())
+    assert queries.repo_blob("a", digest(1)) is not None
+    fresh.apply(fresh.applied_index + 1, c.CollectGarbage(now=1001, grace_seconds=0).encode())
+    assert queries.repo_blob("a", digest(1)) is None
