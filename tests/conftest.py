@@ -147,11 +147,16 @@ SERIAL_GROUPS = {"e2e": "real-clients", "chaos": "network-namespaces"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    grouped: set[str] = set()
     for item in items:
         parts = item.path.relative_to(ROOT / "tests").parts
         group = SERIAL_GROUPS.get(parts[0]) if len(parts) > 1 else None
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+            grouped.add(item.nodeid)
+    # The serial groups go first (in their own order): each is one long unit of work,
+    # and a worker that starts it while the other takes everything else ends with it.
+    items.sort(key=lambda item: item.nodeid not in grouped)
 
 
 @contextmanager
