@@ -140,23 +140,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONPATH", str(ROOT))
 
 
-# Tests that share something machine-wide run on one worker, one after another, when
-# the suite runs in parallel (`-n 2 --dist loadgroup`): the docker daemon, its image
-# store and the clients' login files (tests/e2e), network namespaces (tests/chaos).
-SERIAL_GROUPS = {"e2e": "real-clients", "chaos": "network-namespaces"}
+# When the suite runs in parallel (`-n 2 --dist loadfile`), a module is one unit of
+# work: its tests run in order on one worker, as they do in one process (some share a
+# module-scoped cluster and build on what the test before them left).
+SLOW_FIRST = ("e2e", "chaos")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    grouped: set[str] = set()
-    for item in items:
-        parts = item.path.relative_to(ROOT / "tests").parts
-        group = SERIAL_GROUPS.get(parts[0]) if len(parts) > 1 else None
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-            grouped.add(item.nodeid)
-    # The serial groups go first (in their own order): each is one long unit of work,
-    # and a worker that starts it while the other takes everything else ends with it.
-    items.sort(key=lambda item: item.nodeid not in grouped)
+    # The real-client and chaos modules go first: they are the longest, and a worker
+    # that started one while the other took everything else would end the run alone.
+    def late(item: pytest.Item) -> bool:
+        return item.path.relative_to(ROOT / "tests").parts[0] not in SLOW_FIRST
+
+    items.sort(key=late)
 
 
 @contextmanager

@@ -8,9 +8,11 @@ gets its own repository name and removes the local images it made.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -18,6 +20,14 @@ import pytest
 
 from tests.e2e.clients import ClientFailed, Docker, Skopeo
 from tests.e2e.images import find_busybox, rootfs_tar
+
+# Two workers of a parallel run log in to their own nodes at the same time: each keeps
+# its clients' logins in files of its own (docker's config.json, podman's and skopeo's
+# auth.json), so no login or logout is lost to another's read-modify-write.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _logins = tempfile.mkdtemp(prefix=f"flotilla-logins-{os.environ['PYTEST_XDIST_WORKER']}-")
+    os.environ["DOCKER_CONFIG"] = os.path.join(_logins, "docker")
+    os.environ["REGISTRY_AUTH_FILE"] = os.path.join(_logins, "auth.json")
 
 
 @pytest.fixture(scope="session")
