@@ -257,14 +257,15 @@ def test_repair_fetches_no_faster_than_its_rate(cluster_factory, tmp_path: Path)
     n3.start()
 
     samples: list[tuple[float, int]] = []
-    shown: list[tuple[int, float | None]] = []  # what `cluster status` shows meanwhile
+    shown: list[tuple[int, float | None, int]] = []  # what `cluster status` shows meanwhile
 
     def done() -> bool:
         doc = cluster.status("n3")
         status = doc["repair"]
         samples.append((time.monotonic(), status["repaired_bytes"]))
         if 0 < status["repaired_bytes"] < owed:
-            shown.append((doc["under_replicated"]["missing"], status["eta_seconds"]))
+            shown.append((doc["under_replicated"]["missing"], status["eta_seconds"],
+                          status["repaired_bytes"]))
         return status["repaired_bytes"] >= owed
 
     wait_for(done, "n3 fetched what it owns", timeout=120, every=0.25)
@@ -275,8 +276,10 @@ def test_repair_fetches_no_faster_than_its_rate(cluster_factory, tmp_path: Path)
           f"over {t1 - t0:.1f} s")
     assert 0.8 * rate <= measured <= 1.2 * rate
     # The operator watches the missing copies fall, with an estimate of the time left.
-    assert shown and all(missing > 0 for missing, _ in shown)
+    # The missing count and the repaired bytes are read apart: in the last chunks'
+    # fetch the count may already be 0, so it is checked until 90% is repaired.
+    assert shown and all(missing > 0 for missing, _, done in shown if done < 0.9 * owed)
     assert shown[-1][0] < shown[0][0]
-    assert all(eta is not None and 0 < eta < 120 for _, eta in shown)
+    assert all(eta is not None and 0 < eta < 120 for _, eta, _ in shown)
     status = repair(cluster, "n3")
     assert status["owned_missing_chunks"] == 0 and status["eta_seconds"] == 0.0

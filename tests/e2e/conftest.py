@@ -28,6 +28,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     _logins = tempfile.mkdtemp(prefix=f"flotilla-logins-{os.environ['PYTEST_XDIST_WORKER']}-")
     os.environ["DOCKER_CONFIG"] = os.path.join(_logins, "docker")
     os.environ["REGISTRY_AUTH_FILE"] = os.path.join(_logins, "auth.json")
+    with open(os.environ["REGISTRY_AUTH_FILE"], "w") as _auth:  # podman stats it first
+        _auth.write('{"auths": {}}')
 
 
 @pytest.fixture(scope="session")
